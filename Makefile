@@ -1,0 +1,48 @@
+# The Makefile is the interface: CI calls these same targets.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps protos run test test-unit test-integration lint typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+system-deps: ## install redis-server and PostgreSQL through apt (root) or say what is missing
+	@bash scripts/ensure-system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: system-deps $(STAMP) protos ## everything needed to run and test
+
+gen/.stamp: $(STAMP) $(wildcard protos/bank/v1/*.proto) scripts/gen_protos.py
+	$(PY) scripts/gen_protos.py
+	@touch gen/.stamp
+
+protos: $(STAMP) gen/.stamp ## generate gen/bank/v1 (Python, type stubs) and gen/bank.desc
+
+run: setup ## start the whole stack locally with demo data (Ctrl-C stops it)
+	$(PY) -m devstack.launcher
+
+test: setup ## the whole suite: unit, integration (real PostgreSQL + Redis Cluster), e2e
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: setup ## unit tests only (fakes, no servers)
+	$(PY) -m pytest -q tests/unit
+
+lint: setup ## ruff + mypy --strict on the source
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared services devstack
+
+bench: setup ## benchmarks: cache off vs on, ratios to raw PostgreSQL and Redis
+	$(PY) -m bench
+
+clean: ## remove generated code and local run state
+	rm -rf gen .run

@@ -1,0 +1,59 @@
+"""Generate the one Python package (gen/bank/v1) and the descriptor set from protos/.
+
+Run through `make protos`; generated code is never edited by hand and never committed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import grpc_tools
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOS = ROOT / "protos"
+OUT = ROOT / "gen"
+
+
+def _googleapis_include() -> Path:
+    # googleapis-common-protos ships google/api/*.proto next to its generated modules.
+    import google.api.annotations_pb2 as annotations
+
+    return Path(annotations.__file__).resolve().parent.parent.parent
+
+
+def main() -> int:
+    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir()
+    well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{_googleapis_include()}",
+        f"-I{well_known}",
+        f"--python_out={OUT}",
+        f"--pyi_out={OUT}",
+        f"--grpc_python_out={OUT}",
+        f"--descriptor_set_out={OUT / 'bank.desc'}",
+        "--include_imports",
+        "--include_source_info",
+        *sources,
+    ]
+    code = protoc.main(args)
+    if code != 0:
+        print(f"protoc failed with exit code {code}", file=sys.stderr)
+        return int(code)
+    for folder in [OUT / "bank", OUT / "bank" / "v1"]:
+        (folder / "__init__.py").touch()
+    (OUT / "bank" / "py.typed").touch()
+    print(f"generated {len(sources)} protos into {os.path.relpath(OUT, ROOT)}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

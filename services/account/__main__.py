@@ -1,0 +1,25 @@
+"""Entrypoint: python -m services.account"""
+
+from __future__ import annotations
+
+from services.account.bootstrap import build_account_app
+from shared.config import Settings
+from shared.logging import configure_logging
+from shared.metrics import start_metrics_server
+from shared.grpc_server import run_until_signalled
+
+
+async def main() -> None:
+    settings = Settings.from_env(service_name="account")
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    start_metrics_server(settings.metrics_port)
+    app = build_account_app(settings)
+    await run_until_signalled(
+        app.grpc, settings.grpc_drain_grace_s, on_stop=app.close
+    )
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())

@@ -1,0 +1,1 @@
+"""Code that two or more services use: config, database, Redis, gRPC bootstrap, metrics."""

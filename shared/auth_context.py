@@ -1,0 +1,28 @@
+"""Who is calling: set by the auth interceptor, read by use cases. No gRPC or Redis here."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from shared.errors import Unauthenticated
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str
+    session_id: str
+
+
+_current: ContextVar[Caller | None] = ContextVar("caller", default=None)
+
+
+def current_caller() -> Caller:
+    caller = _current.get()
+    if caller is None:
+        raise Unauthenticated("this call needs a session: send 'authorization: Bearer <token>'")
+    return caller
+
+
+def set_caller(caller: Caller | None) -> None:
+    _current.set(caller)

@@ -1,0 +1,124 @@
+"""The one typed, frozen settings object of a process, read from the environment in one place.
+
+Nothing else in the code base reads os.environ. Secrets (the database URL carries the password)
+have no defaults: a missing one fails at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+def _env_name(name: str) -> str:
+    return "BANK_" + name.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every process builds one of these with `Settings.from_env()` (tests build it directly)."""
+
+    # Required: no defaults, because they are secrets or deployment-specific.
+    database_url: str = field(metadata={"required": True})
+    redis_nodes: str = field(metadata={"required": True})  # "host:port,host:port,..."
+
+    service_name: str = "bank"
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    # 0 disables the Prometheus endpoint (tests run several replicas in one process).
+    metrics_port: int = 0
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_statement_timeout_ms: int = 5000
+
+    # The cache is an accelerator: with it off, every read goes to PostgreSQL (the benchmark's
+    # "before" column). Redis calls give up after this and reads fall back to PostgreSQL.
+    cache_enabled: bool = True
+    redis_timeout_ms: int = 100
+    redis_max_connections: int = 64
+    balance_ttl_s: int = 60
+    recent_ttl_s: int = 120
+    api_ttl_s: int = 300
+    ttl_jitter: float = 0.10
+    circuit_failure_threshold: int = 5
+    circuit_reset_s: float = 2.0
+
+    session_ttl_s: int = 900
+    login_max_failures: int = 5
+    login_window_s: int = 900
+
+    max_transfer_minor_units: int = 100_000_000_00  # 100 million in major units
+    idempotency_retention_s: int = 86_400
+    event_partitions: int = 16
+
+    rate_limit_per_minute: int = 100
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_max_body_bytes: int = 64 * 1024
+    grpc_deadline_s: float = 5.0
+    account_target: str = "dns:///127.0.0.1:50051"
+    transfer_target: str = "dns:///127.0.0.1:50052"
+    auth_target: str = "dns:///127.0.0.1:50053"
+
+    grpc_max_connection_age_s: int = 300
+    grpc_drain_grace_s: float = 10.0
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        """Every environment variable the settings read (deploy manifests are checked against it)."""
+        return [_env_name(f.name) for f in fields(cls)]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = _env_name(f.name)
+            if f.name in overrides:
+                values[f.name] = overrides[f.name]
+                continue
+            raw = env.get(name)
+            if raw is None or raw == "":
+                if f.metadata.get("required"):
+                    raise ConfigError(f"{name} is required and not set")
+                continue
+            values[f.name] = _parse(name, raw, f.type)
+        return cls(**values)
+
+    @property
+    def redis_startup_nodes(self) -> list[tuple[str, int]]:
+        nodes: list[tuple[str, int]] = []
+        for item in self.redis_nodes.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"BANK_REDIS_NODES entry {item!r} is not host:port")
+            nodes.append((host, int(port)))
+        return nodes
+
+
+def _parse(name: str, raw: str, type_name: Any) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,134 @@
+"""The gRPC server bootstrap every service uses: grpc.aio, one interceptor for request ids,
+auth, error mapping, metrics and logs, the standard health service (SERVING only while the
+readiness checks pass), reflection, keepalive and max-connection-age, and a graceful drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from shared.config import Settings
+from shared.grpc_interceptor import Authenticator, ServiceInterceptor
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        # Keepalive lets both ends notice dead peers behind NAT/load balancers.
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Kubernetes Services balance connections, not requests: closing connections after an
+        # age makes clients re-resolve DNS and spread over new replicas.
+        ("grpc.max_connection_age_ms", settings.grpc_max_connection_age_s * 1000),
+        ("grpc.max_connection_age_grace_ms", int(settings.grpc_drain_grace_s * 1000)),
+        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@dataclass
+class GrpcService:
+    """A running server and the pieces tests and entrypoints need to reach."""
+
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    service_names: Sequence[str]
+    readiness_checks: Sequence[ReadinessCheck]
+    health_poll_s: float = 1.0
+    _health_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def refresh_health(self) -> bool:
+        ready = True
+        for check in self.readiness_checks:
+            if not await check():
+                ready = False
+                break
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+        return ready
+
+    async def _watch_health(self) -> None:
+        while True:
+            try:
+                await self.refresh_health()
+            except Exception:  # the watcher must outlive any one bad probe
+                log.exception("health refresh failed")
+            await asyncio.sleep(self.health_poll_s)
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.refresh_health()
+        self._health_task = asyncio.create_task(self._watch_health(), name="health-watch")
+
+    async def stop(self, grace: float) -> None:
+        """Drain: report NOT_SERVING first so balancers stop sending, then finish in-flight calls."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def build_grpc_service(
+    settings: Settings,
+    *,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    readiness_checks: Sequence[ReadinessCheck],
+    authenticator: Authenticator | None,
+    port: int | None = None,
+    health_poll_s: float = 1.0,
+) -> GrpcService:
+    """Create (not start) a server. `register` adds servicers and returns their full names."""
+    interceptor = ServiceInterceptor(settings.service_name, authenticator)
+    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
+    names = list(register(server))
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(
+        f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
+    )
+    return GrpcService(server, bound, health, names, readiness_checks, health_poll_s)
+
+
+async def run_until_signalled(service: GrpcService, grace: float,
+                              on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain gracefully and release resources."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    log.info("serving", extra={"fields": {"port": service.port}})
+    await stop.wait()
+    log.info("draining", extra={"fields": {"grace_s": grace}})
+    await service.stop(grace)
+    if on_stop is not None:
+        await on_stop()

@@ -1,0 +1,34 @@
+"""The Redis Cluster client factory. Every Redis call in the services goes through one of these."""
+
+from __future__ import annotations
+
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from shared.config import Settings
+
+
+def create_redis_cluster(settings: Settings) -> RedisCluster:
+    """A cluster client with short timeouts: Redis is a cache here, and a slow cache must give way
+    to PostgreSQL quickly instead of holding requests (see DESIGN.md, Redis faults)."""
+    timeout = settings.redis_timeout_ms / 1000
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_startup_nodes],
+        decode_responses=False,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=settings.redis_max_connections,
+        # Callers decide about retries (the circuit breaker); the client's own retry loop would
+        # multiply the timeout on a dead node.
+        retry=Retry(NoBackoff(), 0),
+        require_full_coverage=False,
+    )
+
+
+async def redis_ready(client: RedisCluster) -> bool:
+    """Health probe: True when the cluster answers PING on every primary."""
+    try:
+        return bool(await client.ping(target_nodes=RedisCluster.PRIMARIES))
+    except Exception:
+        return False

@@ -1,0 +1,110 @@
+"""The test harness: its own PostgreSQL and six-node Redis Cluster on free ports, started once
+per session in a temporary folder and torn down even when tests fail. Tests that break servers
+(stop PostgreSQL, kill Redis nodes) ask for the private_* fixtures and get their own."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devstack.postgres import LocalPostgres
+from devstack.redis_cluster import LocalRedisCluster
+from shared.config import Settings
+from shared.db import create_engine
+from shared.migrate import upgrade_to_head
+
+
+def _start_postgres(folder: Path) -> LocalPostgres:
+    pg = LocalPostgres(folder, durable=False)
+    pg.start()
+    try:
+        upgrade_to_head(pg.dsn)
+    except BaseException:
+        pg.stop()
+        raise
+    return pg
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    pg = _start_postgres(tmp_path_factory.mktemp("pg"))
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[LocalPostgres]:
+    pg = _start_postgres(tmp_path / "pg")
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture
+def private_redis_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
+    cluster = LocalRedisCluster(tmp_path / "redis", node_timeout_ms=1000)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any) -> Settings:
+    return Settings(
+        database_url=pg.dsn,
+        redis_nodes=cluster.nodes_string,
+        log_json=False,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def base_settings(postgres: LocalPostgres, redis_cluster: LocalRedisCluster) -> Settings:
+    return settings_for(postgres, redis_cluster)
+
+
+@pytest.fixture
+def make_settings(base_settings: Settings) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        return dataclasses.replace(base_settings, **overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def engine(base_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(base_settings)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Unique names per test, so tests share servers without cleaning up after each other."""
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    return make
