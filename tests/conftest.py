@@ -72,7 +72,7 @@ def private_redis_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
 def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any) -> Settings:
     return Settings(
         database_url=pg.dsn,
-        redis_nodes=cluster.nodes_string,
+        redis_nodes=cluster.startup_nodes_csv,
         log_json=False,
         **overrides,
     )
