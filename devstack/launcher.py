@@ -1,0 +1,208 @@
+"""`make run`: the whole stack on 127.0.0.1 from the system's binaries, with demo data.
+
+PostgreSQL (initdb in .run/), a six-node Redis Cluster, the migrations, demo data, every service
+in devstack.components (several replicas where replicas matter) and the Envoy edge. Ctrl-C stops
+everything this process started, by pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from devstack.components import (
+    COMPONENTS,
+    EDGE_ADMIN_PORT,
+    EDGE_HTTPS_PORT,
+    POSTGRES_PORT,
+    REDIS_PORTS,
+    Component,
+    grpc_target,
+)
+from devstack.demo_data import DEMO_PASSWORD, DemoUser, load_demo_data
+from devstack.postgres import LocalPostgres
+from devstack.processes import ManagedProcess, wait_for_port
+from devstack.redis_cluster import LocalRedisCluster
+from shared.config import Settings
+from shared.db import create_engine
+from shared.migrate import upgrade_to_head
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+
+
+def _component_by_name(name: str) -> Component:
+    return next(c for c in COMPONENTS if c.name == name)
+
+
+def service_env(pg: LocalPostgres, cluster: LocalRedisCluster, component: Component,
+                replica: int) -> dict[str, str]:
+    ports = component.ports(replica)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
+        "BANK_DATABASE_URL": pg.dsn,
+        "BANK_REDIS_NODES": cluster.startup_nodes_csv,
+        "BANK_SERVICE_NAME": component.name,
+        "BANK_LOG_JSON": "true",
+        "BANK_ACCOUNT_TARGET": grpc_target(_component_by_name("account")),
+        "BANK_TRANSFER_TARGET": grpc_target(_component_by_name("transfer")),
+        "BANK_AUTH_TARGET": grpc_target(_component_by_name("auth")),
+    }
+    if "grpc" in ports:
+        env["BANK_GRPC_PORT"] = str(ports["grpc"])
+    if "http" in ports:
+        env["BANK_GATEWAY_PORT"] = str(ports["http"])
+    if "metrics" in ports:
+        env["BANK_METRICS_PORT"] = str(ports["metrics"])
+    return env
+
+
+def _module_exists(module: str) -> bool:
+    """True when `python -m module` can run (later issues add services to the same table)."""
+    try:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations is not None:
+            spec = importlib.util.find_spec(module + ".__main__")
+        return spec is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.pg = LocalPostgres(RUN_DIR / "postgres", durable=True, port=POSTGRES_PORT)
+        self.redis = LocalRedisCluster(RUN_DIR / "redis", ports=list(REDIS_PORTS))
+        self.processes: list[ManagedProcess] = []
+        self.lines: list[str] = []
+        self.edge_url: str | None = None
+
+    def start(self) -> list[DemoUser]:
+        if RUN_DIR.exists():
+            shutil.rmtree(RUN_DIR)  # every run starts from the same demo state
+        RUN_DIR.mkdir()
+        print("starting PostgreSQL ...", flush=True)
+        self.pg.start()
+        self.lines.append(f"PostgreSQL      {self.pg.dsn}")
+        print("starting the Redis Cluster (3 masters + 3 replicas) ...", flush=True)
+        self.redis.start()
+        self.lines.append(f"Redis Cluster   {self.redis.startup_nodes_csv}")
+        print("migrating and loading demo data ...", flush=True)
+        upgrade_to_head(self.pg.dsn)
+        users = asyncio.run(self._demo_data())
+        for component in COMPONENTS:
+            assert component.module is not None
+            if not _module_exists(component.module):
+                self.lines.append(f"{component.name:<15} (not built yet: {component.module})")
+                continue
+            for replica in range(component.replicas):
+                self._start_replica(component, replica)
+        self._start_edge()
+        return users
+
+    async def _demo_data(self) -> list[DemoUser]:
+        engine = create_engine(Settings(database_url=self.pg.dsn, redis_nodes="unused"))
+        try:
+            return await load_demo_data(engine)
+        finally:
+            await engine.dispose()
+
+    def _start_replica(self, component: Component, replica: int) -> None:
+        assert component.module is not None
+        name = f"{component.name}-{replica}"
+        proc = ManagedProcess(
+            [sys.executable, "-m", component.module],
+            log_path=RUN_DIR / "logs" / f"{name}.log",
+            name=name,
+            cwd=ROOT,
+            env=service_env(self.pg, self.redis, component, replica),
+        )
+        (RUN_DIR / "logs").mkdir(exist_ok=True)
+        proc.start()
+        self.processes.append(proc)
+        ports = component.ports(replica)
+        listen = ports.get("grpc") or ports.get("http") or ports.get("metrics")
+        if listen is not None:
+            wait_for_port("127.0.0.1", listen, timeout=30, process=proc)
+        described = ", ".join(f"{k} :{v}" for k, v in ports.items())
+        self.lines.append(f"{name:<15} pid {proc.pid:<7} {described}")
+
+    def _start_edge(self) -> None:
+        if not _module_exists("edge.launch"):
+            self.lines.append("edge (Envoy)    (not built yet)")
+            return
+        from edge.launch import start_edge  # the gateway issue's edge tool
+
+        gateway = _component_by_name("gateway")
+        gateway_ports = [gateway.ports(i)["http"] for i in range(gateway.replicas)]
+        proc, url = start_edge(RUN_DIR / "edge", EDGE_HTTPS_PORT, EDGE_ADMIN_PORT, gateway_ports)
+        self.processes.append(proc)
+        self.edge_url = url
+        self.lines.append(f"{'edge (Envoy)':<15} pid {proc.pid:<7} {url} (admin :{EDGE_ADMIN_PORT})")
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop(timeout=15)
+        self.redis.stop()
+        self.pg.stop()
+
+
+def _usage(edge_url: str, users: list[DemoUser]) -> str:
+    alice, bob = users[0], users[1]
+    return f"""
+Try it (the certificate is self-signed, hence -k):
+
+  TOKEN=$(curl -sk {edge_url}/v1/auth/login -H 'content-type: application/json' \\
+      -d '{{"email":"{alice.email}","password":"{DEMO_PASSWORD}"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  curl -sk {edge_url}/v1/accounts/{alice.account_id}/balance -H "authorization: Bearer $TOKEN"
+  curl -sk {edge_url}/v1/transfers -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
+      -H "Idempotency-Key: demo-$(date +%s)" \\
+      -d '{{"fromAccountId":"{alice.account_id}","toAccountId":"{bob.account_id}","amount":{{"minorUnits":"1250","currency":"EUR"}},"description":"Lunch"}}'
+  curl -sk {edge_url}/v1/accounts/{alice.account_id}/balance -H "authorization: Bearer $TOKEN"
+  curl -sk {edge_url}/v1/auth/register -H 'content-type: application/json' \\
+      -d '{{"email":"you@example.com","password":"a-long-passphrase-1","name":"You"}}'
+
+API reference: {edge_url}/docs   OpenAPI: {edge_url}/openapi.json
+gRPC reflection: grpcurl -plaintext 127.0.0.1:50051 list
+Demo users: {alice.email} and {bob.email}, password {DEMO_PASSWORD}
+Logs: {RUN_DIR / 'logs'}
+"""
+
+
+def main() -> int:
+    stack = Stack()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        users = stack.start()
+        print("\nThe stack is up:\n  " + "\n  ".join(stack.lines))
+        gateway = _component_by_name("gateway")
+        url = stack.edge_url or f"http://127.0.0.1:{gateway.ports(0)['http']}"
+        print(_usage(url, users))
+        print("Ctrl-C stops everything.", flush=True)
+        while not stopping.wait(1.0):
+            dead = [p for p in stack.processes if not p.alive]
+            if dead:
+                for p in dead:
+                    print(p.describe_failure("exited"), file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        print("\nstopping ...", flush=True)
+        stack.stop()
+        print("stopped.")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.config import ConfigError, Settings
+
+REQUIRED = {"BANK_DATABASE_URL": "postgresql://u@h/db", "BANK_REDIS_NODES": "127.0.0.1:7001"}
+
+
+def test_reads_typed_values_from_the_environment() -> None:
+    s = Settings.from_env({**REQUIRED, "BANK_GRPC_PORT": "6000", "BANK_CACHE_ENABLED": "off",
+                           "BANK_TTL_JITTER": "0.2"})
+    assert (s.grpc_port, s.cache_enabled, s.ttl_jitter) == (6000, False, 0.2)
+    assert s.redis_startup_nodes == [("127.0.0.1", 7001)]
+
+
+def test_missing_secret_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="BANK_DATABASE_URL is required"):
+        Settings.from_env({"BANK_REDIS_NODES": "h:1"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("BANK_GRPC_PORT", "http"), ("BANK_CACHE_ENABLED", "maybe")]
+)
+def test_malformed_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({**REQUIRED, name: value})
+
+
+def test_malformed_redis_node_is_reported() -> None:
+    with pytest.raises(ConfigError, match="not host:port"):
+        _ = Settings.from_env({**REQUIRED, "BANK_REDIS_NODES": "localhost"}).redis_startup_nodes
+
+
+def test_env_names_cover_every_field() -> None:
+    names = Settings.env_names()
+    assert "BANK_DATABASE_URL" in names and "BANK_RATE_LIMIT_PER_MINUTE" in names

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.money import format_minor_units
+
+
+@pytest.mark.parametrize(
+    ("units", "currency", "text"),
+    [(12345, "EUR", "123.45"), (5, "EUR", "0.05"), (-250, "EUR", "-2.50"), (1000, "JPY", "1000"),
+     (1234, "KWD", "1.234"), (9_223_372_036_854_775_807, "EUR", "92233720368547758.07")],
+)
+def test_formats_exactly(units: int, currency: str, text: str) -> None:
+    assert format_minor_units(units, currency) == text
