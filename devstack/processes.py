@@ -2,8 +2,9 @@
 
 Every server is started in its own session (``start_new_session=True``) so that a
 Ctrl-C in the terminal does not reach it before we can stop it in order, and so
-that the process group id equals the pid we own: the final SIGKILL goes to that
-group, which also takes down any children (e.g. PostgreSQL backends).
+that the process group id equals the pid we own: the last-resort SIGKILL goes to
+that group and, because PostgreSQL backends ``setsid()`` into groups of their own,
+also to the direct children of the pid.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 __all__ = [
     "DevstackError",
     "ManagedProcess",
+    "child_pids",
     "kill_all_managed",
     "log_tail",
     "wait_for_port",
@@ -152,24 +154,23 @@ class ManagedProcess:
         return self._popen.returncode
 
     def kill(self) -> None:
-        """SIGKILL the process (and its process group) and reap it."""
+        """SIGKILL the process, its process group and its direct children; reap it."""
         if self._popen is None:
             return
-        self._kill_group()
         if self._popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._popen.pid, signal.SIGKILL)
-        self._popen.wait()
-        self._reap()
-
-    def _kill_group(self) -> None:
-        assert self._popen is not None
-        # With start_new_session the pgid is our child's pid; only kill it while
-        # that pid is still ours (alive or an unreaped zombie), so a recycled pid
-        # can never make us signal an unrelated group.
-        if self._popen.returncode is None:
+            # Only while the pid is still ours (alive, not yet reaped) can its pid
+            # and its children be trusted not to have been recycled.
+            children = child_pids(self._popen.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._popen.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._popen.pid, signal.SIGKILL)
+            # After the parent: a dying postmaster can no longer fork replacements.
+            for child in children:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, signal.SIGKILL)
+        self._popen.wait()
+        self._reap()
 
     def _reap(self) -> None:
         if self._popen is not None and self._popen.poll() is not None:
@@ -186,6 +187,28 @@ class ManagedProcess:
             f"{what}: {self.name} (pid {self.pid}) {status}; "
             f"log {self.log_path}, last lines:\n{self.log_tail()}"
         )
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc; empty elsewhere)."""
+    children = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ..."; comm may contain spaces and parentheses.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            children.append(int(entry))
+    return children
 
 
 def kill_all_managed() -> None:

@@ -141,9 +141,13 @@ class LocalRedisCluster:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> LocalRedisCluster:
-        """Start fresh nodes, create the cluster, wait until it is healthy."""
-        if self._procs:
-            raise DevstackError("LocalRedisCluster.start() called twice")
+        """Start fresh nodes, create the cluster, wait until it is healthy.
+
+        After ``stop()`` this creates a new, empty cluster on the same ports.
+        """
+        if self._ports is not None and self.alive_ports():
+            raise DevstackError("LocalRedisCluster.start(): nodes are already running")
+        self._procs = {}
         if self._ports is None:
             self._ports = free_redis_ports(self._n_nodes)
         try:
@@ -168,15 +172,15 @@ class LocalRedisCluster:
 
     def kill_node(self, port: int) -> None:
         """SIGKILL one node (a crash, as seen by the rest of the cluster)."""
-        self._procs[port].kill()
+        self._node(port).kill()
 
     def stop_node(self, port: int, timeout: float = 10.0) -> None:
         """Graceful SIGTERM stop of one node."""
-        self._procs[port].stop(timeout)
+        self._node(port).stop(timeout)
 
     def start_node(self, port: int, *, timeout: float | None = None) -> None:
         """Restart a stopped/killed node on the same port and dir; it rejoins."""
-        proc = self._procs[port]
+        proc = self._node(port)
         if proc.alive:
             return
         proc.start()
@@ -283,11 +287,13 @@ class LocalRedisCluster:
         """What keeps the live nodes from being healthy (empty dict: healthy).
 
         Healthy means, on every live node: cluster_state:ok; all 16384 slots
-        assigned and ok; every live node is seen connected and not flagged
-        failing; and every live node is seen with the role (and master) it
-        reports for itself. The last check matters right after ``--cluster
-        create`` and after a restarted master rejoins as a replica: gossip may
-        still show stale roles while cluster_state is already ok.
+        assigned and ok; no slot owned by a node whose process is down; every
+        live node seen connected, not flagged failing, and with the role (and
+        master) it reports for itself (gossip can show stale roles for a moment
+        after ``--cluster create`` or a rejoin while cluster_state is already
+        ok); and every replica of a live master has its replication link up. A
+        replica that never finished its first sync refuses to fail over, so a
+        failover test started before that point would hang.
         """
         alive = set(self.alive_ports())
         if not alive:
@@ -317,11 +323,29 @@ class LocalRedisCluster:
         for port, view in views.items():
             for n in view:
                 if n.port not in alive:
+                    # We know before the cluster does that a killed master is gone:
+                    # healthy means its slots have been failed over already.
+                    if n.is_master and n.slots:
+                        problems[port].append(f"slots still owned by down node {n.port}")
                     continue
                 if n.failed or n.link_state != "connected":
                     problems[port].append(f"sees {n!r}")
                 elif n.port in self_role and (n.is_master, n.master_id) != self_role[n.port]:
                     problems[port].append(f"stale role for {n.port}: {n!r}")
+        for port, view in views.items():
+            me = next((n for n in view if "myself" in n.flags), None)
+            if me is None or me.is_master:
+                continue
+            master = next((n for n in view if n.node_id == me.master_id), None)
+            if master is None or master.port not in alive:
+                continue  # link down is expected; failover is checked above
+            try:
+                with self.client(port) as r:
+                    link = r.info("replication").get("master_link_status")
+            except redis.RedisError as exc:
+                link = f"{type(exc).__name__}: {exc}"
+            if link != "up":
+                problems[port].append(f"replication link to {master.port}: {link}")
         return {port: msgs for port, msgs in problems.items() if msgs}
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
@@ -370,6 +394,12 @@ class LocalRedisCluster:
 
     # -- internals ---------------------------------------------------------------
 
+    def _node(self, port: int) -> ManagedProcess:
+        try:
+            return self._procs[port]
+        except KeyError:
+            raise DevstackError(f"{port} is not a node of this cluster ({self.ports})") from None
+
     def _spawn(self, port: int) -> None:
         node_dir = self.node_dir(port)
         argv = [
@@ -389,6 +419,9 @@ class LocalRedisCluster:
             "--daemonize", "no",
             # Partitioned nodes must not serve possibly stale cache entries.
             "--cluster-allow-reads-when-down", "no",
+            # Replicas must finish their first sync before they may be promoted;
+            # Redis 7 would otherwise wait 5 s for more replicas to batch with.
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         proc = ManagedProcess(argv, log_path=node_dir / "redis.log", name=f"redis-{port}")
         proc.start()
