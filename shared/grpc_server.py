@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
+# Health-service name that is SERVING while the process runs, whatever PostgreSQL and Redis do:
+# Kubernetes' liveness probe asks for it, so an outage of a dependency makes pods unready (no
+# traffic) instead of restarting every pod at once. Readiness asks for "" (the readiness checks).
+LIVENESS_SERVICE = "liveness"
+
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
@@ -79,6 +84,7 @@ class GrpcService:
 
     async def start(self) -> None:
         await self.server.start()
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.refresh_health()
         self._health_task = asyncio.create_task(self._watch_health(), name="health-watch")
 
