@@ -76,17 +76,25 @@ def _module_exists(module: str) -> bool:
 
 
 class Stack:
-    def __init__(self) -> None:
-        self.pg = LocalPostgres(RUN_DIR / "postgres", durable=True, port=POSTGRES_PORT)
-        self.redis = LocalRedisCluster(RUN_DIR / "redis", ports=list(REDIS_PORTS))
+    """The whole local stack. `make run` uses the fixed ports of devstack.components; the
+    benchmarks pass their own folder, free ports and extra BANK_* settings (cache off/on)."""
+
+    def __init__(self, run_dir: Path = RUN_DIR, *, free_ports: bool = False,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.run_dir = run_dir
+        self.extra_env = dict(extra_env or {})
+        self.pg = LocalPostgres(run_dir / "postgres", durable=True,
+                                port=None if free_ports else POSTGRES_PORT)
+        self.redis = LocalRedisCluster(run_dir / "redis",
+                                       ports=None if free_ports else list(REDIS_PORTS))
         self.processes: list[ManagedProcess] = []
         self.lines: list[str] = []
         self.edge_url: str | None = None
 
     def start(self) -> list[DemoUser]:
-        if RUN_DIR.exists():
-            shutil.rmtree(RUN_DIR)  # every run starts from the same demo state
-        RUN_DIR.mkdir()
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)  # every run starts from the same demo state
+        self.run_dir.mkdir(parents=True)
         print("starting PostgreSQL ...", flush=True)
         self.pg.start()
         self.lines.append(f"PostgreSQL      {self.pg.dsn}")
@@ -118,12 +126,12 @@ class Stack:
         name = f"{component.name}-{replica}"
         proc = ManagedProcess(
             [sys.executable, "-m", component.module],
-            log_path=RUN_DIR / "logs" / f"{name}.log",
+            log_path=self.run_dir / "logs" / f"{name}.log",
             name=name,
             cwd=ROOT,
-            env=service_env(self.pg, self.redis, component, replica),
+            env={**service_env(self.pg, self.redis, component, replica), **self.extra_env},
         )
-        (RUN_DIR / "logs").mkdir(exist_ok=True)
+        (self.run_dir / "logs").mkdir(exist_ok=True)
         proc.start()
         self.processes.append(proc)
         ports = component.ports(replica)
@@ -141,7 +149,7 @@ class Stack:
 
         gateway = _component_by_name("gateway")
         gateway_ports = [gateway.ports(i)["http"] for i in range(gateway.replicas)]
-        proc, url = start_edge(RUN_DIR / "edge", EDGE_HTTPS_PORT, EDGE_ADMIN_PORT, gateway_ports)
+        proc, url = start_edge(self.run_dir / "edge", EDGE_HTTPS_PORT, EDGE_ADMIN_PORT, gateway_ports)
         self.processes.append(proc)
         self.edge_url = url
         self.lines.append(f"{'edge (Envoy)':<15} pid {proc.pid:<7} {url} (admin :{EDGE_ADMIN_PORT})")
