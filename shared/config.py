@@ -55,6 +55,14 @@ class Settings:
     session_ttl_s: int = 900
     login_max_failures: int = 5
     login_window_s: int = 900
+    # argon2id cost: RFC 9106's second recommended option (64 MiB, 3 passes, 4 lanes), which is
+    # also argon2-cffi's default profile. Tests lower them so that hashing stays cheap.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    # Hashes running at once per process: each holds argon2_memory_kib, so this bounds memory
+    # (and CPU) under a flood of logins or registrations.
+    argon2_max_concurrent: int = 4
 
     max_transfer_minor_units: int = 100_000_000_00  # 100 million in major units
     idempotency_retention_s: int = 86_400
@@ -68,13 +76,21 @@ class Settings:
     account_target: str = "dns:///127.0.0.1:50051"
     transfer_target: str = "dns:///127.0.0.1:50052"
     auth_target: str = "dns:///127.0.0.1:50053"
+    # X-Forwarded-For entries added by proxies we run (Envoy appends the client's address): the
+    # gateway takes the client address from that many entries from the right.
+    gateway_trusted_hops: int = 1
+    # How long the gateway remembers a session's last transfer version (read-your-writes).
+    read_your_writes_ttl_s: int = 60
+    edge_host: str = "127.0.0.1"
+    edge_https_port: int = 8443
+    edge_admin_port: int = 9901
 
     grpc_max_connection_age_s: int = 300
     grpc_drain_grace_s: float = 10.0
 
     @classmethod
     def env_names(cls) -> list[str]:
-        """Every environment variable the settings read (deploy manifests are checked against it)."""
+        """Every environment variable the settings read (the deployments are checked against it)."""
         return [_env_name(f.name) for f in fields(cls)]
 
     @classmethod

@@ -89,7 +89,7 @@ class GrpcService:
         self._health_task = asyncio.create_task(self._watch_health(), name="health-watch")
 
     async def stop(self, grace: float) -> None:
-        """Drain: report NOT_SERVING first so balancers stop sending, then finish in-flight calls."""
+        """Drain: NOT_SERVING first so balancers stop sending, then finish in-flight calls."""
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

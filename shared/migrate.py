@@ -1,4 +1,4 @@
-"""Run the Alembic migrations to head: `python -m shared.migrate` (the migration job's entrypoint)."""
+"""Run the Alembic migrations to head: `python -m shared.migrate` (the migration job)."""
 
 from __future__ import annotations
 

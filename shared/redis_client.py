@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from shared.config import Settings
 

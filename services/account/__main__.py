@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from services.account.bootstrap import build_account_app
 from shared.config import Settings
+from shared.grpc_server import run_until_signalled
 from shared.logging import configure_logging
 from shared.metrics import start_metrics_server
-from shared.grpc_server import run_until_signalled
 
 
 async def main() -> None:
