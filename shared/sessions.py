@@ -6,33 +6,108 @@ A token is "<user_id>.<session_id>.<secret>". The ids are not secret; they let a
 session and the rate-limit counter in one slot. The secret carries 256 random bits; only its
 SHA-256 is stored, and it is compared in constant time.
 
-Redis value: b"<sha256 hex>|<epoch seconds of the last PostgreSQL touch>", TTL = idle timeout,
-slid by GETEX on each use. A revoked session's key holds the tombstone b"revoked" so that a
-reader racing the revocation cannot refill it from an older PostgreSQL read (refills use NX).
+Redis value: b"<sha256 hex>|<epoch seconds of the last PostgreSQL check>", TTL = idle timeout,
+slid by GETEX on each use. A revoked session's key holds the tombstone b"revoked". Writes of a
+valid entry go through a script that never overwrites a tombstone, so a reader racing the
+revocation cannot put the session back from an older PostgreSQL read.
+
+There is no in-process cache of sessions anywhere: every check reads Redis (or PostgreSQL), so a
+tombstone takes effect on every replica of every service at once.
+
+Revocation when Redis fails (the hole a tombstone alone leaves open). Revocation commits to
+PostgreSQL first, then writes tombstones. If that write fails (the revoker cannot reach the
+slot's master, a failover is under way, or an acknowledged write is lost with a dying master),
+a still-valid entry may be served by Redis once it answers again, and GETEX would keep sliding it
+forever. Two measures close this:
+
+1. Entries expire as evidence: the timestamp in the value is the last time PostgreSQL confirmed
+   the session. An entry older than `recheck_interval_s` (min(PG_TOUCH_INTERVAL_S, ttl / 3)) is
+   re-confirmed by one primary-key UPDATE ... WHERE revoked_at IS NULL, which also refreshes
+   last_used_at; a revoked row turns the entry into a tombstone. A revoked session can therefore
+   never outlive `recheck_interval_s` after its revocation, whatever Redis lost; this needs no
+   background process and survives a crash of the revoker.
+2. The revoker keeps the failed tombstones and retries them every TOMBSTONE_RETRY_INTERVAL_S
+   until Redis accepts them (or measure 1 has made them unnecessary), so in the usual case, a
+   failover of a few seconds, the revocation is effective as soon as the slot is writable again.
+
+A per-user "revoked before" marker in Redis was rejected: it is lost exactly like the tombstone
+(same slot, same failure), and single-session logout would still need per-session state.
+Re-checking PostgreSQL on every request was rejected too: it would put the database back on the
+hot path that the cache exists to take it off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
+import re
 import secrets
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth_context import Caller
 from shared.errors import Unauthenticated
+from shared.metrics import CACHE_REQUESTS
+
+log = logging.getLogger(__name__)
 
 REVOKED = b"revoked"
-# PostgreSQL's last_used_at is refreshed at most this often; a Redis-less fallback may therefore
-# end a session up to this much earlier than its sliding TTL (documented trade-off: one UPDATE per
-# request would put the session check back on the database).
+# PostgreSQL is re-confirmed (and last_used_at refreshed) at most this often per session; a
+# Redis-less fallback may therefore end a session up to this much earlier than its sliding TTL
+# (one UPDATE per request would put the session check back on the database).
 PG_TOUCH_INTERVAL_S = 60
+TOMBSTONE_RETRY_INTERVAL_S = 0.2
 _MAX_TOKEN_LENGTH = 200
+_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")  # token_urlsafe(32)
+_INVALID_MESSAGE = "session token is invalid or expired"
+_TOMBSTONE_BATCH = 100
+
+# Write a verified entry unless the key holds a tombstone (ARGV: value, tombstone, ttl).
+_SET_UNLESS_REVOKED = """
+if redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+# Tombstones for several sessions of one user: one slot, one round trip (ARGV: tombstone, ttl).
+_WRITE_TOMBSTONES = """
+for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end
+return #KEYS
+"""
+
+_SELECT_SESSION = text(
+    "SELECT secret_hash, revoked_at IS NOT NULL AS revoked,"
+    " extract(epoch FROM now() - last_used_at) AS idle_s"
+    " FROM sessions WHERE id = CAST(:sid AS uuid) AND user_id = CAST(:uid AS uuid)"
+)
+_TOUCH_SESSION = text(
+    "UPDATE sessions SET last_used_at = now()"
+    " WHERE id = CAST(:sid AS uuid) AND user_id = CAST(:uid AS uuid) AND revoked_at IS NULL"
+    " RETURNING id"
+)
+_REVOKE_SESSIONS = text(
+    "UPDATE sessions SET revoked_at = now() WHERE user_id = CAST(:u AS uuid)"
+    " AND id = ANY(CAST(:ids AS uuid[])) AND revoked_at IS NULL"
+)
+_REVOKE_OTHER_SESSIONS = text(
+    "UPDATE sessions SET revoked_at = now() WHERE user_id = CAST(:u AS uuid)"
+    " AND id <> CAST(:keep AS uuid) AND revoked_at IS NULL RETURNING id::text"
+)
+_LIST_ACTIVE = text(
+    "SELECT id::text, created_at, last_used_at, client_address, user_agent FROM sessions"
+    " WHERE user_id = CAST(:u AS uuid) AND revoked_at IS NULL"
+    " AND last_used_at > now() - make_interval(secs => :idle_s)"
+    " ORDER BY last_used_at DESC, id LIMIT :n"
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +125,15 @@ class NewSession:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    created_at: datetime
+    last_used_at: datetime
+    client_address: str
+    user_agent: str
+
+
 def session_key(user_id: str, session_id: str) -> str:
     return f"session:{{{user_id}}}:{session_id}"
 
@@ -58,27 +142,49 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _invalid() -> Unauthenticated:
+    return Unauthenticated(_INVALID_MESSAGE)
+
+
 def parse_token(token: str) -> ParsedToken:
     """Reject malformed tokens before any I/O, with one message that reveals nothing."""
-    invalid = Unauthenticated("session token is invalid or expired")
     if not token or len(token) > _MAX_TOKEN_LENGTH:
-        raise invalid
+        raise _invalid()
     parts = token.split(".")
-    if len(parts) != 3 or not parts[2]:
-        raise invalid
+    if len(parts) != 3 or not _SECRET_PATTERN.fullmatch(parts[2]):
+        raise _invalid()
     try:
         user_id = str(uuid.UUID(parts[0]))
         session_id = str(uuid.UUID(parts[1]))
     except ValueError:
-        raise invalid from None
+        raise _invalid() from None
     if user_id != parts[0] or session_id != parts[1]:
-        raise invalid  # only the canonical form, so one session has exactly one token spelling
+        raise _invalid()  # only the canonical form, so one session has exactly one token spelling
     return ParsedToken(user_id, session_id, parts[2])
 
 
 def secret_matches(stored_hash_hex: str | bytes, secret: str) -> bool:
-    stored = stored_hash_hex.decode() if isinstance(stored_hash_hex, bytes) else stored_hash_hex
-    return hmac.compare_digest(stored, hash_secret(secret))
+    stored = stored_hash_hex if isinstance(stored_hash_hex, bytes) else stored_hash_hex.encode()
+    return hmac.compare_digest(stored, hash_secret(secret).encode())
+
+
+def _decode_entry(value: bytes) -> tuple[bytes, float] | None:
+    """(hash, last PostgreSQL check) from a cached entry; None when it is not one of ours."""
+    stored_hash, sep, checked = value.partition(b"|")
+    if not sep or len(stored_hash) != 64:
+        return None
+    try:
+        return stored_hash, float(checked)
+    except ValueError:
+        return None
+
+
+async def revoke_other_sessions_in(conn: AsyncConnection, user_id: str,
+                                   keep_session_id: str) -> list[str]:
+    """Revoke every other session of the user inside the caller's transaction (a password change
+    commits with it). The caller must then call SessionStore.write_tombstones after commit."""
+    rows = await conn.execute(_REVOKE_OTHER_SESSIONS, {"u": user_id, "keep": keep_session_id})
+    return [str(r[0]) for r in rows]
 
 
 class SessionStore:
@@ -88,12 +194,24 @@ class SessionStore:
         self._engine = engine
         self._redis = redis
         self._ttl_s = ttl_s
+        self._recheck_s = min(float(PG_TOUCH_INTERVAL_S), ttl_s / 3)
+        self._set_unless_revoked = redis.register_script(_SET_UNLESS_REVOKED) if redis else None
+        self._tombstone_script = redis.register_script(_WRITE_TOMBSTONES) if redis else None
+        # (user_id, session_id) -> monotonic time after which retrying is pointless (see above)
+        self._pending_tombstones: dict[tuple[str, str], float] = {}
+        self._retry_task: asyncio.Task[None] | None = None
 
     @property
     def ttl_s(self) -> int:
         return self._ttl_s
 
-    async def create(self, user_id: str, client_address: str = "", user_agent: str = "") -> NewSession:
+    @property
+    def recheck_interval_s(self) -> float:
+        return self._recheck_s
+
+    async def create(
+        self, user_id: str, client_address: str = "", user_agent: str = ""
+    ) -> NewSession:
         secret = secrets.token_urlsafe(32)
         secret_hash = hash_secret(secret)
         async with self._engine.begin() as conn:
@@ -106,86 +224,164 @@ class SessionStore:
                  "ua": user_agent[:300]},
             )
             session_id = str(row.scalar_one())
-        await self._redis_set(user_id, session_id, secret_hash, nx=False)
+        await self._cache_verified(user_id, session_id, secret_hash.encode())
         return NewSession(f"{user_id}.{session_id}.{secret}", user_id, session_id,
                           time.time() + self._ttl_s)
 
     async def authenticate(self, token: str) -> Caller:
         parsed = parse_token(token)
-        key = session_key(parsed.user_id, parsed.session_id)
-        if self._redis is not None:
-            try:
-                value = await self._redis.getex(key, ex=self._ttl_s)
-            except Exception:
-                value = None  # Redis down or slow: PostgreSQL decides (slower, still correct)
-            else:
-                if value == REVOKED:
-                    raise Unauthenticated("session token is invalid or expired")
-                if value is not None:
-                    stored_hash, _, touched = value.partition(b"|")
-                    if not secret_matches(stored_hash, parsed.secret):
-                        raise Unauthenticated("session token is invalid or expired")
-                    if time.time() - float(touched or 0) > PG_TOUCH_INTERVAL_S:
-                        await self._touch(parsed, stored_hash.decode())
-                    return Caller(parsed.user_id, parsed.session_id)
-        return await self._authenticate_from_database(parsed)
-
-    async def _authenticate_from_database(self, parsed: ParsedToken) -> Caller:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT secret_hash, revoked_at IS NOT NULL AS revoked,"
-                        " extract(epoch FROM now() - last_used_at) AS idle_s"
-                        " FROM sessions WHERE id = :sid AND user_id = :uid"
-                    ),
-                    {"sid": parsed.session_id, "uid": parsed.user_id},
-                )
-            ).first()
-        if row is None or row.revoked or float(row.idle_s) > self._ttl_s:
-            raise Unauthenticated("session token is invalid or expired")
-        stored_hash = bytes(row.secret_hash).hex()
+        value = await self._read_and_slide(parsed)
+        if value == REVOKED:
+            CACHE_REQUESTS.labels("session", "hit").inc()
+            raise _invalid()
+        entry = _decode_entry(value) if value is not None else None
+        if entry is None:
+            return await self._authenticate_from_database(parsed)
+        CACHE_REQUESTS.labels("session", "hit").inc()
+        stored_hash, checked_at = entry
         if not secret_matches(stored_hash, parsed.secret):
-            raise Unauthenticated("session token is invalid or expired")
-        await self._touch(parsed, stored_hash, refill_nx=True)
+            raise _invalid()
+        if time.time() - checked_at > self._recheck_s:
+            await self._reconfirm(parsed, stored_hash)
         return Caller(parsed.user_id, parsed.session_id)
 
-    async def _touch(self, parsed: ParsedToken, stored_hash: str, refill_nx: bool = False) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE sessions SET last_used_at = now() WHERE id = :sid"
-                     " AND revoked_at IS NULL"),
-                {"sid": parsed.session_id},
-            )
-        await self._redis_set(parsed.user_id, parsed.session_id, stored_hash, nx=refill_nx)
-
-    async def _redis_set(self, user_id: str, session_id: str, secret_hash: str, *, nx: bool) -> None:
+    async def _read_and_slide(self, parsed: ParsedToken) -> bytes | None:
         if self._redis is None:
-            return
-        value = f"{secret_hash}|{int(time.time())}".encode()
+            return None
         try:
-            if nx:
-                await self._redis.set(session_key(user_id, session_id), value, ex=self._ttl_s,
-                                      nx=True)
-            else:
-                await self._redis.set(session_key(user_id, session_id), value, ex=self._ttl_s,
-                                      xx=False)
+            value = await self._redis.getex(
+                session_key(parsed.user_id, parsed.session_id), ex=self._ttl_s
+            )
+        except Exception:
+            CACHE_REQUESTS.labels("session", "fallback").inc()
+            return None  # Redis down or slow: PostgreSQL decides (slower, still correct)
+        if value is None:
+            CACHE_REQUESTS.labels("session", "miss").inc()
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    async def _reconfirm(self, parsed: ParsedToken, stored_hash: bytes) -> None:
+        """The cached entry is old evidence: ask PostgreSQL whether the session still stands."""
+        async with self._engine.begin() as conn:
+            still_valid = (await conn.execute(
+                _TOUCH_SESSION, {"sid": parsed.session_id, "uid": parsed.user_id}
+            )).first() is not None
+        if not still_valid:
+            await self.write_tombstones(parsed.user_id, [parsed.session_id])
+            raise _invalid()
+        await self._cache_verified(parsed.user_id, parsed.session_id, stored_hash)
+
+    async def _authenticate_from_database(self, parsed: ParsedToken) -> Caller:
+        ids = {"sid": parsed.session_id, "uid": parsed.user_id}
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_SELECT_SESSION, ids)).first()
+            if row is None or float(row.idle_s) > self._ttl_s:
+                raise _invalid()
+            stored_hash = bytes(row.secret_hash).hex().encode()
+            if not secret_matches(stored_hash, parsed.secret):
+                raise _invalid()
+            revoked = bool(row.revoked)
+            if not revoked and float(row.idle_s) > self._recheck_s:
+                revoked = (await conn.execute(_TOUCH_SESSION, ids)).first() is None
+                await conn.commit()
+        if revoked:
+            # Put the tombstone back (a flush lost it) so that repeats stay off the database.
+            await self._write_tombstones_once(parsed.user_id, [parsed.session_id])
+            raise _invalid()
+        await self._cache_verified(parsed.user_id, parsed.session_id, stored_hash)
+        return Caller(parsed.user_id, parsed.session_id)
+
+    async def _cache_verified(self, user_id: str, session_id: str, stored_hash: bytes) -> None:
+        if self._set_unless_revoked is None:
+            return
+        value = stored_hash + b"|" + str(int(time.time())).encode()
+        try:
+            await self._set_unless_revoked(
+                keys=[session_key(user_id, session_id)], args=[value, REVOKED, self._ttl_s]
+            )
         except Exception:
             pass  # the durable row is the truth; the next request refills the cache
 
     async def revoke(self, user_id: str, session_ids: list[str]) -> None:
         """PostgreSQL first (durable), then tombstones, so no replica can revive the session."""
-        if not session_ids:
+        ids = _canonical_ids(session_ids)
+        if not ids or _canonical_id(user_id) is None:
             return
         async with self._engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE sessions SET revoked_at = now() WHERE user_id = :u"
-                     " AND id = ANY(CAST(:ids AS uuid[])) AND revoked_at IS NULL"),
-                {"u": user_id, "ids": session_ids},
+            await conn.execute(_REVOKE_SESSIONS, {"u": user_id, "ids": ids})
+        await self.write_tombstones(user_id, ids)
+
+    async def write_tombstones(self, user_id: str, session_ids: Iterable[str]) -> None:
+        """Mark sessions revoked in Redis; what fails is retried in the background."""
+        failed = await self._write_tombstones_once(user_id, list(session_ids))
+        if failed:
+            log.warning("session tombstones not written, retrying",
+                        extra={"fields": {"user_id": user_id, "sessions": len(failed)}})
+            give_up_at = time.monotonic() + self._recheck_s + 1.0
+            for sid in failed:
+                self._pending_tombstones[(user_id, sid)] = give_up_at
+            if self._retry_task is None or self._retry_task.done():
+                self._retry_task = asyncio.get_running_loop().create_task(
+                    self._retry_pending_tombstones(), name="session-tombstone-retry"
+                )
+
+    async def _write_tombstones_once(self, user_id: str, session_ids: list[str]) -> list[str]:
+        """Returns the ids whose tombstone could not be written."""
+        if self._tombstone_script is None:
+            return []
+        failed: list[str] = []
+        for start in range(0, len(session_ids), _TOMBSTONE_BATCH):
+            batch = session_ids[start:start + _TOMBSTONE_BATCH]
+            try:
+                await self._tombstone_script(
+                    keys=[session_key(user_id, sid) for sid in batch], args=[REVOKED, self._ttl_s]
+                )
+            except Exception:
+                failed.extend(batch)
+        return failed
+
+    async def _retry_pending_tombstones(self) -> None:
+        while self._pending_tombstones:
+            await asyncio.sleep(TOMBSTONE_RETRY_INTERVAL_S)
+            now = time.monotonic()
+            by_user: dict[str, list[str]] = {}
+            for (user_id, sid), give_up_at in list(self._pending_tombstones.items()):
+                if now > give_up_at:
+                    del self._pending_tombstones[(user_id, sid)]  # re-confirmation covers it now
+                else:
+                    by_user.setdefault(user_id, []).append(sid)
+            for user_id, sids in by_user.items():
+                still_failed = set(await self._write_tombstones_once(user_id, sids))
+                for sid in sids:
+                    if sid not in still_failed:
+                        self._pending_tombstones.pop((user_id, sid), None)
+
+    @property
+    def pending_tombstones(self) -> int:
+        return len(self._pending_tombstones)
+
+    async def list_active(self, user_id: str, limit: int = 100) -> list[SessionInfo]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                _LIST_ACTIVE, {"u": user_id, "idle_s": float(self._ttl_s), "n": limit}
             )
-        if self._redis is not None:
-            for sid in session_ids:
-                try:
-                    await self._redis.set(session_key(user_id, sid), REVOKED, ex=self._ttl_s)
-                except Exception:
-                    pass  # PostgreSQL already says revoked; a Redis miss falls back to it
+            return [SessionInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def aclose(self) -> None:
+        """Stop retrying tombstones (re-confirmation still bounds what is left)."""
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+            self._retry_task = None
+
+
+def _canonical_id(raw: str) -> str | None:
+    try:
+        return str(uuid.UUID(raw))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _canonical_ids(raw_ids: Iterable[str]) -> list[str]:
+    return [sid for sid in (_canonical_id(r) for r in raw_ids) if sid is not None]

@@ -1,0 +1,126 @@
+"""Thin gRPC servicer: proto in, use case, proto out. No SQL or Redis here."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import grpc
+from bank.v1 import auth_pb2, auth_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.auth.domain import LoginRequest
+from services.auth.service_layer import credentials, session_management
+from services.auth.service_layer.ports import AuthDependencies
+from shared.auth_context import current_caller
+from shared.grpc_interceptor import bearer_token
+from shared.sessions import SessionInfo
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
+    for item in context.invocation_metadata() or ():
+        if item[0] == key:
+            value = item[1]
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return ""
+
+
+def client_address(context: grpc.aio.ServicerContext) -> str:
+    """The end user's address: the first hop of x-forwarded-for (set by the gateway), else the
+    peer. Only the gateway should reach this service (network policy): a caller that reaches it
+    directly could name any address, and the per-email limit is what still holds then."""
+    forwarded = _metadata(context, "x-forwarded-for").split(",", 1)[0].strip()
+    if forwarded:
+        try:
+            return str(ipaddress.ip_address(forwarded))
+        except ValueError:
+            pass  # not an address: ignore it rather than key a counter by attacker text
+    return peer_host(context.peer() or "")
+
+
+def peer_host(peer: str) -> str:
+    """'ipv4:10.0.0.1:5342' -> '10.0.0.1', 'ipv6:[::1]:5342' -> '::1'; other forms as given.
+    The port changes on every connection, so it must not be part of a rate-limit key."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer[:64]
+
+
+def _user_agent(context: grpc.aio.ServicerContext) -> str:
+    # The gateway forwards the browser's User-Agent as x-user-agent; gRPC's own user-agent only
+    # names the client library.
+    return _metadata(context, "x-user-agent") or _metadata(context, "user-agent")
+
+
+def _timestamp(epoch_s: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(epoch_s * 1e9))
+    return stamp
+
+
+def _session_proto(info: SessionInfo, current_session_id: str) -> auth_pb2.Session:
+    created, last_used = Timestamp(), Timestamp()
+    created.FromDatetime(info.created_at)
+    last_used.FromDatetime(info.last_used_at)
+    return auth_pb2.Session(
+        session_id=info.session_id, created_at=created, last_used_at=last_used,
+        client_address=info.client_address, user_agent=info.user_agent,
+        current=info.session_id == current_session_id,
+    )
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, deps: AuthDependencies) -> None:
+        self._deps = deps
+
+    async def Register(self, request: auth_pb2.RegisterRequest,
+                       context: grpc.aio.ServicerContext) -> auth_pb2.RegisterResponse:
+        made = await credentials.register(self._deps, request.email, request.password,
+                                          request.name, request.currency)
+        return auth_pb2.RegisterResponse(user_id=made.user_id, account_id=made.account_id)
+
+    async def Login(self, request: auth_pb2.LoginRequest,
+                    context: grpc.aio.ServicerContext) -> auth_pb2.LoginResponse:
+        session = await credentials.login(self._deps, LoginRequest(
+            request.email, request.password, client_address(context), _user_agent(context)
+        ))
+        return auth_pb2.LoginResponse(token=session.token, user_id=session.user_id,
+                                      session_id=session.session_id,
+                                      expires_at=_timestamp(session.expires_at))
+
+    async def Logout(self, request: auth_pb2.LogoutRequest,
+                     context: grpc.aio.ServicerContext) -> auth_pb2.LogoutResponse:
+        await session_management.logout(self._deps, current_caller())
+        return auth_pb2.LogoutResponse()
+
+    async def ChangePassword(self, request: auth_pb2.ChangePasswordRequest,
+                             context: grpc.aio.ServicerContext
+                             ) -> auth_pb2.ChangePasswordResponse:
+        revoked = await credentials.change_password(
+            self._deps, current_caller(), request.current_password, request.new_password,
+            client_address(context),
+        )
+        return auth_pb2.ChangePasswordResponse(revoked_sessions=revoked)
+
+    async def ListSessions(self, request: auth_pb2.ListSessionsRequest,
+                           context: grpc.aio.ServicerContext) -> auth_pb2.ListSessionsResponse:
+        caller = current_caller()
+        sessions = await session_management.list_sessions(self._deps, caller)
+        return auth_pb2.ListSessionsResponse(
+            sessions=[_session_proto(s, caller.session_id) for s in sessions]
+        )
+
+    async def ValidateSession(self, request: auth_pb2.ValidateSessionRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> auth_pb2.ValidateSessionResponse:
+        # The token to check is the request's; a caller may send it as metadata instead.
+        metadata: Any = context.invocation_metadata()
+        token = request.token or bearer_token(metadata) or ""
+        checked = await session_management.validate_session(self._deps, token)
+        return auth_pb2.ValidateSessionResponse(
+            user_id=checked.caller.user_id, session_id=checked.caller.session_id,
+            expires_at=_timestamp(checked.expires_at),
+        )

@@ -1,0 +1,88 @@
+"""Use cases of a user's credentials: register, log in, change the password."""
+
+from __future__ import annotations
+
+import logging
+
+from services.auth.domain import (
+    InvalidCredentials,
+    LoginRequest,
+    Registration,
+    normalize_currency,
+    normalize_email,
+    normalize_name,
+)
+from services.auth.service_layer.ports import AuthDependencies
+from shared.auth_context import Caller
+from shared.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated
+from shared.passwords import check_password_length, check_password_strength
+from shared.sessions import NewSession
+
+log = logging.getLogger(__name__)
+
+
+async def register(deps: AuthDependencies, email: str, password: str, name: str,
+                   currency: str = "") -> Registration:
+    """A new user and their first account, in one transaction. A taken email is ALREADY_EXISTS:
+    a sign-up form has to say so, and the gateway's per-address limit bounds the probing."""
+    email = normalize_email(email)
+    name = normalize_name(name)
+    currency = normalize_currency(currency)
+    password = check_password_strength(password, email=email)
+    password_hash = await deps.hasher.hash(password)
+    return await deps.users.register(email, name, password_hash, currency)
+
+
+async def login(deps: AuthDependencies, request: LoginRequest) -> NewSession:
+    """Unknown email and wrong password give the same error after the same work (a dummy argon2
+    verification), and both count as failures against the email and the client address."""
+    email = normalize_email(request.email)
+    password = check_password_length(request.password)
+    reservation = await deps.limiter.reserve(email, request.client_address)
+    credentials = await deps.users.credentials_by_email(email)
+    if credentials is None:
+        await deps.hasher.verify_dummy(password)
+        raise InvalidCredentials()
+    if not await deps.hasher.verify(credentials.password_hash, password):
+        raise InvalidCredentials()
+    await deps.limiter.release(reservation)
+    if deps.hasher.needs_rehash(credentials.password_hash):
+        await _rehash(deps, credentials.user_id, credentials.password_hash, password)
+    return await deps.sessions.create(credentials.user_id, request.client_address,
+                                      request.user_agent)
+
+
+async def _rehash(deps: AuthDependencies, user_id: str, old_hash: str, password: str) -> None:
+    """The hash was made with older parameters: the plain password is only here, now."""
+    try:
+        new_hash = await deps.hasher.hash(password)
+        await deps.users.replace_password_hash(user_id, old_hash, new_hash)
+    except Exception:
+        # The login itself succeeded; the next one will try again.
+        log.exception("password rehash failed", extra={"fields": {"user_id": user_id}})
+
+
+async def change_password(deps: AuthDependencies, caller: Caller, current_password: str,
+                          new_password: str, client_address: str) -> int:
+    """Needs the current password (a stolen session alone cannot lock the owner out); revokes
+    every other session with the change, in the same transaction. Returns how many."""
+    current = check_password_length(current_password, "current_password")
+    credentials = await deps.users.credentials_by_id(caller.user_id)
+    if credentials is None:
+        raise Unauthenticated("session token is invalid or expired")
+    new = check_password_strength(new_password, email=credentials.email, field="new_password")
+    if new == current:
+        raise InvalidArgument("new_password must differ from current_password")
+    # Guessing the current password through this RPC is brute force like any other.
+    reservation = await deps.limiter.reserve(credentials.email, client_address)
+    if not await deps.hasher.verify(credentials.password_hash, current):
+        raise PermissionDenied("current_password is incorrect")
+    await deps.limiter.release(reservation)
+    new_hash = await deps.hasher.hash(new)
+    revoked = await deps.users.change_password(
+        caller.user_id, credentials.password_hash, new_hash, caller.session_id
+    )
+    if revoked is None:
+        raise Aborted("the password was changed by another request; try again")
+    await deps.sessions.write_tombstones(caller.user_id, revoked)
+    return len(revoked)

@@ -1,0 +1,85 @@
+"""What the use cases need from the outside world. The real adapters live in adapters/, the fakes
+for unit tests in adapters/fakes.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.auth.domain import Registration, StoredCredentials
+from shared.auth_context import Caller
+from shared.sessions import NewSession, SessionInfo
+
+
+class UserRepository(Protocol):
+    async def register(self, email: str, name: str, password_hash: str,
+                       currency: str) -> Registration:
+        """Create the user and the first account in one transaction (EmailAlreadyRegistered)."""
+        ...
+
+    async def credentials_by_email(self, email: str) -> StoredCredentials | None: ...
+
+    async def credentials_by_id(self, user_id: str) -> StoredCredentials | None: ...
+
+    async def replace_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
+        """Rehash on login: only if nobody changed the password meanwhile."""
+        ...
+
+    async def change_password(self, user_id: str, old_hash: str, new_hash: str,
+                              keep_session_id: str) -> list[str] | None:
+        """New hash and revocation of every other session, one transaction. Returns the revoked
+        session ids, or None when the password changed concurrently (nothing written)."""
+        ...
+
+
+class Sessions(Protocol):
+    @property
+    def ttl_s(self) -> int: ...
+
+    async def create(self, user_id: str, client_address: str = "",
+                     user_agent: str = "") -> NewSession: ...
+
+    async def authenticate(self, token: str) -> Caller: ...
+
+    async def revoke(self, user_id: str, session_ids: list[str]) -> None: ...
+
+    async def write_tombstones(self, user_id: str, session_ids: Iterable[str]) -> None: ...
+
+    async def list_active(self, user_id: str, limit: int = 100) -> list[SessionInfo]: ...
+
+
+@dataclass(frozen=True)
+class AttemptReservation:
+    """Slots taken in the failure counters before a password check; released on success."""
+
+    keys: tuple[str, ...]
+
+
+class LoginLimiter(Protocol):
+    async def reserve(self, email: str, client_address: str) -> AttemptReservation:
+        """Count one attempt against the email and the client address, or raise
+        ResourceExhausted (with retry_after_s) when either has used up its window."""
+        ...
+
+    async def release(self, reservation: AttemptReservation) -> None:
+        """The attempt succeeded: it is not a failure, give the slots back."""
+        ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, normalized_password: str) -> str: ...
+
+    async def verify(self, stored_hash: str, normalized_password: str) -> bool: ...
+
+    async def verify_dummy(self, normalized_password: str) -> None: ...
+
+    def needs_rehash(self, stored_hash: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AuthDependencies:
+    users: UserRepository
+    sessions: Sessions
+    limiter: LoginLimiter
+    hasher: PasswordHasher
