@@ -1,0 +1,180 @@
+"""In-memory stand-ins for the adapters, for unit tests of the use cases (no mock.patch)."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from services.auth.domain import EmailAlreadyRegistered, Registration, StoredCredentials
+from services.auth.service_layer.ports import AttemptReservation, PasswordHasher
+from shared.auth_context import Caller
+from shared.errors import ResourceExhausted, Unauthenticated
+from shared.sessions import NewSession, SessionInfo, parse_token
+
+
+class FakeUserRepository:
+    def __init__(self) -> None:
+        self.users: dict[str, StoredCredentials] = {}  # by email
+        self.accounts: dict[str, tuple[str, str]] = {}  # account id -> (owner, currency)
+        self.revoked_by_change: list[str] = []
+        self.sessions: FakeSessions | None = None  # change_password revokes through it
+
+    async def register(self, email: str, name: str, password_hash: str,
+                       currency: str) -> Registration:
+        if email in self.users:
+            raise EmailAlreadyRegistered()
+        user_id, account_id = str(uuid.uuid4()), str(uuid.uuid4())
+        self.users[email] = StoredCredentials(user_id, email, password_hash)
+        self.accounts[account_id] = (user_id, currency)
+        return Registration(user_id, account_id)
+
+    async def credentials_by_email(self, email: str) -> StoredCredentials | None:
+        return self.users.get(email)
+
+    async def credentials_by_id(self, user_id: str) -> StoredCredentials | None:
+        return next((c for c in self.users.values() if c.user_id == user_id), None)
+
+    async def replace_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
+        for email, creds in self.users.items():
+            if creds.user_id == user_id and creds.password_hash == old_hash:
+                self.users[email] = StoredCredentials(user_id, email, new_hash)
+                return True
+        return False
+
+    async def change_password(self, user_id: str, old_hash: str, new_hash: str,
+                              keep_session_id: str) -> list[str] | None:
+        if not await self.replace_password_hash(user_id, old_hash, new_hash):
+            return None
+        revoked: list[str] = []
+        if self.sessions is not None:
+            revoked = self.sessions.revoke_all_except(user_id, keep_session_id)
+        return revoked
+
+
+@dataclass
+class _FakeSession:
+    user_id: str
+    secret: str
+    created_at: float
+    client_address: str
+    user_agent: str
+    revoked: bool = False
+
+
+class FakeSessions:
+    """Sessions in a dict; tokens have the real format so parse_token applies."""
+
+    def __init__(self, ttl_s: int = 900) -> None:
+        self._ttl_s = ttl_s
+        self.sessions: dict[str, _FakeSession] = {}
+        self.tombstoned: list[str] = []
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    async def create(self, user_id: str, client_address: str = "",
+                     user_agent: str = "") -> NewSession:
+        session_id = str(uuid.uuid4())
+        secret = uuid.uuid4().hex + "A" * 11  # 43 url-safe characters, like token_urlsafe(32)
+        self.sessions[session_id] = _FakeSession(user_id, secret, time.time(), client_address,
+                                                 user_agent)
+        return NewSession(f"{user_id}.{session_id}.{secret}", user_id, session_id,
+                          time.time() + self._ttl_s)
+
+    async def authenticate(self, token: str) -> Caller:
+        parsed = parse_token(token)
+        found = self.sessions.get(parsed.session_id)
+        if (found is None or found.revoked or found.user_id != parsed.user_id
+                or found.secret != parsed.secret):
+            raise Unauthenticated("session token is invalid or expired")
+        return Caller(parsed.user_id, parsed.session_id)
+
+    async def revoke(self, user_id: str, session_ids: list[str]) -> None:
+        for sid in session_ids:
+            found = self.sessions.get(sid)
+            if found is not None and found.user_id == user_id:
+                found.revoked = True
+        await self.write_tombstones(user_id, session_ids)
+
+    def revoke_all_except(self, user_id: str, keep_session_id: str) -> list[str]:
+        revoked = [sid for sid, s in self.sessions.items()
+                   if s.user_id == user_id and sid != keep_session_id and not s.revoked]
+        for sid in revoked:
+            self.sessions[sid].revoked = True
+        return revoked
+
+    async def write_tombstones(self, user_id: str, session_ids: Iterable[str]) -> None:
+        self.tombstoned.extend(session_ids)
+
+    async def list_active(self, user_id: str, limit: int = 100) -> list[SessionInfo]:
+        found = [
+            SessionInfo(sid, datetime.fromtimestamp(s.created_at, UTC),
+                        datetime.fromtimestamp(s.created_at, UTC), s.client_address,
+                        s.user_agent)
+            for sid, s in self.sessions.items() if s.user_id == user_id and not s.revoked
+        ]
+        return found[:limit]
+
+
+@dataclass
+class FakeLoginLimiter:
+    """The Redis limiter's rules (reserve before checking, fixed window) over a dict."""
+
+    max_failures: int = 5
+    window_s: float = 900.0
+    clock: Callable[[], float] = time.monotonic
+    counters: dict[str, tuple[int, float]] = field(default_factory=dict)  # key -> (used, ends)
+
+    async def reserve(self, email: str, client_address: str) -> AttemptReservation:
+        keys = [f"email:{email}"] + ([f"addr:{client_address}"] if client_address else [])
+        now = self.clock()
+        for key in keys:
+            used, ends = self.counters.get(key, (0, now + self.window_s))
+            if ends <= now:
+                used, ends = 0, now + self.window_s
+            if used >= self.max_failures:
+                retry = max(1, math.ceil(ends - now))
+                raise ResourceExhausted(
+                    f"too many failed login attempts; try again in {retry} s", retry
+                )
+        for key in keys:
+            used, ends = self.counters.get(key, (0, now + self.window_s))
+            if ends <= now:
+                used, ends = 0, now + self.window_s
+            self.counters[key] = (used + 1, ends)
+        return AttemptReservation(tuple(keys))
+
+    async def release(self, reservation: AttemptReservation) -> None:
+        for key in reservation.keys:
+            used, ends = self.counters.get(key, (0, 0.0))
+            if used > 0:
+                self.counters[key] = (used - 1, ends)
+
+
+class CountingHasher:
+    """Wraps a real hasher and counts verifications (the timing-equalising work is observable)."""
+
+    def __init__(self, inner: PasswordHasher) -> None:
+        self._inner = inner
+        self.verifications = 0
+        self.hashes = 0
+
+    async def hash(self, normalized_password: str) -> str:
+        self.hashes += 1
+        return await self._inner.hash(normalized_password)
+
+    async def verify(self, stored_hash: str, normalized_password: str) -> bool:
+        self.verifications += 1
+        return await self._inner.verify(stored_hash, normalized_password)
+
+    async def verify_dummy(self, normalized_password: str) -> None:
+        self.verifications += 1
+        await self._inner.verify_dummy(normalized_password)
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        return self._inner.needs_rehash(stored_hash)

@@ -1,0 +1,190 @@
+"""The auth use cases over fakes: enumeration, brute force, rehash, password change."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.auth.adapters.fakes import (
+    CountingHasher,
+    FakeLoginLimiter,
+    FakeSessions,
+    FakeUserRepository,
+)
+from services.auth.domain import INVALID_CREDENTIALS_MESSAGE, LoginRequest
+from services.auth.service_layer import credentials, session_management
+from services.auth.service_layer.ports import AuthDependencies
+from shared.auth_context import Caller
+from shared.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from shared.passwords import Argon2Params, Argon2PasswordHasher
+
+PASSWORD = "glacier violet umbrella 42"
+CHEAP = Argon2Params(time_cost=1, memory_kib=8, parallelism=1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_deps(params: Argon2Params = CHEAP, clock: Clock | None = None,
+              users: FakeUserRepository | None = None) -> AuthDependencies:
+    sessions = FakeSessions()
+    users = users or FakeUserRepository()
+    users.sessions = sessions
+    limiter = FakeLoginLimiter(max_failures=5, window_s=900, clock=clock or Clock())
+    return AuthDependencies(users, sessions, limiter,
+                            CountingHasher(Argon2PasswordHasher(params)))
+
+
+def login_request(email: str = "alice@example.com", password: str = PASSWORD,
+                  address: str = "10.0.0.1") -> LoginRequest:
+    return LoginRequest(email, password, address, "test-agent")
+
+
+async def test_register_then_login_returns_a_working_token() -> None:
+    deps = make_deps()
+    made = await credentials.register(deps, "Alice@Example.com", PASSWORD, "Alice", "")
+    assert deps.users.accounts[made.account_id] == (made.user_id, "EUR")  # type: ignore[attr-defined]
+    session = await credentials.login(deps, login_request())
+    assert session.user_id == made.user_id
+    checked = await session_management.validate_session(deps, session.token)
+    assert checked.caller == Caller(made.user_id, session.session_id)
+
+
+async def test_duplicate_email_is_already_exists() -> None:
+    deps = make_deps()
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    with pytest.raises(AlreadyExists):
+        await credentials.register(deps, "ALICE@example.com", PASSWORD + "x", "Alice 2")
+
+
+async def test_register_applies_the_policy_before_hashing() -> None:
+    deps = make_deps()
+    with pytest.raises(InvalidArgument, match="at least 12"):
+        await credentials.register(deps, "bob@example.com", "short", "Bob")
+    assert deps.hasher.hashes == 0  # type: ignore[attr-defined]
+
+
+async def test_unknown_email_and_wrong_password_look_the_same() -> None:
+    deps = make_deps()
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    hasher: CountingHasher = deps.hasher  # type: ignore[assignment]
+    messages = []
+    for request in (login_request(password="wrong password 1"),
+                    login_request(email="nobody@example.com")):
+        before = hasher.verifications
+        with pytest.raises(Unauthenticated) as refused:
+            await credentials.login(deps, request)
+        assert hasher.verifications == before + 1  # same argon2 work either way
+        messages.append(refused.value.message)
+    assert messages == [INVALID_CREDENTIALS_MESSAGE, INVALID_CREDENTIALS_MESSAGE]
+
+
+async def test_sixth_attempt_is_refused_even_with_the_right_password_until_the_window_ends(
+) -> None:
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    for attempt in range(5):
+        with pytest.raises(Unauthenticated):
+            await credentials.login(deps, login_request(password=f"wrong password {attempt}"))
+    with pytest.raises(ResourceExhausted) as locked:
+        await credentials.login(deps, login_request())
+    assert 0 < locked.value.retry_after_s <= 900
+    clock.now += 901
+    assert (await credentials.login(deps, login_request())).token
+
+
+async def test_the_limit_is_per_address_too() -> None:
+    deps = make_deps()
+    for n in range(5):
+        with pytest.raises(Unauthenticated):
+            await credentials.login(deps, login_request(email=f"user{n}@example.com"))
+    with pytest.raises(ResourceExhausted):
+        await credentials.login(deps, login_request(email="fresh@example.com"))
+    # Another address is not affected.
+    with pytest.raises(Unauthenticated):
+        await credentials.login(deps, login_request(email="fresh@example.com", address="10.9.9.9"))
+
+
+async def test_successful_logins_do_not_use_up_the_window() -> None:
+    deps = make_deps()
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    for _ in range(10):
+        await credentials.login(deps, login_request())
+
+
+async def test_bad_login_input_is_invalid_argument_and_not_counted() -> None:
+    deps = make_deps()
+    for request in (login_request(email=""), login_request(password=""),
+                    login_request(password="p" * 129), login_request(email="e" * 300)):
+        with pytest.raises(InvalidArgument):
+            await credentials.login(deps, request)
+    assert deps.limiter.counters == {}  # type: ignore[attr-defined]
+
+
+async def test_login_rehashes_when_the_parameters_changed() -> None:
+    users = FakeUserRepository()
+    old = make_deps(users=users)
+    await credentials.register(old, "alice@example.com", PASSWORD, "Alice")
+    before = users.users["alice@example.com"].password_hash
+    new = make_deps(Argon2Params(time_cost=2, memory_kib=16, parallelism=1), users=users)
+    await credentials.login(new, login_request())
+    after = users.users["alice@example.com"].password_hash
+    assert after != before and "t=2" in after
+    await credentials.login(new, login_request())  # the new hash verifies
+
+
+async def test_change_password_revokes_every_other_session() -> None:
+    deps = make_deps()
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    sessions = [await credentials.login(deps, login_request()) for _ in range(3)]
+    current = Caller(sessions[0].user_id, sessions[0].session_id)
+    new_password = "a brand new passphrase 7"
+    revoked = await credentials.change_password(deps, current, PASSWORD, new_password, "10.0.0.1")
+    assert revoked == 2
+    assert set(deps.sessions.tombstoned) == {s.session_id for s in sessions[1:]}  # type: ignore[attr-defined]
+    await session_management.validate_session(deps, sessions[0].token)
+    for other in sessions[1:]:
+        with pytest.raises(Unauthenticated):
+            await session_management.validate_session(deps, other.token)
+    with pytest.raises(Unauthenticated):
+        await credentials.login(deps, login_request())
+    assert await credentials.login(deps, login_request(password=new_password))
+
+
+async def test_change_password_checks_the_current_one_and_the_policy() -> None:
+    deps = make_deps()
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    session = await credentials.login(deps, login_request())
+    caller = Caller(session.user_id, session.session_id)
+    with pytest.raises(PermissionDenied, match="current_password"):
+        await credentials.change_password(deps, caller, "not the password", "a brand new one 77",
+                                          "10.0.0.1")
+    with pytest.raises(InvalidArgument, match="new_password must be at least 12"):
+        await credentials.change_password(deps, caller, PASSWORD, "short", "10.0.0.1")
+    with pytest.raises(InvalidArgument, match="differ"):
+        await credentials.change_password(deps, caller, PASSWORD, PASSWORD, "10.0.0.1")
+
+
+async def test_logout_and_list_sessions() -> None:
+    deps = make_deps()
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    first = await credentials.login(deps, login_request())
+    second = await credentials.login(deps, login_request())
+    listed = await session_management.list_sessions(deps, Caller(first.user_id, first.session_id))
+    assert {s.session_id for s in listed} == {first.session_id, second.session_id}
+    await session_management.logout(deps, Caller(second.user_id, second.session_id))
+    with pytest.raises(Unauthenticated):
+        await session_management.validate_session(deps, second.token)
+    listed = await session_management.list_sessions(deps, Caller(first.user_id, first.session_id))
+    assert [s.session_id for s in listed] == [first.session_id]
