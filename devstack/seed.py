@@ -13,35 +13,19 @@ from argon2 import PasswordHasher
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.events import partition_of
+
 SYSTEM_EMAIL = "treasury@bank.internal"
 
+# A deposit is a transfer from the currency's settlement account, made by its owner (the treasury
+# user) through the same transfer_money function as every other transfer (migration 0002).
 _DEPOSIT_SQL = text(
     """
-    WITH settle AS (
-        UPDATE accounts SET balance = balance - :amount, version = version + 1
-        WHERE kind = 'settlement' AND currency = :currency
-        RETURNING id, balance, version
-    ), cust AS (
-        UPDATE accounts SET balance = balance + :amount, version = version + 1
-        WHERE id = CAST(:account_id AS uuid) AND kind = 'customer' AND currency = :currency
-          AND status = 'open'
-        RETURNING id, owner_user_id, balance, version
-    ), tr AS (
-        INSERT INTO transfers (id, user_id, from_account_id, to_account_id, amount, currency,
-                               description)
-        SELECT CAST(:transfer_id AS uuid), s.owner_user_id, settle.id, cust.id, :amount,
-               :currency, :description
-        FROM settle, cust JOIN accounts s ON s.kind = 'settlement' AND s.currency = :currency
-        RETURNING id
-    )
-    INSERT INTO transactions (account_id, transfer_id, amount, balance_after, account_version,
-                              counterparty_account_id, description)
-    SELECT settle.id, tr.id, -CAST(:amount AS bigint), settle.balance, settle.version, cust.id,
-           :description FROM settle, cust, tr
-    UNION ALL
-    SELECT cust.id, tr.id, CAST(:amount AS bigint), cust.balance, cust.version, settle.id,
-           :description FROM settle, cust, tr
-    RETURNING account_id
+    SELECT d.outcome, d.reason, d.transfer_id::text
+    FROM accounts s, transfer_money(s.owner_user_id, :key, s.id, CAST(:account_id AS uuid),
+                                    :amount, :currency, :description, :from_partition,
+                                    :to_partition) AS d
+    WHERE s.kind = 'settlement' AND s.currency = :currency
     """
 )
 
@@ -116,27 +100,41 @@ async def deposit(
     amount: int,
     currency: str = "EUR",
     description: str = "Deposit",
+    partitions: int = 16,
 ) -> str:
-    """Move `amount` minor units from the settlement account; returns the transfer id."""
+    """Move `amount` minor units from the settlement account; returns the transfer id.
+
+    `partitions` must match the services' `event_partitions` (the outbox rows name the partition).
+    The events are left to the outbox relay to publish."""
     if amount <= 0:
         raise ValueError("deposit amount must be positive")
-    transfer_id = str(uuid.uuid4())
     async with engine.begin() as conn:
-        rows = (
+        settlement = (
             await conn.execute(
-                _DEPOSIT_SQL,
-                {
-                    "amount": amount,
-                    "currency": currency,
-                    "account_id": account_id,
-                    "transfer_id": transfer_id,
-                    "description": description,
-                },
+                text("SELECT id::text FROM accounts WHERE kind = 'settlement' AND currency = :c"),
+                {"c": currency},
             )
-        ).all()
-        if len(rows) != 2:
+        ).scalar_one_or_none()
+        row = None
+        if settlement is not None:
+            row = (
+                await conn.execute(
+                    _DEPOSIT_SQL,
+                    {
+                        "key": f"deposit-{uuid.uuid4()}",
+                        "account_id": account_id,
+                        "amount": amount,
+                        "currency": currency,
+                        "description": description,
+                        "from_partition": partition_of(settlement, partitions),
+                        "to_partition": partition_of(account_id, partitions),
+                    },
+                )
+            ).first()
+        if row is None or row.outcome != "created":
+            reason = "no settlement account" if row is None else row.reason
             raise ValueError(
-                f"cannot deposit into {account_id}: no open {currency} account or "
-                f"no {currency} settlement account"
+                f"cannot deposit {amount} {currency} into {account_id}: {reason}"
             )
+        transfer_id = str(row.transfer_id)
     return transfer_id

@@ -1,0 +1,127 @@
+"""The one place where the transfer service's and the outbox relay's dependencies are built."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import grpc
+from bank.v1 import transfer_pb2, transfer_pb2_grpc
+from redis.asyncio.cluster import RedisCluster
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.transfer.adapters.outbox_store import PostgresOutboxStore
+from services.transfer.adapters.transfer_repository import PostgresTransferRepository
+from services.transfer.entrypoints.grpc_servicer import TransferServicer
+from services.transfer.service_layer.event_dispatcher import EventDispatcher
+from services.transfer.service_layer.outbox_relay import OutboxRelay
+from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
+from shared.config import Settings
+from shared.db import create_engine, database_ready
+from shared.events import RedisEventPublisher
+from shared.grpc_server import GrpcService, build_grpc_service
+from shared.redis_client import create_redis_cluster, redis_ready
+from shared.sessions import SessionStore
+
+
+@dataclass
+class TransferApp:
+    settings: Settings
+    engine: AsyncEngine
+    redis: RedisCluster
+    grpc: GrpcService
+    dispatcher: EventDispatcher
+    service: TransferService
+
+    async def start(self) -> None:
+        self.dispatcher.start()
+        await self.grpc.start()
+
+    async def close(self) -> None:
+        """Publish what is still queued, then release the clients."""
+        await self.dispatcher.stop()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+    async def stop(self, grace: float = 0.0) -> None:
+        await self.grpc.stop(grace)
+        await self.close()
+
+
+def build_transfer_app(
+    settings: Settings,
+    port: int | None = None,
+    health_poll_s: float = 1.0,
+    *,
+    after_commit: AfterCommitHook | None = None,
+) -> TransferApp:
+    """`after_commit` is for the crash test only (see service_layer.transfers)."""
+    engine = create_engine(settings)
+    redis = create_redis_cluster(settings)
+    sessions = SessionStore(engine, redis, settings.session_ttl_s)
+    dispatcher = EventDispatcher(RedisEventPublisher(redis), PostgresOutboxStore(engine))
+    service = TransferService(
+        PostgresTransferRepository(engine),
+        dispatcher,
+        max_amount=settings.max_transfer_minor_units,
+        event_partitions=settings.event_partitions,
+        after_commit=after_commit,
+    )
+    servicer = TransferServicer(service)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        transfer_pb2_grpc.add_TransferServiceServicer_to_server(servicer, server)
+        return [transfer_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name]
+
+    grpc_service = build_grpc_service(
+        settings,
+        register=register,
+        readiness_checks=[lambda: database_ready(engine), lambda: redis_ready(redis)],
+        authenticator=sessions,
+        port=port,
+        health_poll_s=health_poll_s,
+    )
+    return TransferApp(settings, engine, redis, grpc_service, dispatcher, service)
+
+
+@dataclass
+class RelayApp:
+    settings: Settings
+    engine: AsyncEngine
+    redis: RedisCluster
+    relay: OutboxRelay
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.relay.run_forever(), name="outbox-relay")
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.close()
+
+
+def build_relay_app(
+    settings: Settings, *, min_age_s: float = 1.5, poll_s: float = 0.5, batch_size: int = 500
+) -> RelayApp:
+    """The relay needs few connections: it works in batches, one at a time."""
+    engine = create_engine(settings)
+    redis = create_redis_cluster(settings)
+    relay = OutboxRelay(
+        PostgresOutboxStore(engine),
+        RedisEventPublisher(redis),
+        min_age_s=min_age_s,
+        poll_s=poll_s,
+        batch_size=batch_size,
+        idempotency_retention_s=settings.idempotency_retention_s,
+    )
+    return RelayApp(settings, engine, redis, relay)

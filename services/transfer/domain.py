@@ -1,0 +1,177 @@
+"""Transfers: the validated command, its outcomes, and the errors a client can see. No I/O here.
+
+Amounts are an integer count of minor units. A non-integer amount cannot reach this code: the
+proto field is int64, and the gateway's JSON parsing rejects "10.5" for it (proto3 JSON mapping),
+so "not an integer number of minor units" is an INVALID_ARGUMENT raised before any service runs.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.errors import AlreadyExists, BankError, FailedPrecondition, InvalidArgument, NotFound
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_DESCRIPTION_LENGTH = 500
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+class InvalidTransfer(InvalidArgument):
+    """The request is malformed whatever the state of the accounts; nothing was stored."""
+
+
+class AccountNotFound(NotFound):
+    """Unknown account, or (for the source) one the caller does not own: the same answer for
+    both, so that the error is no oracle for other users' account ids."""
+
+
+class AccountClosed(FailedPrecondition):
+    pass
+
+
+class CurrencyMismatch(FailedPrecondition):
+    pass
+
+
+class InsufficientFunds(FailedPrecondition):
+    pass
+
+
+class IdempotencyKeyReused(AlreadyExists):
+    """The key already belongs to a request with other parameters."""
+
+
+class TransferNotFound(NotFound):
+    pass
+
+
+@dataclass(frozen=True)
+class TransferCommand:
+    """A CreateTransfer request that passed validation (see `validate_transfer`)."""
+
+    user_id: str
+    idempotency_key: str
+    from_account_id: str
+    to_account_id: str
+    amount: int
+    currency: str
+    description: str
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A committed outbox row to publish: a serialized bank.v1.BalanceChanged."""
+
+    outbox_id: int
+    partition: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SourceBalance:
+    """The source account right after the transfer (read-your-writes for its owner)."""
+
+    account_id: str
+    minor_units: int
+    currency: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Transfer:
+    transfer_id: str
+    user_id: str
+    from_account_id: str
+    to_account_id: str
+    amount: int
+    currency: str
+    description: str
+    idempotency_key: str
+    created_at: datetime
+    source_balance: SourceBalance | None
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """What the database did: a new transfer (with events to publish), a replay of a stored one,
+    or a rejection (`reason` is one of REJECTIONS' keys)."""
+
+    transfer: Transfer | None
+    replayed: bool
+    rejection: str | None
+    events: tuple[OutboxEvent, ...] = ()
+
+
+def parse_id(raw: str, field: str) -> str:
+    """Canonical UUID text, or INVALID_ARGUMENT naming the field."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise InvalidTransfer(f"{field} {raw[:64]!r} is not a valid id") from None
+
+
+def validate_transfer(
+    *,
+    user_id: str,
+    idempotency_key: str,
+    from_account_id: str,
+    to_account_id: str,
+    amount: int,
+    currency: str,
+    description: str,
+    max_amount: int,
+) -> TransferCommand:
+    """Checks that need no database. An idempotency key is required: without one a retry after a
+    lost reply would move the money twice, which is the failure this service exists to prevent."""
+    if not idempotency_key:
+        raise InvalidTransfer("idempotency_key is required (send a unique key per transfer)")
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH or not idempotency_key.isprintable():
+        raise InvalidTransfer(
+            f"idempotency_key must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters"
+        )
+    source = parse_id(from_account_id, "from_account_id")
+    destination = parse_id(to_account_id, "to_account_id")
+    if source == destination:
+        raise InvalidTransfer("from_account_id and to_account_id must differ")
+    if amount <= 0:
+        raise InvalidTransfer("amount must be a positive number of minor units")
+    if amount > max_amount:
+        raise InvalidTransfer(f"amount exceeds the maximum of {max_amount} minor units")
+    if not _CURRENCY.fullmatch(currency):
+        raise InvalidTransfer("amount.currency must be an ISO-4217 code such as 'EUR'")
+    if len(description) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidTransfer(f"description is longer than {MAX_DESCRIPTION_LENGTH} characters")
+    return TransferCommand(user_id, idempotency_key, source, destination, amount, currency,
+                           description)
+
+
+def rejection_error(reason: str, command: TransferCommand) -> BankError:
+    """The client-facing error for a rejection the database stored. Built from the request
+    only, so a replayed rejection reads exactly like the first one."""
+    source, destination = command.from_account_id, command.to_account_id
+    errors: dict[str, BankError] = {
+        "idempotency_key_reused": IdempotencyKeyReused(
+            "this idempotency_key was already used for another request with different "
+            "parameters; use a new key for a new transfer"
+        ),
+        "source_not_found": AccountNotFound(f"account {source} not found"),
+        "destination_not_found": AccountNotFound(f"account {destination} not found"),
+        "source_closed": AccountClosed(f"account {source} is closed"),
+        "destination_closed": AccountClosed(f"account {destination} is closed"),
+        "source_currency_mismatch": CurrencyMismatch(
+            f"account {source} does not hold {command.currency}"
+        ),
+        "destination_currency_mismatch": CurrencyMismatch(
+            f"account {destination} does not hold {command.currency}"
+        ),
+        "insufficient_funds": InsufficientFunds(
+            f"insufficient funds in account {source} for {command.amount} minor units"
+        ),
+    }
+    error = errors.get(reason)
+    if error is None:
+        return BankError(f"transfer rejected for an unknown reason {reason!r}")
+    return error

@@ -1,0 +1,54 @@
+"""What the use cases need from the outside world. The PostgreSQL and Redis adapters implement
+these, and so do the in-memory fakes beside them (services/transfer/adapters/fakes.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from services.transfer.domain import OutboxEvent, Transfer, TransferCommand, TransferOutcome
+
+
+class TransferRepository(Protocol):
+    async def execute(
+        self, command: TransferCommand, from_partition: int, to_partition: int
+    ) -> TransferOutcome:
+        """Run the whole transfer (idempotency, locks, checks, ledger, outbox) and commit."""
+        ...
+
+    async def get(self, user_id: str, transfer_id: str) -> Transfer | None: ...
+
+    async def list_for_user(
+        self, user_id: str, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Transfer]:
+        """Newest first; `after` is the (created_at, transfer_id) of the previous page's last."""
+        ...
+
+
+class EventPublisher(Protocol):
+    async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
+        """Publish what it can; return the outbox ids that were published. Never raises."""
+        ...
+
+
+class ClaimedOutboxBatch(Protocol):
+    events: Sequence[OutboxEvent]
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
+
+
+class OutboxStore(Protocol):
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
+
+    def claim_unpublished(
+        self, min_age_s: float, limit: int
+    ) -> AbstractAsyncContextManager[ClaimedOutboxBatch]:
+        """Lock (SKIP LOCKED) up to `limit` unpublished rows older than `min_age_s` for the
+        duration of the context, so that several relays share the work."""
+        ...
+
+    async def backlog(self) -> int: ...
+
+    async def purge_rejections(self, older_than_s: int) -> int: ...

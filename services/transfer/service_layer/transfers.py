@@ -1,0 +1,127 @@
+"""Transfer use cases: create (idempotent), get and list the caller's transfers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.transfer.domain import (
+    Transfer,
+    TransferNotFound,
+    TransferOutcome,
+    parse_id,
+    rejection_error,
+    validate_transfer,
+)
+from services.transfer.service_layer.event_dispatcher import EventDispatcher
+from services.transfer.service_layer.ports import TransferRepository
+from shared.auth_context import Caller
+from shared.errors import InvalidArgument
+from shared.events import partition_of
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+# Called after commit and before the events are handed to the dispatcher. Production passes
+# nothing; the crash test passes a hook that raises, to stand for a process dying right there.
+AfterCommitHook = Callable[[TransferOutcome], None]
+
+
+@dataclass(frozen=True)
+class TransferPage:
+    transfers: list[Transfer]
+    next_page_token: str
+
+
+class TransferService:
+    def __init__(
+        self,
+        repository: TransferRepository,
+        dispatcher: EventDispatcher,
+        *,
+        max_amount: int,
+        event_partitions: int,
+        after_commit: AfterCommitHook | None = None,
+    ) -> None:
+        self._repository = repository
+        self._dispatcher = dispatcher
+        self._max_amount = max_amount
+        self._partitions = event_partitions
+        self._after_commit = after_commit
+
+    async def create_transfer(
+        self,
+        caller: Caller,
+        *,
+        from_account_id: str,
+        to_account_id: str,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        description: str,
+    ) -> Transfer:
+        command = validate_transfer(
+            user_id=caller.user_id,
+            idempotency_key=idempotency_key,
+            from_account_id=from_account_id,
+            to_account_id=to_account_id,
+            amount=amount,
+            currency=currency,
+            description=description,
+            max_amount=self._max_amount,
+        )
+        outcome = await self._repository.execute(
+            command,
+            partition_of(command.from_account_id, self._partitions),
+            partition_of(command.to_account_id, self._partitions),
+        )
+        if outcome.rejection is not None:
+            raise rejection_error(outcome.rejection, command)
+        assert outcome.transfer is not None
+        if self._after_commit is not None:
+            self._after_commit(outcome)
+        self._dispatcher.submit(outcome.events)
+        return outcome.transfer
+
+    async def get_transfer(self, caller: Caller, transfer_id: str) -> Transfer:
+        canonical = parse_id(transfer_id, "transfer_id")
+        transfer = await self._repository.get(caller.user_id, canonical)
+        # Another user's transfer answers exactly like a missing one.
+        if transfer is None:
+            raise TransferNotFound(f"transfer {canonical} not found")
+        return transfer
+
+    async def list_transfers(self, caller: Caller, page_size: int, page_token: str) -> TransferPage:
+        if page_size < 0:
+            raise InvalidArgument("page_size must not be negative")
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(page_token) if page_token else None
+        # One extra row tells whether another page exists, without a count query.
+        rows = await self._repository.list_for_user(caller.user_id, limit + 1, after)
+        page, more = rows[:limit], len(rows) > limit
+        token = encode_page_token(page[-1].created_at, page[-1].transfer_id) if more else ""
+        return TransferPage(page, token)
+
+
+def encode_page_token(created_at: datetime, transfer_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{transfer_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    invalid = InvalidArgument("page_token is invalid (pass next_page_token unchanged)")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        created, _, transfer_id = raw.partition("|")
+        when = datetime.fromisoformat(created)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise invalid from None
+    if when.tzinfo is None:
+        raise invalid
+    try:
+        return when, parse_id(transfer_id, "page_token")
+    except InvalidArgument:
+        raise invalid from None
