@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -10,10 +11,20 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.account.adapters.account_repository import AccountRepository
+from services.account.adapters.event_subscription import ShardedSubscription
+from services.account.adapters.outbox_reader import OutboxReader
+from services.account.entrypoints.event_consumer import BalanceEventConsumer
 from services.account.entrypoints.grpc_servicer import AccountServicer
+from services.account.service_layer.balance_events import BalanceEventApplier
+from services.account.service_layer.dependencies import AccountReads, CacheTtls
+from services.account.service_layer.ports import AccountReader
+from shared.cache import CircuitBreaker, CircuitState, ReadThroughCache, VersionedCache
+from shared.cache.read_through import LeaseTuning
+from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
 from shared.db import create_engine, database_ready
 from shared.grpc_server import GrpcService, build_grpc_service
+from shared.metrics import CIRCUIT_STATE
 from shared.redis_client import create_redis_cluster, redis_ready
 from shared.sessions import SessionStore
 
@@ -24,11 +35,18 @@ class AccountApp:
     engine: AsyncEngine
     redis: RedisCluster
     grpc: GrpcService
+    cache: VersionedCache
+    reads: AccountReads
+    events: BalanceEventConsumer | None  # None when the cache is disabled
 
     async def start(self) -> None:
         await self.grpc.start()
+        if self.events is not None:
+            await self.events.start()
 
     async def close(self) -> None:
+        if self.events is not None:
+            await self.events.stop()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -37,12 +55,69 @@ class AccountApp:
         await self.close()
 
 
-def build_account_app(settings: Settings, *, port: int | None = None,
-                      health_poll_s: float = 1.0) -> AccountApp:
+def catch_up_window_s(settings: Settings) -> float:
+    """Outbox rows older than every cache entry's lifetime cannot correct anything still cached;
+    the margin covers transactions that started (created_at) well before they committed."""
+    longest_ttl = max(settings.balance_ttl_s, settings.recent_ttl_s) * (1 + settings.ttl_jitter)
+    return longest_ttl + settings.db_statement_timeout_ms / 1000 + 5.0
+
+
+class _RedisReadiness:
+    """SERVING needs Redis once (the cluster must exist at start-up); afterwards a Redis outage
+    degrades reads to PostgreSQL instead of taking the replica out of rotation."""
+
+    def __init__(self, redis: RedisCluster) -> None:
+        self._redis = redis
+        self._seen = False
+
+    async def __call__(self) -> bool:
+        if not self._seen:
+            self._seen = await redis_ready(self._redis)
+        return self._seen
+
+
+def build_account_app(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    health_poll_s: float = 1.0,
+    wrap_reader: Callable[[AccountReader], AccountReader] | None = None,
+    lease: LeaseTuning | None = None,
+) -> AccountApp:
+    """`wrap_reader` lets tests count or pause database loads (the race and stampede tests)."""
     engine = create_engine(settings)
     redis = create_redis_cluster(settings)
     sessions = SessionStore(engine, redis, settings.session_ttl_s)
-    servicer = AccountServicer(AccountRepository(engine))
+
+    breaker = CircuitBreaker(
+        settings.circuit_failure_threshold,
+        settings.circuit_reset_s,
+        on_state_change=lambda state: CIRCUIT_STATE.set(state is not CircuitState.CLOSED),
+    )
+    cache = VersionedCache(RedisCacheBackend(redis), breaker, settings.redis_timeout_ms / 1000)
+    ttls = CacheTtls(settings.balance_ttl_s, settings.recent_ttl_s, settings.api_ttl_s,
+                     settings.ttl_jitter)
+    reader: AccountReader = AccountRepository(engine)
+    if wrap_reader is not None:
+        reader = wrap_reader(reader)
+    read_through = ReadThroughCache(
+        cache if settings.cache_enabled else None, ttl_jitter=settings.ttl_jitter, lease=lease
+    )
+    reads = AccountReads(reader, read_through, ttls)
+
+    events = None
+    if settings.cache_enabled:
+        events = BalanceEventConsumer(
+            new_subscription=lambda: ShardedSubscription(
+                redis, timeout_s=max(settings.redis_timeout_ms / 1000, 0.5)
+            ),
+            applier=BalanceEventApplier(cache, ttls),
+            outbox=OutboxReader(engine),
+            partitions=settings.event_partitions,
+            catch_up_window_s=catch_up_window_s(settings),
+        )
+
+    servicer = AccountServicer(reads)
 
     def register(server: grpc.aio.Server) -> list[str]:
         account_pb2_grpc.add_AccountServiceServicer_to_server(servicer, server)
@@ -51,9 +126,9 @@ def build_account_app(settings: Settings, *, port: int | None = None,
     service = build_grpc_service(
         settings,
         register=register,
-        readiness_checks=[lambda: database_ready(engine), lambda: redis_ready(redis)],
+        readiness_checks=[lambda: database_ready(engine), _RedisReadiness(redis)],
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AccountApp(settings, engine, redis, service)
+    return AccountApp(settings, engine, redis, service, cache, reads, events)

@@ -3,29 +3,84 @@
 from __future__ import annotations
 
 import grpc
-from bank.v1 import account_pb2, account_pb2_grpc, common_pb2
+from bank.v1 import account_pb2, account_pb2_grpc
 
-from services.account.adapters.account_repository import AccountRepository
-from services.account.service_layer import balances
+from services.account.entrypoints.proto_mapping import (
+    account_message,
+    ledger_entry_message,
+    loan_message,
+    money,
+    source,
+)
+from services.account.service_layer import accounts, balances
+from services.account.service_layer.dependencies import AccountReads
 from shared.auth_context import current_caller
-from shared.money import format_minor_units
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
-    def __init__(self, repo: AccountRepository) -> None:
-        self._repo = repo
+    def __init__(self, reads: AccountReads) -> None:
+        self._reads = reads
+
+    async def GetAccount(
+        self, request: account_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.Account:
+        account = await accounts.get_account(self._reads, current_caller(), request.account_id)
+        return account_message(account)
+
+    async def ListAccounts(
+        self, request: account_pb2.ListAccountsRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.ListAccountsResponse:
+        found = await accounts.list_accounts(self._reads, current_caller())
+        return account_pb2.ListAccountsResponse(accounts=[account_message(a) for a in found])
 
     async def GetBalance(
         self, request: account_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> account_pb2.Balance:
-        snap = await balances.get_balance(self._repo, current_caller(), request.account_id)
+        read = await balances.get_balance(
+            self._reads, current_caller(), request.account_id, request.min_version
+        )
+        snap = read.value
+        assert snap is not None  # the use case raises NotFound instead
         return account_pb2.Balance(
             account_id=snap.account_id,
-            balance=common_pb2.Money(
-                minor_units=snap.minor_units,
-                currency=snap.currency,
-                formatted=format_minor_units(snap.minor_units, snap.currency),
-            ),
+            balance=money(snap.minor_units, snap.currency),
             version=snap.version,
-            source=account_pb2.READ_SOURCE_DATABASE,
+            source=source(read.from_cache),
         )
+
+    async def ListRecentTransactions(
+        self,
+        request: account_pb2.ListRecentTransactionsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> account_pb2.ListRecentTransactionsResponse:
+        read = await balances.list_recent_transactions(
+            self._reads, current_caller(), request.account_id, request.min_version
+        )
+        recent = read.value
+        assert recent is not None
+        return account_pb2.ListRecentTransactionsResponse(
+            entries=[ledger_entry_message(recent.account_id, recent.currency, e)
+                     for e in recent.entries],
+            version=recent.version,
+            source=source(read.from_cache),
+        )
+
+    async def ListTransactions(
+        self, request: account_pb2.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.ListTransactionsResponse:
+        page = await accounts.list_transactions(
+            self._reads, current_caller(), request.account_id, request.page_size,
+            request.page_token,
+        )
+        return account_pb2.ListTransactionsResponse(
+            entries=[ledger_entry_message(page.account_id, page.currency, e)
+                     for e in page.entries],
+            next_page_token=page.next_page_token,
+        )
+
+    async def ListLoans(
+        self, request: account_pb2.ListLoansRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.ListLoansResponse:
+        read = await accounts.list_loans(self._reads, current_caller())
+        loans = read.value.loans if read.value is not None else ()
+        return account_pb2.ListLoansResponse(loans=[loan_message(loan) for loan in loans])

@@ -1,25 +1,76 @@
-"""Balance use cases."""
+"""Balance and recent-transactions use cases: cache-aside reads of the caller's own accounts."""
 
 from __future__ import annotations
 
 import uuid
 
-from services.account.adapters.account_repository import AccountRepository
-from services.account.domain import BalanceSnapshot
+from services.account.adapters.cache_layout import (
+    BALANCE,
+    RECENT,
+    BalanceCodec,
+    RecentTransactionsCodec,
+    balance_key,
+    recent_key,
+)
+from services.account.domain import (
+    RECENT_TRANSACTIONS_LIMIT,
+    BalanceSnapshot,
+    RecentTransactions,
+)
+from services.account.service_layer.dependencies import AccountReads
 from shared.auth_context import Caller
+from shared.cache import Read
 from shared.errors import InvalidArgument, NotFound
 
 
 def parse_account_id(raw: str) -> str:
     try:
-        return str(uuid.UUID(raw))
+        parsed = uuid.UUID(raw)
     except ValueError:
         raise InvalidArgument(f"account_id {raw[:64]!r} is not a valid account id") from None
+    return str(parsed)
 
 
-async def get_balance(repo: AccountRepository, caller: Caller, account_id: str) -> BalanceSnapshot:
-    snapshot = await repo.balance(parse_account_id(account_id))
+def check_min_version(min_version: int) -> int:
+    if min_version < 0:
+        raise InvalidArgument("min_version must not be negative")
+    return min_version
+
+
+def not_found(account_id: str) -> NotFound:
     # Someone else's account answers exactly like a missing one: no existence oracle.
-    if snapshot is None or snapshot.owner_user_id != caller.user_id:
-        raise NotFound(f"account {account_id} not found")
-    return snapshot
+    return NotFound(f"account {account_id} not found")
+
+
+async def get_balance(
+    reads: AccountReads, caller: Caller, raw_account_id: str, min_version: int = 0
+) -> Read[BalanceSnapshot]:
+    account_id = parse_account_id(raw_account_id)
+    read = await reads.cache.read(
+        BALANCE,
+        balance_key(account_id),
+        ttl_s=reads.ttls.balance_s,
+        codec=BalanceCodec(account_id),
+        load=lambda: reads.reader.balance(account_id),
+        min_version=check_min_version(min_version),
+    )
+    if read.value is None or read.value.owner_user_id != caller.user_id:
+        raise not_found(account_id)
+    return read
+
+
+async def list_recent_transactions(
+    reads: AccountReads, caller: Caller, raw_account_id: str, min_version: int = 0
+) -> Read[RecentTransactions]:
+    account_id = parse_account_id(raw_account_id)
+    read = await reads.cache.read(
+        RECENT,
+        recent_key(account_id),
+        ttl_s=reads.ttls.recent_s,
+        codec=RecentTransactionsCodec(account_id),
+        load=lambda: reads.reader.recent_transactions(account_id, RECENT_TRANSACTIONS_LIMIT),
+        min_version=check_min_version(min_version),
+    )
+    if read.value is None or read.value.owner_user_id != caller.user_id:
+        raise not_found(account_id)
+    return read

@@ -1,0 +1,230 @@
+"""Consumes `bank.v1.BalanceChanged` from every partition channel and applies it to the cache.
+
+Pub/sub loses messages while a subscriber is away, so entries would stay stale until their TTL.
+Two signals trigger a catch-up from the PostgreSQL outbox for a partition:
+- a (re)subscription confirmation: anything may have been published while we were not there;
+- a gap in the partition's sequence (assigned inside Redis by the publish script).
+A failed apply is logged, kept, and retried by the catch-up loop until it succeeds: an event is
+never dropped silently. Every apply is the versioned compare-and-set, so replays are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from bank.v1 import events_pb2
+from google.protobuf.message import DecodeError
+
+from services.account.adapters.event_subscription import Notice
+from services.account.domain import BalanceChange
+from services.account.service_layer.balance_events import BalanceEventApplier
+from services.account.service_layer.ports import OutboxReader
+from shared.events import channel_name, decode_balance_changed
+from shared.metrics import EVENT_LAG, EVENTS
+
+log = logging.getLogger(__name__)
+
+_APPLY_CONCURRENCY = 32
+
+
+class EventSubscription(Protocol):
+    async def open(self, channels: Sequence[str], *, refresh_topology: bool) -> None: ...
+
+    async def receive(self) -> Notice: ...
+
+    async def close(self) -> None: ...
+
+
+def change_from_event(event: events_pb2.BalanceChanged) -> BalanceChange:
+    occurred_us = 0
+    if event.HasField("occurred_at"):
+        occurred_us = event.occurred_at.seconds * 1_000_000 + event.occurred_at.nanos // 1000
+    return BalanceChange(event.account_id, event.version, event.balance.currency,
+                         event.balance.minor_units, occurred_us)
+
+
+class BalanceEventConsumer:
+    def __init__(
+        self,
+        *,
+        new_subscription: Callable[[], EventSubscription],
+        applier: BalanceEventApplier,
+        outbox: OutboxReader,
+        partitions: int,
+        catch_up_window_s: float,
+        max_backoff_s: float = 1.0,
+    ) -> None:
+        self._new_subscription = new_subscription
+        self._applier = applier
+        self._outbox = outbox
+        self._channels = {channel_name(p): p for p in range(partitions)}
+        self._window_s = catch_up_window_s
+        self._max_backoff_s = max_backoff_s
+        self._last_sequence: dict[int, int] = {}
+        self._dirty_partitions: set[int] = set()
+        self._pending: dict[str, BalanceChange] = {}  # failed applies, newest per account
+        self._catch_up_wanted = asyncio.Event()
+        self._subscribed: set[int] = set()
+        self._all_subscribed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._last_sequence.clear()
+        self._tasks = [
+            asyncio.create_task(self._subscribe_forever(), name="balance-events"),
+            asyncio.create_task(self._catch_up_forever(), name="balance-events-catch-up"),
+        ]
+
+    async def stop(self) -> None:
+        """Disconnect. Events published until the next `start()` are caught up from the outbox."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._subscribed.clear()
+        self._all_subscribed.clear()
+
+    async def wait_subscribed(self, timeout_s: float = 10.0) -> None:
+        """For tests and start-up: until every partition channel is subscribed."""
+        async with asyncio.timeout(timeout_s):
+            await self._all_subscribed.wait()
+
+    async def _subscribe_forever(self) -> None:
+        backoff = 0.05
+        refresh_topology = False
+        while True:
+            subscription = self._new_subscription()
+            try:
+                await subscription.open(list(self._channels), refresh_topology=refresh_topology)
+                while True:
+                    notice = await subscription.receive()
+                    backoff = 0.05
+                    await self._on_notice(notice)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                EVENTS.labels("reconnect").inc()
+                log.warning("balance event subscription lost (%s: %s); reconnecting",
+                            type(err).__name__, err)
+            finally:
+                self._subscribed.clear()
+                self._all_subscribed.clear()
+                await subscription.close()
+            refresh_topology = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff_s)
+
+    async def _on_notice(self, notice: Notice) -> None:
+        partition = self._channels.get(notice.channel)
+        if partition is None:
+            return
+        if notice.data is None:
+            # (Re)subscribed: whatever was published while we were away is only in the outbox.
+            self._last_sequence.pop(partition, None)
+            self._subscribed.add(partition)
+            if len(self._subscribed) == len(self._channels):
+                self._all_subscribed.set()
+            self._request_catch_up(partition)
+            return
+        try:
+            event = decode_balance_changed(notice.data)
+        except DecodeError:
+            EVENTS.labels("undecodable").inc()
+            log.error("undecodable balance event on %s; catching up instead", notice.channel)
+            self._request_catch_up(partition)
+            return
+        sequence = event.partition_sequence
+        last = self._last_sequence.get(partition)
+        if last is not None and sequence != last + 1:
+            # A jump is a lost message; a step back means the counter restarted (a failover
+            # lost its last increments): either way the outbox has what we may have missed.
+            EVENTS.labels("gap").inc()
+            log.info("sequence gap on partition %d (%d after %d); catching up",
+                     partition, sequence, last)
+            self._request_catch_up(partition)
+        self._last_sequence[partition] = sequence
+        await self._apply(change_from_event(event), partition)
+
+    async def _apply(self, change: BalanceChange, partition: int | None) -> bool:
+        try:
+            await self._applier.apply(change)
+        except Exception as err:
+            EVENTS.labels("apply_failed").inc()
+            log.warning("applying balance event for %s v%d failed (%s); will retry",
+                        change.account_id, change.version, type(err).__name__)
+            self._keep_pending(change)
+            self._request_catch_up(partition)
+            return False
+        EVENTS.labels("applied").inc()
+        if change.occurred_us:
+            EVENT_LAG.observe(max(0.0, time.time() - change.occurred_us / 1_000_000))
+        return True
+
+    def _keep_pending(self, change: BalanceChange) -> None:
+        known = self._pending.get(change.account_id)
+        if known is None or known.version < change.version:
+            self._pending[change.account_id] = change
+
+    def _request_catch_up(self, partition: int | None) -> None:
+        if partition is not None:
+            self._dirty_partitions.add(partition)
+        self._catch_up_wanted.set()
+
+    async def _catch_up_forever(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._catch_up_wanted.wait()
+            self._catch_up_wanted.clear()
+            partitions = sorted(self._dirty_partitions)
+            self._dirty_partitions.clear()
+            pending, self._pending = self._pending, {}
+            try:
+                await self._catch_up(partitions, pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("catch-up of partitions %s failed (%s: %s); retrying",
+                            partitions, type(err).__name__, err)
+                self._dirty_partitions.update(partitions)
+                for change in pending.values():
+                    self._keep_pending(change)
+                self._catch_up_wanted.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+            else:
+                backoff = 0.05
+
+    async def _catch_up(self, partitions: list[int], pending: dict[str, BalanceChange]) -> None:
+        changes = dict(pending)
+        if partitions:
+            EVENTS.labels("catch_up").inc()
+            for payload in await self._outbox.balance_change_payloads(partitions, self._window_s):
+                try:
+                    change = change_from_event(decode_balance_changed(payload))
+                except DecodeError:
+                    log.error("undecodable outbox payload skipped")
+                    continue
+                known = changes.get(change.account_id)
+                if known is None or known.version < change.version:
+                    changes[change.account_id] = change
+        ordered = list(changes.values())
+        failed = 0
+        for start in range(0, len(ordered), _APPLY_CONCURRENCY):
+            batch = ordered[start : start + _APPLY_CONCURRENCY]
+            results = await asyncio.gather(*(self._apply(c, None) for c in batch))
+            failed += results.count(False)
+        if failed:
+            raise RuntimeError(f"{failed} of {len(ordered)} catch-up applies failed")

@@ -1,0 +1,208 @@
+"""Cache-aside reads: serve a fresh enough entry, otherwise load PostgreSQL once and fill.
+
+A miss goes through two guards before it reaches the database:
+1. in-process coalescing: one load per key at a time in this process;
+2. a short Redis lease (SET NX PX, in the same script that re-checks the entry): one load per key
+   across replicas. A replica that loses the lease polls for the winner's fill for a moment, then
+   loads the database itself rather than fail or wait on a loader that may have died.
+Every fill is a compare-and-set that only writes a newer version (see `scripts.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from shared.cache.backend import LeaseOutcome
+from shared.cache.coalescer import SingleFlight
+from shared.cache.entry import CacheEntry, decode_entry
+from shared.cache.ttl import jittered_ttl_ms
+from shared.cache.versioned_cache import CacheUnavailable, VersionedCache
+from shared.metrics import CACHE_REQUESTS
+
+T = TypeVar("T")
+
+
+class EntryCodec(Protocol[T]):
+    def to_entry(self, value: T) -> CacheEntry: ...
+
+    def from_entry(self, entry: CacheEntry) -> T: ...
+
+    def version_of(self, value: T) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Read(Generic[T]):
+    value: T | None  # None: the loader found nothing (never cached)
+    from_cache: bool
+
+
+@dataclass(frozen=True)
+class LeaseTuning:
+    lease_ms: int = 1000  # how long a loader may hold the lease (it is released by the fill)
+    wait_s: float = 0.25  # how long a replica that lost the lease polls for the fill
+    poll_s: float = 0.01
+
+
+class _RequestCounters:
+    """Label children resolved once per kind: the hit path should not hash labels per call."""
+
+    def __init__(self, kind: str) -> None:
+        self.hit = CACHE_REQUESTS.labels(kind, "hit")
+        self.miss = CACHE_REQUESTS.labels(kind, "miss")
+        self.bypass = CACHE_REQUESTS.labels(kind, "bypass")
+        self.fallback = CACHE_REQUESTS.labels(kind, "fallback")
+        self.lease_wait_expired = CACHE_REQUESTS.labels(kind, "lease_wait_expired")
+
+
+class ReadThroughCache:
+    def __init__(
+        self,
+        cache: VersionedCache | None,
+        *,
+        ttl_jitter: float,
+        lease: LeaseTuning | None = None,
+    ) -> None:
+        """`cache=None` disables caching: every read loads (the benchmark's "cache off")."""
+        self._cache = cache
+        self._jitter = ttl_jitter
+        self._lease = lease or LeaseTuning()
+        self._flights: SingleFlight[str, tuple[Any, bool]] = SingleFlight()
+        self._counters: dict[str, _RequestCounters] = {}
+        self._token_prefix = os.urandom(6).hex()
+        self._token_counter = itertools.count()
+
+    @property
+    def enabled(self) -> bool:
+        return self._cache is not None
+
+    def _count(self, kind: str) -> _RequestCounters:
+        counters = self._counters.get(kind)
+        if counters is None:
+            counters = self._counters[kind] = _RequestCounters(kind)
+        return counters
+
+    async def read(
+        self,
+        kind: str,
+        key: str,
+        *,
+        ttl_s: float,
+        codec: EntryCodec[T],
+        load: Callable[[], Awaitable[T | None]],
+        min_version: int = 0,
+    ) -> Read[T]:
+        cache = self._cache
+        if cache is None:
+            return Read(await load(), False)
+        counters = self._count(kind)
+        try:
+            entry = await cache.lookup(key)
+        except CacheUnavailable:
+            counters.fallback.inc()
+        else:
+            if entry is not None and not entry.tombstone:
+                if entry.version >= min_version:
+                    counters.hit.inc()
+                    return Read(codec.from_entry(entry), True)
+                counters.bypass.inc()
+            else:
+                counters.miss.inc()
+        result, _ = await self._flights.run(
+            key, lambda: self._load_once(cache, kind, key, ttl_s, codec, load, min_version)
+        )
+        value, from_cache = cast(tuple[T | None, bool], result)
+        if value is not None and codec.version_of(value) < min_version:
+            # Joined a load that started before the version asked for was committed.
+            again = await self._load_once(
+                cache, kind, key, ttl_s, codec, load, min_version
+            )
+            value, from_cache = again
+        return Read(value, from_cache)
+
+    async def invalidate(self, key: str) -> None:
+        if self._cache is not None:
+            try:
+                await self._cache.delete(key)
+            except CacheUnavailable:
+                pass  # the TTL bounds it
+
+    async def _load_once(
+        self,
+        cache: VersionedCache,
+        kind: str,
+        key: str,
+        ttl_s: float,
+        codec: EntryCodec[T],
+        load: Callable[[], Awaitable[T | None]],
+        min_version: int,
+    ) -> tuple[T | None, bool]:
+        lease_key = key + ":lease"
+        token = f"{self._token_prefix}:{next(self._token_counter)}"
+        holds_lease = False
+        try:
+            probe = await cache.probe_or_lease(
+                key, lease_key, min_version, token, self._lease.lease_ms
+            )
+        except CacheUnavailable:
+            probe = None  # load without a lease; the fill will most likely fail too
+        if probe is not None:
+            if probe.outcome is LeaseOutcome.CACHED and probe.raw_entry is not None:
+                entry = decode_entry(probe.raw_entry)
+                if entry is not None:
+                    return codec.from_entry(entry), True
+            elif probe.outcome is LeaseOutcome.ACQUIRED:
+                holds_lease = True
+            else:
+                filled = await self._wait_for_fill(cache, key, min_version)
+                if filled is not None:
+                    return codec.from_entry(filled), True
+                self._count(kind).lease_wait_expired.inc()
+        try:
+            value = await load()
+        except BaseException:
+            if holds_lease:
+                await self._release(cache, lease_key, token)
+            raise
+        if value is None:
+            if holds_lease:
+                await self._release(cache, lease_key, token)
+            return None, False
+        ttl_ms = jittered_ttl_ms(ttl_s, self._jitter)
+        try:
+            await cache.put_if_newer(
+                kind, key, codec.to_entry(value), ttl_ms, lease_key=lease_key,
+                token=token if holds_lease else "",
+            )
+        except CacheUnavailable:
+            pass  # served from PostgreSQL; the next read fills
+        return value, False
+
+    async def _wait_for_fill(
+        self, cache: VersionedCache, key: str, min_version: int
+    ) -> CacheEntry | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._lease.wait_s
+        while loop.time() < deadline:
+            await asyncio.sleep(self._lease.poll_s)
+            try:
+                entry = await cache.lookup(key)
+            except CacheUnavailable:
+                return None
+            if entry is not None and not entry.tombstone and entry.version >= min_version:
+                return entry
+        return None
+
+    @staticmethod
+    async def _release(cache: VersionedCache, lease_key: str, token: str) -> None:
+        try:
+            await cache.release_lease(lease_key, token)
+        except CacheUnavailable:
+            pass  # it expires after lease_ms
+
+
+__all__ = ["EntryCodec", "LeaseTuning", "Read", "ReadThroughCache"]
