@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+# One image for every role of the bank: account, transfer, auth, gateway, outbox-relay, migrate.
+# The role is the first argument (see deploy/docker/entrypoint.sh):
+#   docker run IMAGE account        docker run IMAGE migrate
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- builder: dependencies, generated protos, byte-code; the only stage with build tools ----
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# A compiler for any dependency that has no wheel for this platform (the final stage has none).
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends build-essential \
+ && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /app
+# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
+# The project installs no package of its own (packages = []), so pyproject.toml is enough.
+COPY pyproject.toml ./
+RUN pip install . && pip uninstall --yes cachebank
+
+# `make protos` without make: gen/bank/v1 and gen/bank.desc, never committed, built here.
+COPY protos ./protos
+COPY scripts/gen_protos.py ./scripts/gen_protos.py
+RUN python scripts/gen_protos.py && rm -rf protos scripts
+
+COPY alembic.ini ./
+COPY migrations ./migrations
+COPY shared ./shared
+COPY services ./services
+COPY deploy/docker ./deploy/docker
+# Byte-code now: the root filesystem is read-only at run time. pip goes: nothing installs later.
+RUN python -m compileall -q /app /opt/venv
+RUN pip uninstall --yes pip setuptools wheel
+
+# ---- runtime: the interpreter, the venv and the code; no compiler, no pip, not root ----
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="cachebank" \
+      org.opencontainers.image.description="Banking backend: gRPC services, gateway, outbox relay, migrations"
+RUN groupadd --system --gid 10001 bank \
+ && useradd --system --uid 10001 --gid bank --home-dir /nonexistent --no-create-home \
+            --shell /usr/sbin/nologin bank
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /app /app
+WORKDIR /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app:/app/gen \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+EXPOSE 50051 50052 50053 8080
+ENTRYPOINT ["/app/deploy/docker/entrypoint.sh"]
+CMD ["help"]
