@@ -1,0 +1,36 @@
+"""Helpers shared by the auth integration tests (not a test module)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Awaitable
+from typing import Any
+
+import grpc
+import pytest
+
+from shared.config import Settings
+
+PASSWORD = "glacier violet umbrella 42"
+# argon2 at its cheapest: the tests exercise the flows, not the cost of hashing.
+CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
+
+
+def auth_settings(base: Settings, **overrides: Any) -> Settings:
+    return dataclasses.replace(base, service_name="auth", **{**CHEAP_ARGON2, **overrides})
+
+
+def random_address() -> str:
+    """Each test logs in from its own address: the per-address counter is shared by the session."""
+    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await call
+    return failed.value
