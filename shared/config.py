@@ -33,6 +33,8 @@ class Settings:
     grpc_port: int = 50051
     # 0 disables the Prometheus endpoint (tests run several replicas in one process).
     metrics_port: int = 0
+    # Containers set 0.0.0.0 so that Prometheus (another pod or container) can scrape it.
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     log_json: bool = True
 

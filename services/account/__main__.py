@@ -12,7 +12,7 @@ from shared.metrics import start_metrics_server
 async def main() -> None:
     settings = Settings.from_env(service_name="account")
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    start_metrics_server(settings.metrics_port)
+    start_metrics_server(settings.metrics_port, settings.metrics_host)
     app = build_account_app(settings)
     await run_until_signalled(
         app.grpc, settings.grpc_drain_grace_s, on_stop=app.close

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 async def main() -> None:
     settings = Settings.from_env(service_name="outbox-relay")
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    start_metrics_server(settings.metrics_port)
+    start_metrics_server(settings.metrics_port, settings.metrics_host)
     app = build_relay_app(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
