@@ -1,0 +1,17 @@
+"""Entrypoint: python -m services.gateway (one replica; run several on different ports)."""
+
+from __future__ import annotations
+
+from services.gateway.bootstrap import run_forever
+from shared.config import Settings
+from shared.logging import configure_logging
+
+
+def main() -> None:
+    settings = Settings.from_env(service_name="gateway")
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    run_forever(settings)
+
+
+if __name__ == "__main__":
+    main()

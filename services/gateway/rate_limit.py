@@ -1,0 +1,82 @@
+"""Rate-limit decisions, their HTTP headers, and the per-replica limiter used when Redis is down.
+
+The limit is a sliding window (a log of admitted request times): "100 requests in any 60 s", with
+no burst of 2x at a fixed window's edge. The shared limiter is the Lua script in session_gate;
+this module only holds what does not touch Redis.
+
+Headers follow draft-ietf-httpapi-ratelimit-headers (-10): `RateLimit-Policy: "user";q=100;w=60`
+and `RateLimit: "user";r=<remaining>;t=<seconds until a slot frees>`, plus `Retry-After` on 429.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+USER_SCOPE = "user"
+ADDRESS_SCOPE = "address"
+_MAX_TRACKED_KEYS = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class LimitDecision:
+    allowed: bool
+    scope: str
+    limit: int
+    window_s: int
+    remaining: int
+    reset_ms: int
+
+    @property
+    def retry_after_s(self) -> int:
+        return max(1, math.ceil(self.reset_ms / 1000))
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        policy = f'"{self.scope}";q={self.limit};w={self.window_s}'.encode()
+        current = f'"{self.scope}";r={self.remaining};t={self.retry_after_s}'.encode()
+        out = [(b"ratelimit-policy", policy), (b"ratelimit", current)]
+        if not self.allowed:
+            out.append((b"retry-after", str(self.retry_after_s).encode()))
+        return out
+
+
+class InMemoryRateLimiter:
+    """Sliding-window log per key, for one replica only: the fallback while Redis is unreachable.
+
+    Failing open to this keeps the API up when the cache tier is down; the cost is that N replicas
+    together admit up to N times the limit during the outage (documented in docs/gateway.md).
+    """
+
+    def __init__(self, limit: int, window_s: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = limit
+        self._window_s = window_s
+        self._clock = clock
+        self._logs: dict[str, deque[float]] = {}
+
+    def check(self, key: str, scope: str) -> LimitDecision:
+        now = self._clock()
+        window_start = now - self._window_s
+        log = self._logs.get(key)
+        if log is None:
+            if len(self._logs) >= _MAX_TRACKED_KEYS:
+                self._evict(window_start)
+            log = self._logs[key] = deque()
+        while log and log[0] <= window_start:
+            log.popleft()
+        allowed = len(log) < self._limit
+        if allowed:
+            log.append(now)
+        reset_ms = int((log[0] + self._window_s - now) * 1000) if log else self._window_s * 1000
+        return LimitDecision(allowed, scope, self._limit, self._window_s,
+                             self._limit - len(log), max(reset_ms, 1))
+
+    def _evict(self, window_start: float) -> None:
+        stale = [key for key, log in self._logs.items() if not log or log[-1] <= window_start]
+        for key in stale:
+            del self._logs[key]
+        if len(self._logs) >= _MAX_TRACKED_KEYS:
+            self._logs.clear()  # under a flood of distinct keys, forget rather than grow
