@@ -1,0 +1,178 @@
+"""Helpers shared by the account integration tests (not a test module)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from bank.v1 import account_pb2_grpc
+from prometheus_client import REGISTRY
+from redis.asyncio.cluster import RedisCluster
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devstack import seed
+from services.account.bootstrap import AccountApp, build_account_app
+from services.account.domain import (
+    AccountDetails,
+    BalanceSnapshot,
+    PagePosition,
+    RecentTransactions,
+    TransactionsPage,
+    UserLoans,
+)
+from services.account.service_layer.ports import AccountReader
+from shared.cache import CacheEntry, decode_entry
+from shared.config import Settings
+from shared.events import RedisEventPublisher
+from shared.sessions import SessionStore
+
+
+@dataclass(frozen=True)
+class Customer:
+    user_id: str
+    account_id: str
+    token: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+
+async def new_customer(
+    engine: AsyncEngine, unique: Callable[[str], str], *, deposit: int = 10_000,
+    redis: RedisCluster | None = None,
+) -> Customer:
+    """A user with one EUR account (funded unless deposit=0) and a session token. With `redis`,
+    the session is cached there too, so the interceptor's check is a Redis hit."""
+    await seed.ensure_settlement_account(engine)
+    user = await seed.create_user(engine, unique("acct") + "@example.com", "", "Account Test",
+                                  password_hash="!")
+    account = await seed.create_account(engine, user)
+    if deposit:
+        await seed.deposit(engine, account, deposit)
+    token = (await SessionStore(engine, redis, 900).create(user)).token
+    return Customer(user, account, token)
+
+
+def account_settings(base: Settings, **overrides: Any) -> Settings:
+    return dataclasses.replace(base, service_name="account", **overrides)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, **build_options: Any
+) -> AsyncIterator[tuple[AccountApp, account_pb2_grpc.AccountServiceStub]]:
+    """A started account service on a free port (events subscribed) and a stub on a channel."""
+    app = build_account_app(settings, port=0, health_poll_s=0.2, **build_options)
+    await app.start()
+    try:
+        if app.events is not None:
+            await app.events.wait_subscribed()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+            yield app, account_pb2_grpc.AccountServiceStub(channel)
+    finally:
+        await app.stop()
+
+
+async def publish_newest_events(
+    engine: AsyncEngine, redis: RedisCluster, account_ids: list[str]
+) -> None:
+    """What the transfer service does after commit: publish the accounts' newest outbox rows
+    through the shared publish script (which assigns the partition sequence)."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            text("SELECT DISTINCT ON (aggregate_id) id AS outbox_id, partition, payload"
+                 " FROM outbox WHERE aggregate_id = ANY(CAST(:ids AS uuid[]))"
+                 " ORDER BY aggregate_id, id DESC"),
+            {"ids": account_ids},
+        )).all()
+    published = await RedisEventPublisher(redis).publish(
+        [_OutboxRow(r.outbox_id, r.partition, bytes(r.payload)) for r in rows]
+    )
+    assert len(published) == len(account_ids), "publishing the test's events failed"
+
+
+@dataclass(frozen=True)
+class _OutboxRow:
+    outbox_id: int
+    partition: int
+    payload: bytes
+
+
+async def cached_entry(redis: RedisCluster, key: str) -> CacheEntry | None:
+    raw = await redis.get(key)
+    return decode_entry(raw) if raw is not None else None
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0,
+                     interval_s: float = 0.02) -> float:
+    """Seconds until `check()` held; fails the test after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not await check():
+        if loop.time() - started > timeout_s:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+    return loop.time() - started
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await call
+    return failed.value
+
+
+class CountingReader:
+    """Wraps the real repository: counts database loads per method, and can hold a load after
+    its read (the reader has its snapshot) until the test releases it."""
+
+    def __init__(self, inner: AccountReader) -> None:
+        self.inner = inner
+        self.loads: Counter[str] = Counter()
+        self.hold: asyncio.Event | None = None
+        self.read_done = asyncio.Event()
+
+    async def _held(self, name: str, value: Any) -> Any:
+        self.loads[name] += 1
+        if self.hold is not None:
+            self.read_done.set()
+            await self.hold.wait()
+        return value
+
+    async def balance(self, account_id: str) -> BalanceSnapshot | None:
+        return await self._held("balance", await self.inner.balance(account_id))
+
+    async def recent_transactions(self, account_id: str, limit: int) -> RecentTransactions | None:
+        return await self._held(
+            "recent_transactions", await self.inner.recent_transactions(account_id, limit)
+        )
+
+    async def account(self, account_id: str) -> AccountDetails | None:
+        self.loads["account"] += 1
+        return await self.inner.account(account_id)
+
+    async def accounts_of(self, user_id: str) -> list[AccountDetails]:
+        self.loads["accounts_of"] += 1
+        return await self.inner.accounts_of(user_id)
+
+    async def transactions_page(
+        self, account_id: str, after: PagePosition | None, limit: int
+    ) -> TransactionsPage:
+        self.loads["transactions_page"] += 1
+        return await self.inner.transactions_page(account_id, after, limit)
+
+    async def loans_of(self, user_id: str) -> UserLoans:
+        self.loads["loans"] += 1
+        return await self.inner.loans_of(user_id)
