@@ -20,6 +20,7 @@ from shared.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 from shared.passwords import Argon2Params, Argon2PasswordHasher
 
@@ -121,6 +122,18 @@ async def test_successful_logins_do_not_use_up_the_window() -> None:
     await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
     for _ in range(10):
         await credentials.login(deps, login_request())
+
+
+async def test_a_database_outage_does_not_use_up_attempts() -> None:
+    users = FakeUserRepository()
+    deps = make_deps(users=users)
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    users.down = True
+    for _ in range(10):
+        with pytest.raises(Unavailable):
+            await credentials.login(deps, login_request())
+    users.down = False
+    assert await credentials.login(deps, login_request())
 
 
 async def test_bad_login_input_is_invalid_argument_and_not_counted() -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from services.auth.domain import EmailAlreadyRegistered, Registration, StoredCredentials
 from services.auth.service_layer.ports import AttemptReservation, PasswordHasher
 from shared.auth_context import Caller
-from shared.errors import ResourceExhausted, Unauthenticated
+from shared.errors import ResourceExhausted, Unauthenticated, Unavailable
 from shared.sessions import NewSession, SessionInfo, parse_token
 
 
@@ -22,6 +22,7 @@ class FakeUserRepository:
         self.accounts: dict[str, tuple[str, str]] = {}  # account id -> (owner, currency)
         self.revoked_by_change: list[str] = []
         self.sessions: FakeSessions | None = None  # change_password revokes through it
+        self.down = False  # the database is unreachable
 
     async def register(self, email: str, name: str, password_hash: str,
                        currency: str) -> Registration:
@@ -33,6 +34,8 @@ class FakeUserRepository:
         return Registration(user_id, account_id)
 
     async def credentials_by_email(self, email: str) -> StoredCredentials | None:
+        if self.down:
+            raise Unavailable("database unavailable")
         return self.users.get(email)
 
     async def credentials_by_id(self, user_id: str) -> StoredCredentials | None:

@@ -8,6 +8,7 @@ from services.auth.domain import (
     InvalidCredentials,
     LoginRequest,
     Registration,
+    StoredCredentials,
     normalize_currency,
     normalize_email,
     normalize_name,
@@ -39,17 +40,29 @@ async def login(deps: AuthDependencies, request: LoginRequest) -> NewSession:
     email = normalize_email(request.email)
     password = check_password_length(request.password)
     reservation = await deps.limiter.reserve(email, request.client_address)
+    try:
+        credentials = await _check_credentials(deps, email, password)
+    except InvalidCredentials:
+        raise  # a failure: the reserved slots stay taken until the window ends
+    except Exception:
+        await deps.limiter.release(reservation)  # an outage is not a guess
+        raise
+    await deps.limiter.release(reservation)
+    if deps.hasher.needs_rehash(credentials.password_hash):
+        await _rehash(deps, credentials.user_id, credentials.password_hash, password)
+    return await deps.sessions.create(credentials.user_id, request.client_address,
+                                      request.user_agent)
+
+
+async def _check_credentials(deps: AuthDependencies, email: str,
+                             password: str) -> StoredCredentials:
     credentials = await deps.users.credentials_by_email(email)
     if credentials is None:
         await deps.hasher.verify_dummy(password)
         raise InvalidCredentials()
     if not await deps.hasher.verify(credentials.password_hash, password):
         raise InvalidCredentials()
-    await deps.limiter.release(reservation)
-    if deps.hasher.needs_rehash(credentials.password_hash):
-        await _rehash(deps, credentials.user_id, credentials.password_hash, password)
-    return await deps.sessions.create(credentials.user_id, request.client_address,
-                                      request.user_agent)
+    return credentials
 
 
 async def _rehash(deps: AuthDependencies, user_id: str, old_hash: str, password: str) -> None:
