@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 
 import grpc
@@ -12,35 +13,46 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.transfer.adapters.outbox_store import PostgresOutboxStore
+from services.transfer.adapters.pg_pool import PoolType, create_pool, pool_ready
 from services.transfer.adapters.transfer_repository import PostgresTransferRepository
 from services.transfer.entrypoints.grpc_servicer import TransferServicer
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay
 from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
 from shared.config import Settings
-from shared.db import create_engine, database_ready
+from shared.db import create_engine
 from shared.events import RedisEventPublisher
 from shared.grpc_server import GrpcService, build_grpc_service
 from shared.redis_client import create_redis_cluster, redis_ready
 from shared.sessions import SessionStore
 
 
+def _session_engine(settings: Settings) -> AsyncEngine:
+    """SQLAlchemy serves the shared SessionStore, which touches PostgreSQL only now and then;
+    the hot path has its own psycopg pool (adapters/pg_pool.py)."""
+    return create_engine(dataclasses.replace(settings, db_pool_size=2))
+
+
 @dataclass
 class TransferApp:
     settings: Settings
     engine: AsyncEngine
+    pool: PoolType
     redis: RedisCluster
     grpc: GrpcService
     dispatcher: EventDispatcher
     service: TransferService
 
     async def start(self) -> None:
+        """Open the pool (waits for PostgreSQL), start the dispatcher, then serve."""
+        await self.pool.open(wait=True)
         self.dispatcher.start()
         await self.grpc.start()
 
     async def close(self) -> None:
         """Publish what is still queued, then release the clients."""
         await self.dispatcher.stop()
+        await self.pool.close()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -57,12 +69,13 @@ def build_transfer_app(
     after_commit: AfterCommitHook | None = None,
 ) -> TransferApp:
     """`after_commit` is for the crash test only (see service_layer.transfers)."""
-    engine = create_engine(settings)
+    engine = _session_engine(settings)
+    pool = create_pool(settings)
     redis = create_redis_cluster(settings)
     sessions = SessionStore(engine, redis, settings.session_ttl_s)
-    dispatcher = EventDispatcher(RedisEventPublisher(redis), PostgresOutboxStore(engine))
+    dispatcher = EventDispatcher(RedisEventPublisher(redis), PostgresOutboxStore(pool))
     service = TransferService(
-        PostgresTransferRepository(engine),
+        PostgresTransferRepository(pool),
         dispatcher,
         max_amount=settings.max_transfer_minor_units,
         event_partitions=settings.event_partitions,
@@ -77,29 +90,30 @@ def build_transfer_app(
     grpc_service = build_grpc_service(
         settings,
         register=register,
-        readiness_checks=[lambda: database_ready(engine), lambda: redis_ready(redis)],
+        readiness_checks=[lambda: pool_ready(pool), lambda: redis_ready(redis)],
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return TransferApp(settings, engine, redis, grpc_service, dispatcher, service)
+    return TransferApp(settings, engine, pool, redis, grpc_service, dispatcher, service)
 
 
 @dataclass
 class RelayApp:
     settings: Settings
-    engine: AsyncEngine
+    pool: PoolType
     redis: RedisCluster
     relay: OutboxRelay
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         if self._task is None:
+            await self.pool.open(wait=False)
             self._task = asyncio.create_task(self.relay.run_forever(), name="outbox-relay")
 
     async def close(self) -> None:
+        await self.pool.close()
         await self.redis.aclose()
-        await self.engine.dispose()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -114,14 +128,14 @@ def build_relay_app(
     settings: Settings, *, min_age_s: float = 1.5, poll_s: float = 0.5, batch_size: int = 500
 ) -> RelayApp:
     """The relay needs few connections: it works in batches, one at a time."""
-    engine = create_engine(settings)
+    pool = create_pool(settings, size=2)
     redis = create_redis_cluster(settings)
     relay = OutboxRelay(
-        PostgresOutboxStore(engine),
+        PostgresOutboxStore(pool),
         RedisEventPublisher(redis),
         min_age_s=min_age_s,
         poll_s=poll_s,
         batch_size=batch_size,
         idempotency_retention_s=settings.idempotency_retention_s,
     )
-    return RelayApp(settings, engine, redis, relay)
+    return RelayApp(settings, pool, redis, relay)

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+import psycopg
+from psycopg_pool import PoolTimeout
 
+from services.transfer.adapters.pg_pool import PoolType
 from services.transfer.domain import (
     OutboxEvent,
     SourceBalance,
@@ -26,15 +26,15 @@ from shared.metrics import DB_QUERIES
 # Deadlocks cannot happen between transfers (one lock order), but other writers of `accounts`
 # may lock differently; serialization failures appear if someone raises the isolation level.
 # Both roll the whole statement back, so running it again is safe.
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 MAX_ATTEMPTS = 5
 _T = TypeVar("_T")
 
-_TRANSFER_SQL = text(
+_TRANSFER_SQL = (
     "SELECT outcome, reason, transfer_id::text, created_at, source_balance, source_version,"
     " outbox_ids, outbox_partitions, outbox_payloads"
-    " FROM transfer_money(CAST(:user_id AS uuid), :key, CAST(:from_id AS uuid),"
-    " CAST(:to_id AS uuid), :amount, :currency, :description, :from_partition, :to_partition)"
+    " FROM transfer_money(%(user_id)s, %(key)s, %(from_id)s, %(to_id)s, %(amount)s,"
+    " %(currency)s, %(description)s, %(from_partition)s, %(to_partition)s)"
 )
 
 _SELECT_TRANSFER = (
@@ -44,42 +44,32 @@ _SELECT_TRANSFER = (
     " FROM transfers t LEFT JOIN transactions e"
     " ON e.transfer_id = t.id AND e.account_id = t.from_account_id"
 )
-_GET_SQL = text(
-    _SELECT_TRANSFER
-    + " WHERE t.id = CAST(:id AS uuid) AND t.user_id = CAST(:user_id AS uuid)"
+_GET_SQL = _SELECT_TRANSFER + " WHERE t.id = %(id)s::uuid AND t.user_id = %(user_id)s::uuid"
+_LIST_FIRST_SQL = (
+    _SELECT_TRANSFER + " WHERE t.user_id = %(user_id)s::uuid"
+    " ORDER BY t.created_at DESC, t.id DESC LIMIT %(limit)s"
 )
-_LIST_FIRST_SQL = text(
-    _SELECT_TRANSFER + " WHERE t.user_id = CAST(:user_id AS uuid)"
-    " ORDER BY t.created_at DESC, t.id DESC LIMIT :limit"
+_LIST_AFTER_SQL = (
+    _SELECT_TRANSFER + " WHERE t.user_id = %(user_id)s::uuid"
+    " AND (t.created_at, t.id) < (%(after_ts)s::timestamptz, %(after_id)s::uuid)"
+    " ORDER BY t.created_at DESC, t.id DESC LIMIT %(limit)s"
 )
-_LIST_AFTER_SQL = text(
-    _SELECT_TRANSFER + " WHERE t.user_id = CAST(:user_id AS uuid)"
-    " AND (t.created_at, t.id) < (CAST(:after_ts AS timestamptz), CAST(:after_id AS uuid))"
-    " ORDER BY t.created_at DESC, t.id DESC LIMIT :limit"
-)
-
-
-def _sqlstate(error: DBAPIError) -> str | None:
-    return getattr(error.orig, "sqlstate", None)
 
 
 async def with_retries(operation: Callable[[], Awaitable[_T]]) -> _T:
-    """Run a whole-transaction operation again after a deadlock or serialization failure
-    (bounded, with jittered backoff); a database that cannot be reached is UNAVAILABLE, which
-    is safe to retry for the client because transfers are idempotent by key."""
+    """Run a one-statement transaction again after a deadlock or serialization failure
+    (bounded, with jittered backoff). A database that is unreachable, overloaded or too slow is
+    UNAVAILABLE: safe for the client to retry, because transfers are idempotent by key."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             return await operation()
-        except DBAPIError as error:
-            if _sqlstate(error) in RETRYABLE_SQLSTATES and attempt < MAX_ATTEMPTS:
-                DB_QUERIES.labels("transfer", "retry").inc()
-                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
-                continue
-            if error.connection_invalidated or _sqlstate(error) in (
-                *RETRYABLE_SQLSTATES, "57014", "57P01", "08006", "08001", None,
-            ):
-                raise Unavailable("the database is busy or unreachable; retry") from error
-            raise
+        except RETRYABLE as error:
+            if attempt == MAX_ATTEMPTS:
+                raise Unavailable("the database is busy; retry the transfer") from error
+            DB_QUERIES.labels("transfer", "retry").inc()
+            await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+        except (PoolTimeout, psycopg.OperationalError) as error:
+            raise Unavailable("the database is busy or unreachable; retry") from error
     raise AssertionError("unreachable")
 
 
@@ -95,10 +85,8 @@ def _transfer_from_row(row: Sequence[Any]) -> Transfer:
 
 
 class PostgresTransferRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        # One statement per transfer in autocommit: no BEGIN/COMMIT round trips.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._engine = engine
+    def __init__(self, pool: PoolType) -> None:
+        self._pool = pool
 
     async def execute(
         self, command: TransferCommand, from_partition: int, to_partition: int
@@ -113,32 +101,38 @@ class PostgresTransferRepository:
 
         async def call() -> Sequence[Any]:
             DB_QUERIES.labels("transfer", "transfer_money").inc()
-            async with self._autocommit.connect() as conn:
-                return (await conn.execute(_TRANSFER_SQL, params)).one()
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(_TRANSFER_SQL, params)).fetchone()
+            assert row is not None  # the function always returns one row
+            return row
 
-        row = await with_retries(call)
-        return outcome_from_row(command, row)
+        return outcome_from_row(command, await with_retries(call))
 
     async def get(self, user_id: str, transfer_id: str) -> Transfer | None:
-        DB_QUERIES.labels("transfer", "get_transfer").inc()
-        async with self._autocommit.connect() as conn:
-            row = (await conn.execute(_GET_SQL, {"id": transfer_id, "user_id": user_id})).first()
+        async def call() -> Sequence[Any] | None:
+            DB_QUERIES.labels("transfer", "get_transfer").inc()
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_GET_SQL, {"id": transfer_id, "user_id": user_id})
+                return await cursor.fetchone()
+
+        row = await with_retries(call)
         return None if row is None else _transfer_from_row(row)
 
     async def list_for_user(
         self, user_id: str, limit: int, after: tuple[datetime, str] | None
     ) -> list[Transfer]:
-        DB_QUERIES.labels("transfer", "list_transfers").inc()
-        async with self._autocommit.connect() as conn:
-            if after is None:
-                result = await conn.execute(_LIST_FIRST_SQL, {"user_id": user_id, "limit": limit})
-            else:
-                result = await conn.execute(
-                    _LIST_AFTER_SQL,
-                    {"user_id": user_id, "limit": limit, "after_ts": after[0],
-                     "after_id": after[1]},
-                )
-            return [_transfer_from_row(row) for row in result]
+        params: dict[str, Any] = {"user_id": user_id, "limit": limit}
+        sql = _LIST_FIRST_SQL
+        if after is not None:
+            sql = _LIST_AFTER_SQL
+            params.update(after_ts=after[0], after_id=after[1])
+
+        async def call() -> list[Any]:
+            DB_QUERIES.labels("transfer", "list_transfers").inc()
+            async with self._pool.connection() as conn:
+                return await (await conn.execute(sql, params)).fetchall()
+
+        return [_transfer_from_row(row) for row in await with_retries(call)]
 
 
 def outcome_from_row(command: TransferCommand, row: Sequence[Any]) -> TransferOutcome:
@@ -163,8 +157,8 @@ def outcome_from_row(command: TransferCommand, row: Sequence[Any]) -> TransferOu
     events: tuple[OutboxEvent, ...] = ()
     if outcome == "created":
         events = tuple(
-            OutboxEvent(int(i), int(p), bytes(b)) for i, p, b in zip(row[6], row[7], row[8],
-                                                                     strict=True)
+            OutboxEvent(int(i), int(p), bytes(b))
+            for i, p, b in zip(row[6], row[7], row[8], strict=True)
         )
     return TransferOutcome(transfer=transfer, replayed=outcome == "replayed", rejection=None,
                            events=events)

@@ -1,0 +1,218 @@
+"""Transfer throughput end to end: gRPC client -> transfer service -> PostgreSQL (+ events on the
+Redis Cluster), and pgbench's tpcb-like TPS on the same PostgreSQL as the yardstick.
+
+    .venv/bin/python -m bench.transfer_throughput [--seconds 10] [--concurrency 64] [--replicas 1]
+
+Starts its own durable PostgreSQL (fsync and synchronous_commit on: honest numbers) and Redis
+Cluster in a temporary folder, the transfer service as separate processes (`python -m
+services.transfer`, like production), seeds users and money through devstack.seed, then runs
+`--concurrency` concurrent CreateTransfer calls for `--seconds` and prints transfers/s, p50, p99
+and the ratio to pgbench (`pgbench -c 16 -j 2 -T 10` on a separate database, tpcb-like).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+
+import grpc  # noqa: E402
+from bank.v1 import common_pb2, transfer_pb2, transfer_pb2_grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from devstack import seed  # noqa: E402
+from devstack.ports import free_ports  # noqa: E402
+from devstack.postgres import LocalPostgres  # noqa: E402
+from devstack.processes import ManagedProcess  # noqa: E402
+from devstack.redis_cluster import LocalRedisCluster  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.db import create_engine  # noqa: E402
+from shared.migrate import upgrade_to_head  # noqa: E402
+from shared.sessions import SessionStore  # noqa: E402
+
+USERS = 64
+ACCOUNTS_PER_USER = 2
+START_BALANCE = 1_000_000_000
+
+
+async def seed_accounts(settings: Settings) -> list[tuple[str, list[str]]]:
+    """(token, account ids) per user; every account holds plenty of money."""
+    engine = create_engine(settings)
+    users: list[tuple[str, list[str]]] = []
+    try:
+        await seed.ensure_settlement_account(engine)
+        for _ in range(USERS):
+            user = await seed.create_user(engine, f"bench-{uuid.uuid4().hex}@example.com", "-",
+                                          "Bench", password_hash="!")
+            accounts = [await seed.create_account(engine, user) for _ in range(ACCOUNTS_PER_USER)]
+            for account in accounts:
+                await seed.deposit(engine, account, START_BALANCE)
+            token = (await SessionStore(engine, None, 3600).create(user)).token
+            users.append((token, accounts))
+    finally:
+        await engine.dispose()
+    return users
+
+
+def start_services(settings: Settings, replicas: int, folder: Path) -> tuple[list[ManagedProcess],
+                                                                           list[int]]:
+    ports = free_ports(replicas)
+    procs: list[ManagedProcess] = []
+    for i, port in enumerate(ports):
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
+               "BANK_DATABASE_URL": settings.database_url, "BANK_REDIS_NODES": settings.redis_nodes,
+               "BANK_GRPC_PORT": str(port), "BANK_LOG_LEVEL": "WARNING",
+               "BANK_DB_POOL_SIZE": "16", "BANK_DB_MAX_OVERFLOW": "8"}
+        proc = ManagedProcess([sys.executable, "-m", "services.transfer"],
+                              log_path=folder / f"transfer-{i}.log", name=f"transfer-{i}",
+                              cwd=ROOT, env=env)
+        proc.start()
+        procs.append(proc)
+    return procs, ports
+
+
+async def wait_serving(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"transfer service on {port} did not become SERVING")
+            await asyncio.sleep(0.2)
+
+
+async def drive(ports: list[int], users: list[tuple[str, list[str]]], concurrency: int,
+                seconds: float, warmup: float) -> tuple[int, list[float], int]:
+    """Returns (completed transfers in the window, their latencies, errors)."""
+    target = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
+    options = [("grpc.lb_policy_name", "round_robin")]
+    all_accounts = [a for _, accounts in users for a in accounts]
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = transfer_pb2_grpc.TransferServiceStub(channel)
+        start = time.perf_counter()
+        window_start, window_end = start + warmup, start + warmup + seconds
+
+        async def worker(n: int) -> None:
+            nonlocal errors
+            token, accounts = users[n % len(users)]
+            metadata = (("authorization", f"Bearer {token}"),)
+            rng = random.Random(n)
+            while True:
+                source = rng.choice(accounts)
+                destination = rng.choice(all_accounts)
+                if destination == source:
+                    continue
+                request = transfer_pb2.CreateTransferRequest(
+                    from_account_id=source, to_account_id=destination,
+                    amount=common_pb2.Money(minor_units=rng.randint(1, 1000), currency="EUR"),
+                    idempotency_key=uuid.uuid4().hex, description="bench",
+                )
+                began = time.perf_counter()
+                if began >= window_end:
+                    return
+                try:
+                    await stub.CreateTransfer(request, metadata=metadata, timeout=10)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    continue
+                done = time.perf_counter()
+                if began >= window_start and done <= window_end:
+                    latencies.append(done - began)
+
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return len(latencies), latencies, errors
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_pgbench(pg: LocalPostgres, seconds: int) -> float:
+    """tpcb-like TPS, 16 clients, 2 threads, on a database of its own."""
+    user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    bindir = pg.bindir
+    pgbench = str(bindir / "pgbench") if (bindir / "pgbench").exists() else "pgbench"
+    common = ["-h", pg.host, "-p", str(pg.port), "-U", pg.user]
+    subprocess.run([*user, str(bindir / "createdb"), *common, "pgbench"], check=True,
+                   capture_output=True)
+    subprocess.run([*user, pgbench, "-i", "-s", "10", "-q", *common, "pgbench"], check=True,
+                   capture_output=True)
+    out = subprocess.run(
+        [*user, pgbench, "-c", "16", "-j", "2", "-T", str(seconds), *common, "pgbench"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    match = re.search(r"tps = ([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"no tps in pgbench output:\n{out}")
+    return float(match.group(1))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
+        folder = Path(tmp)
+        pg = LocalPostgres(folder / "pg", durable=True)
+        cluster = LocalRedisCluster(folder / "redis")
+        procs: list[ManagedProcess] = []
+        try:
+            pg.start()
+            cluster.start()
+            upgrade_to_head(pg.dsn)
+            settings = Settings(database_url=pg.dsn, redis_nodes=cluster.startup_nodes_csv)
+            users = await seed_accounts(settings)
+            procs, ports = start_services(settings, args.replicas, folder)
+            for port in ports:
+                await wait_serving(port)
+            count, latencies, errors = await drive(ports, users, args.concurrency, args.seconds,
+                                                   args.warmup)
+            for proc in procs:
+                proc.stop()
+            procs = []
+            tps = await asyncio.to_thread(run_pgbench, pg, args.pgbench_seconds)
+        finally:
+            for proc in procs:
+                proc.stop()
+            cluster.stop()
+            pg.stop()
+
+    rate = count / args.seconds
+    print(f"transfers: {count} in {args.seconds:.0f} s at {args.concurrency} concurrent, "
+          f"{args.replicas} replica(s), durable PostgreSQL")
+    print(f"  transfers/s      {rate:8.0f}")
+    if latencies:
+        print(f"  p50              {percentile(latencies, 0.50) * 1000:8.2f} ms")
+        print(f"  p99              {percentile(latencies, 0.99) * 1000:8.2f} ms")
+    print(f"  errors           {errors:8d}")
+    print(f"pgbench tpcb-like  {tps:8.0f} tps (-c 16 -j 2 -T {args.pgbench_seconds})")
+    print(f"ratio              {rate / tps:8.2f} transfers per pgbench transaction")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
