@@ -1,0 +1,153 @@
+"""Balance-changed events over Redis sharded pub/sub on the real cluster: applied to the cache,
+and recovered from the outbox when messages are lost (disconnect, killed connection, gap)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from bank.v1 import account_pb2, account_pb2_grpc
+from redis.asyncio.cluster import RedisCluster
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devstack import seed
+from devstack.redis_cluster import LocalRedisCluster
+from services.account.adapters.cache_layout import balance_key, recent_key
+from shared.config import Settings
+from shared.events import partition_of, sequence_key
+from tests.integration.account_support import (
+    Customer,
+    account_settings,
+    cached_entry,
+    eventually,
+    metric,
+    new_customer,
+    publish_newest_events,
+    serving,
+)
+
+pytestmark = pytest.mark.integration
+
+CACHE = account_pb2.READ_SOURCE_CACHE
+DATABASE = account_pb2.READ_SOURCE_DATABASE
+
+
+async def warm(stub: account_pb2_grpc.AccountServiceStub, customer: Customer) -> None:
+    await stub.GetBalance(account_pb2.GetBalanceRequest(account_id=customer.account_id),
+                          metadata=customer.metadata)
+    await stub.ListRecentTransactions(
+        account_pb2.ListRecentTransactionsRequest(account_id=customer.account_id),
+        metadata=customer.metadata)
+
+
+def at_version(redis: RedisCluster, key: str, version: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        entry = await cached_entry(redis, key)
+        return entry is not None and entry.version == version
+
+    return check
+
+
+async def test_a_published_event_updates_the_cached_balance_in_place(
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+) -> None:
+    async with serving(account_settings(base_settings)) as (app, stub):
+        alice = await new_customer(engine, unique, deposit=1_000)
+        await warm(stub, alice)
+        applied = metric("bank_events_total", outcome="applied")
+        lag_count = metric("bank_event_lag_seconds_count")
+        await seed.deposit(engine, alice.account_id, 250)
+        await publish_newest_events(engine, app.redis, [alice.account_id])
+        await eventually(at_version(app.redis, balance_key(alice.account_id), 3))
+        balance = await stub.GetBalance(
+            account_pb2.GetBalanceRequest(account_id=alice.account_id), metadata=alice.metadata)
+        assert (balance.source, balance.version, balance.balance.minor_units) == (CACHE, 3, 1_250)
+        tombstone = await cached_entry(app.redis, recent_key(alice.account_id))
+        assert tombstone is not None and tombstone.tombstone and tombstone.version == 3
+        recent = await stub.ListRecentTransactions(
+            account_pb2.ListRecentTransactionsRequest(account_id=alice.account_id),
+            metadata=alice.metadata)
+        assert (recent.source, recent.version, len(recent.entries)) == (DATABASE, 3, 2)
+        assert metric("bank_events_total", outcome="applied") >= applied + 1
+        assert metric("bank_event_lag_seconds_count") >= lag_count + 1
+
+
+async def test_events_missed_while_disconnected_are_corrected_within_2s_of_reconnecting(
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+) -> None:
+    async with serving(account_settings(base_settings)) as (app, stub):
+        assert app.events is not None
+        customers = [await new_customer(engine, unique, deposit=1_000) for _ in range(3)]
+        for customer in customers:
+            await warm(stub, customer)
+        await app.events.stop()  # the subscriber is gone...
+        for customer in customers:  # ...while transfers commit and publish
+            await seed.deposit(engine, customer.account_id, 100)
+        await publish_newest_events(engine, app.redis, [c.account_id for c in customers])
+        await asyncio.sleep(0.2)
+        for customer in customers:  # nobody heard those messages
+            assert await at_version(app.redis, balance_key(customer.account_id), 2)()
+
+        await app.events.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for customer in customers:
+            await eventually(at_version(app.redis, balance_key(customer.account_id), 3))
+            await eventually(at_version(app.redis, recent_key(customer.account_id), 3))
+        assert loop.time() - started < 2.0
+        for customer in customers:
+            reply = await stub.GetBalance(
+                account_pb2.GetBalanceRequest(account_id=customer.account_id),
+                metadata=customer.metadata)
+            assert (reply.source, reply.balance.minor_units) == (CACHE, 1_100)
+
+
+async def test_a_killed_subscriber_connection_reconnects_and_catches_up(
+    base_settings: Settings, redis_cluster: LocalRedisCluster, engine: AsyncEngine,
+    unique: Callable[[str], str],
+) -> None:
+    async with serving(account_settings(base_settings)) as (app, stub):
+        alice = await new_customer(engine, unique, deposit=1_000)
+        await warm(stub, alice)
+        reconnects = metric("bank_events_total", outcome="reconnect")
+        await seed.deposit(engine, alice.account_id, 10)  # its message is lost: never published
+        for port in redis_cluster.masters():
+            with redis_cluster.client(port) as node:
+                node.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await eventually(at_version(app.redis, balance_key(alice.account_id), 3))
+        assert loop.time() - started < 2.0
+        assert metric("bank_events_total", outcome="reconnect") > reconnects
+        # And the new subscription delivers live events again.
+        await seed.deposit(engine, alice.account_id, 10)
+        await publish_newest_events(engine, app.redis, [alice.account_id])
+        await eventually(at_version(app.redis, balance_key(alice.account_id), 4), timeout_s=2)
+
+
+async def test_a_sequence_gap_catches_up_from_the_outbox(
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+) -> None:
+    partitions = base_settings.event_partitions
+    async with serving(account_settings(base_settings)) as (app, stub):
+        alice = await new_customer(engine, unique, deposit=1_000)
+        partition = partition_of(alice.account_id, partitions)
+        bob = await new_customer(engine, unique, deposit=0)
+        while partition_of(bob.account_id, partitions) != partition:  # same partition as Alice
+            bob = await new_customer(engine, unique, deposit=0)
+        await seed.deposit(engine, bob.account_id, 1)
+        await warm(stub, alice)
+        publish = publish_newest_events
+        await publish(engine, app.redis, [bob.account_id])  # the consumer's sequence baseline
+        await eventually(at_version(app.redis, recent_key(bob.account_id), 2))
+        gaps = metric("bank_events_total", outcome="gap")
+
+        await seed.deposit(engine, alice.account_id, 5)
+        await app.redis.incr(sequence_key(partition))  # Alice's message: sent, never received
+        await asyncio.sleep(0.1)
+        assert await at_version(app.redis, balance_key(alice.account_id), 2)()
+        await seed.deposit(engine, bob.account_id, 1)
+        await publish(engine, app.redis, [bob.account_id])  # the next message shows the gap
+        await eventually(at_version(app.redis, balance_key(alice.account_id), 3), timeout_s=2)
+        assert metric("bank_events_total", outcome="gap") == gaps + 1
