@@ -168,8 +168,16 @@ def secret_matches(stored_hash_hex: str | bytes, secret: str) -> bool:
     return hmac.compare_digest(stored, hash_secret(secret).encode())
 
 
-def _decode_entry(value: bytes) -> tuple[bytes, float] | None:
-    """(hash, last PostgreSQL check) from a cached entry; None when it is not one of ours."""
+def recheck_interval_for(ttl_s: float) -> float:
+    """How old (seconds since PostgreSQL last confirmed it) a cached entry may be before a reader
+    must re-confirm the session against PostgreSQL (see the module docstring)."""
+    return min(float(PG_TOUCH_INTERVAL_S), ttl_s / 3)
+
+
+def decode_cached_entry(value: bytes) -> tuple[bytes, float] | None:
+    """(secret hash hex, epoch of the last PostgreSQL check) from a cached entry; None when the
+    value is a tombstone or not one of ours. Any reader of session keys (the gateway's Lua gate
+    too) should treat an entry older than recheck_interval_for(ttl) as a miss."""
     stored_hash, sep, checked = value.partition(b"|")
     if not sep or len(stored_hash) != 64:
         return None
@@ -194,7 +202,7 @@ class SessionStore:
         self._engine = engine
         self._redis = redis
         self._ttl_s = ttl_s
-        self._recheck_s = min(float(PG_TOUCH_INTERVAL_S), ttl_s / 3)
+        self._recheck_s = recheck_interval_for(ttl_s)
         self._set_unless_revoked = redis.register_script(_SET_UNLESS_REVOKED) if redis else None
         self._tombstone_script = redis.register_script(_WRITE_TOMBSTONES) if redis else None
         # (user_id, session_id) -> monotonic time after which retrying is pointless (see above)
@@ -234,7 +242,7 @@ class SessionStore:
         if value == REVOKED:
             CACHE_REQUESTS.labels("session", "hit").inc()
             raise _invalid()
-        entry = _decode_entry(value) if value is not None else None
+        entry = decode_cached_entry(value) if value is not None else None
         if entry is None:
             return await self._authenticate_from_database(parsed)
         CACHE_REQUESTS.labels("session", "hit").inc()

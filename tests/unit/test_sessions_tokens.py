@@ -9,9 +9,10 @@ import pytest
 from shared.errors import Unauthenticated
 from shared.sessions import (
     REVOKED,
-    _decode_entry,
+    decode_cached_entry,
     hash_secret,
     parse_token,
+    recheck_interval_for,
     secret_matches,
     session_key,
 )
@@ -61,7 +62,12 @@ def test_secret_comparison() -> None:
 def test_key_and_entry_formats_match_docs_decisions() -> None:
     assert session_key(USER, SESSION) == f"session:{{{USER}}}:{SESSION}"
     stored = hash_secret(SECRET).encode()
-    assert _decode_entry(stored + b"|1700000000") == (stored, 1700000000.0)
-    assert _decode_entry(REVOKED) is None
-    assert _decode_entry(b"short|1") is None
-    assert _decode_entry(stored + b"|not-a-number") is None
+    assert decode_cached_entry(stored + b"|1700000000") == (stored, 1700000000.0)
+    assert decode_cached_entry(REVOKED) is None
+    assert decode_cached_entry(b"short|1") is None
+    assert decode_cached_entry(stored + b"|not-a-number") is None
+
+
+def test_recheck_interval() -> None:
+    assert recheck_interval_for(900) == 60
+    assert recheck_interval_for(3) == 1
