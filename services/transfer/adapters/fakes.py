@@ -1,0 +1,167 @@
+"""In-memory stand-ins for the PostgreSQL and Redis adapters, for unit tests of the use cases,
+the dispatcher and the relay. They follow the same contracts (service_layer/ports.py); the real
+rules (locks, constraints) are tested against PostgreSQL in tests/integration."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from services.transfer.domain import (
+    OutboxEvent,
+    SourceBalance,
+    Transfer,
+    TransferCommand,
+    TransferOutcome,
+)
+
+
+@dataclass
+class FakeAccount:
+    owner_user_id: str
+    currency: str = "EUR"
+    balance: int = 0
+    version: int = 1
+    open: bool = True
+
+
+@dataclass
+class FakeTransferRepository:
+    accounts: dict[str, FakeAccount] = field(default_factory=dict)
+    transfers: list[Transfer] = field(default_factory=list)
+    rejections: dict[tuple[str, str], tuple[TransferCommand, str]] = field(default_factory=dict)
+    calls: int = 0
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def execute(
+        self, command: TransferCommand, from_partition: int, to_partition: int
+    ) -> TransferOutcome:
+        self.calls += 1
+        key = (command.user_id, command.idempotency_key)
+        for done in self.transfers:
+            if (done.user_id, done.idempotency_key) == key:
+                if _params(done) != _command_params(command):
+                    return TransferOutcome(None, False, "idempotency_key_reused")
+                return TransferOutcome(done, True, None)
+        if key in self.rejections:
+            stored, reason = self.rejections[key]
+            same = _command_params(stored) == _command_params(command)
+            return TransferOutcome(None, False, reason if same else "idempotency_key_reused")
+        reason = self._check(command)
+        if reason is not None:
+            self.rejections[key] = (command, reason)
+            return TransferOutcome(None, False, reason)
+        source = self.accounts[command.from_account_id]
+        destination = self.accounts[command.to_account_id]
+        source.balance -= command.amount
+        source.version += 1
+        destination.balance += command.amount
+        destination.version += 1
+        transfer = Transfer(
+            transfer_id=f"00000000-0000-4000-8000-{next(self._ids):012d}",
+            user_id=command.user_id, from_account_id=command.from_account_id,
+            to_account_id=command.to_account_id, amount=command.amount,
+            currency=command.currency, description=command.description,
+            idempotency_key=command.idempotency_key, created_at=datetime.now(UTC),
+            source_balance=SourceBalance(command.from_account_id, source.balance,
+                                         command.currency, source.version),
+        )
+        self.transfers.append(transfer)
+        events = (
+            OutboxEvent(next(self._ids), from_partition, b"source"),
+            OutboxEvent(next(self._ids), to_partition, b"destination"),
+        )
+        return TransferOutcome(transfer, False, None, events)
+
+    def _check(self, command: TransferCommand) -> str | None:
+        source = self.accounts.get(command.from_account_id)
+        destination = self.accounts.get(command.to_account_id)
+        if source is None or source.owner_user_id != command.user_id:
+            return "source_not_found"
+        if destination is None:
+            return "destination_not_found"
+        if not source.open:
+            return "source_closed"
+        if not destination.open:
+            return "destination_closed"
+        if source.currency != command.currency:
+            return "source_currency_mismatch"
+        if destination.currency != command.currency:
+            return "destination_currency_mismatch"
+        if source.balance < command.amount:
+            return "insufficient_funds"
+        return None
+
+    async def get(self, user_id: str, transfer_id: str) -> Transfer | None:
+        for transfer in self.transfers:
+            if transfer.transfer_id == transfer_id and transfer.user_id == user_id:
+                return transfer
+        return None
+
+    async def list_for_user(
+        self, user_id: str, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Transfer]:
+        mine = sorted((t for t in self.transfers if t.user_id == user_id),
+                      key=lambda t: (t.created_at, t.transfer_id), reverse=True)
+        if after is not None:
+            mine = [t for t in mine if (t.created_at, t.transfer_id) < after]
+        return mine[:limit]
+
+
+def _params(t: Transfer) -> tuple[str, str, int, str, str]:
+    return (t.from_account_id, t.to_account_id, t.amount, t.currency, t.description)
+
+
+def _command_params(c: TransferCommand) -> tuple[str, str, int, str, str]:
+    return (c.from_account_id, c.to_account_id, c.amount, c.currency, c.description)
+
+
+@dataclass
+class FakeEventPublisher:
+    """Records what it publishes; `failing = True` makes it refuse everything (Redis down)."""
+
+    published: list[OutboxEvent] = field(default_factory=list)
+    failing: bool = False
+
+    async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
+        if self.failing:
+            return []
+        self.published.extend(events)
+        return [e.outbox_id for e in events]
+
+
+@dataclass
+class _FakeClaim:
+    events: Sequence[OutboxEvent]
+    store: FakeOutboxStore
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        await self.store.mark_published(outbox_ids)
+
+
+@dataclass
+class FakeOutboxStore:
+    """`rows` are the unpublished outbox rows (all old enough for the relay)."""
+
+    rows: list[OutboxEvent] = field(default_factory=list)
+    marked: list[int] = field(default_factory=list)
+    purged_with: list[int] = field(default_factory=list)
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        self.marked.extend(outbox_ids)
+        done = set(outbox_ids)
+        self.rows = [r for r in self.rows if r.outbox_id not in done]
+
+    @asynccontextmanager
+    async def claim_unpublished(self, min_age_s: float, limit: int) -> AsyncIterator[_FakeClaim]:
+        yield _FakeClaim(list(self.rows[:limit]), self)
+
+    async def backlog(self) -> int:
+        return len(self.rows)
+
+    async def purge_rejections(self, older_than_s: int) -> int:
+        self.purged_with.append(older_than_s)
+        return 0
