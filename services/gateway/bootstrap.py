@@ -41,11 +41,13 @@ class GatewayApp:
     openapi: dict[str, Any]
     redis: RedisCluster
     upstreams: GrpcUpstreams
+    gate: SessionGate
     asgi: GatewayASGI = field(init=False)
     draining: bool = False
 
     async def start(self) -> None:
         await self.upstreams.start()
+        await self.gate.warm_up()
 
     async def close(self) -> None:
         self.draining = True
@@ -78,7 +80,7 @@ def build_gateway_app(
     )
     handler = ApiHandler(table, gate, upstreams, max_body_bytes=settings.gateway_max_body_bytes,
                          trusted_hops=settings.gateway_trusted_hops)
-    app = GatewayApp(settings, table, openapi, redis, upstreams)
+    app = GatewayApp(settings, table, openapi, redis, upstreams, gate)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:

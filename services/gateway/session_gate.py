@@ -173,6 +173,18 @@ class SessionGate:
         self._member_prefix = secrets.token_hex(6) + ":"
         self._member_counter = itertools.count()
 
+    async def warm_up(self) -> None:
+        """Learn the cluster's topology and load the scripts before the first request: a burst of
+        requests on a cold redis-py cluster client fails some of its first connections (seen as
+        "Connection closed by server"), which would count as Redis outages."""
+        try:
+            await self._redis.initialize()
+            for script in (self._user_script, self._address_script, self._remember_script):
+                await self._redis.script_load(script.script)
+        except Exception as err:
+            log.warning("Redis not reachable at start-up (%s: %s): sessions and limits fall back"
+                        " until it is", type(err).__name__, err)
+
     async def check_session(self, token: str, account_id: str | None) -> GateResult:
         try:
             parsed = parse_token(token)
@@ -242,7 +254,7 @@ class SessionGate:
         except Exception as err:  # any Redis failure degrades to the fallback, never a 500
             self._breaker.failure()
             REDIS_FALLBACKS.labels(type(err).__name__).inc()
-            log.warning("redis call failed, falling back: %r", err)
+            log.warning("redis call failed, falling back: %s: %s", type(err).__name__, err)
             return None
         self._breaker.success()
         return reply
