@@ -70,8 +70,8 @@ async def gateway(base_settings: Settings, fake_bank: FakeBankServer
 async def token(base_settings: Settings, engine: AsyncEngine) -> str:
     redis = create_redis_cluster(base_settings)
     try:
-        user = await seed.create_user(engine, f"status-{uuid.uuid4().hex[:12]}@example.com", "pw", "Status",
-                                      password_hash="!")
+        email = f"status-{uuid.uuid4().hex[:12]}@example.com"
+        user = await seed.create_user(engine, email, "pw", "Status", password_hash="!")
         return (await SessionStore(engine, redis, 900).create(user)).token
     finally:
         await redis.aclose()
