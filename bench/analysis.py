@@ -1,0 +1,144 @@
+"""Figures derived from a run's raw results (pure): hit rates, database rates, maxima, goals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.histogram import LatencyHistogram
+from bench.model import BenchRun, MixedPhase, PhaseResult, Step
+from bench.observe import SampleKey, sum_by
+from bench.tables import ratio, reduction
+from bench.workload import READS, Op
+
+# Below this share of failed requests a closed-loop step still counts for a maximum.
+MAX_ERROR_SHARE = 0.01
+# argon2id is slow by design: the design's latency goals are about the API calls, not logins.
+LOGIN = Op.LOGIN.value
+
+
+@dataclass(frozen=True)
+class HitCounts:
+    hits: float
+    misses: float
+    other: float  # bypass (cache off, read-your-writes), fallback (Redis unavailable), ...
+
+    @property
+    def hit_rate(self) -> float | None:
+        return ratio(self.hits, self.hits + self.misses)
+
+
+def cache_hits_by_kind(metrics: dict[SampleKey, float]) -> dict[str, HitCounts]:
+    """From the services' bank_cache_requests_total{kind, result}, summed over replicas."""
+    grouped = sum_by(metrics, "bank_cache_requests_total", "kind", "result")
+    kinds = sorted({kind for kind, _ in grouped})
+    out: dict[str, HitCounts] = {}
+    for kind in kinds:
+        hits = grouped.get((kind, "hit"), 0.0)
+        misses = grouped.get((kind, "miss"), 0.0)
+        other = sum(v for (k, r), v in grouped.items() if k == kind and r not in ("hit", "miss"))
+        out[kind] = HitCounts(hits, misses, other)
+    return out
+
+
+def other_results_by_kind(metrics: dict[SampleKey, float]) -> dict[str, dict[str, float]]:
+    grouped = sum_by(metrics, "bank_cache_requests_total", "kind", "result")
+    out: dict[str, dict[str, float]] = {}
+    for (kind, result), value in grouped.items():
+        if result not in ("hit", "miss") and value:
+            out.setdefault(kind, {})[result] = value
+    return out
+
+
+def stale_rejects_by_kind(metrics: dict[SampleKey, float]) -> dict[str, float]:
+    grouped = sum_by(metrics, "bank_cache_writes_total", "kind", "outcome")
+    return {kind: v for (kind, outcome), v in grouped.items() if outcome == "stale_rejected"}
+
+
+def db_queries_by_service(metrics: dict[SampleKey, float]) -> dict[str, float]:
+    return {service: v for (service,), v in
+            sum_by(metrics, "bank_db_queries_total", "service").items() if v}
+
+
+def client_hit_rate(result: PhaseResult, ops: tuple[Op, ...] = READS) -> float | None:
+    """Share of reads the services answered from the cache, as the replies said (`source`)."""
+    cache = sum(result.histogram(op.value, "cache").count for op in ops)
+    database = sum(result.histogram(op.value, "database").count for op in ops)
+    return ratio(cache, cache + database)
+
+
+def redis_hit_rate(phase: MixedPhase) -> float | None:
+    hits = phase.redis_after.keyspace_hits - phase.redis_before.keyspace_hits
+    misses = phase.redis_after.keyspace_misses - phase.redis_before.keyspace_misses
+    return ratio(hits, hits + misses)
+
+
+def without_logins(result: PhaseResult) -> LatencyHistogram:
+    out = LatencyHistogram()
+    for (op, _source), hist in result.latency.items():
+        if op != LOGIN:
+            out.merge(hist)
+    return out
+
+
+def step_ok(step: Step, percentile: float, goal_s: float) -> bool:
+    result = step.result
+    total = result.completed + result.error_count
+    if not result.completed or result.error_count > MAX_ERROR_SHARE * total:
+        return False
+    return result.histogram().percentile_s(percentile) <= goal_s
+
+
+def best_step(steps: list[Step], percentile: float, goal_s: float) -> Step | None:
+    """The highest throughput among the steps that kept the latency goal."""
+    good = [s for s in steps if step_ok(s, percentile, goal_s)]
+    return max(good, key=lambda s: s.result.throughput, default=None)
+
+
+def step_at(steps: list[Step], concurrency: int) -> Step | None:
+    return next((s for s in steps if s.concurrency == concurrency), None)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The design's headline figures, cache off against on."""
+
+    data_statements_off: float | None
+    data_statements_on: float | None
+    avg_off_s: float | None
+    avg_on_s: float | None
+    read_avg_off_s: float | None
+    read_avg_on_s: float | None
+
+    @property
+    def db_reduction(self) -> float | None:
+        return reduction(self.data_statements_off, self.data_statements_on)
+
+    @property
+    def speed_up(self) -> float | None:
+        return ratio(self.avg_off_s, self.avg_on_s)
+
+    @property
+    def read_speed_up(self) -> float | None:
+        return ratio(self.read_avg_off_s, self.read_avg_on_s)
+
+
+def _reads(result: PhaseResult) -> LatencyHistogram:
+    out = LatencyHistogram()
+    for op in READS:
+        out.merge(result.histogram(op.value))
+    return out
+
+
+def compare(run: BenchRun) -> Comparison:
+    off, on = run.phase(False), run.phase(True)
+
+    def stmts(phase: MixedPhase | None) -> float | None:
+        return phase.db_rate("data_statements") if phase else None
+
+    def avg(phase: MixedPhase | None) -> float | None:
+        return phase.result.histogram().mean_s if phase else None
+
+    def read_avg(phase: MixedPhase | None) -> float | None:
+        return _reads(phase.result).mean_s if phase else None
+
+    return Comparison(stmts(off), stmts(on), avg(off), avg(on), read_avg(off), read_avg(on))

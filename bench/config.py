@@ -1,0 +1,64 @@
+"""What one benchmark run does. `--quick` keeps every phase, only shorter and smaller."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.workload import OperationMix
+
+# The design's peak: 105 requests a second.
+DESIGN_PEAK_RATE = 105.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    # "auto" picks the edge if it runs, else a gateway replica, else the gRPC services.
+    via: str = "auto"
+    users: int = 2000
+    zipf_exponent: float = 1.0
+    mix: OperationMix = dataclasses.field(default_factory=OperationMix.per_user_per_day)
+    # Mixed workload, cache off then on: open-loop arrivals at this rate.
+    rate: float = DESIGN_PEAK_RATE
+    mixed_seconds: float = 45.0
+    # Excluded from the figures of each mixed phase (connections, JIT-free warm paths, first fills
+    # are still counted as misses in the hit rates of the services' metrics).
+    warmup_seconds: float = 5.0
+    # Closed-loop maxima: one step per concurrency level.
+    read_concurrency: tuple[int, ...] = (8, 16, 32, 64, 128)
+    transfer_concurrency: tuple[int, ...] = (4, 8, 16, 32, 64)
+    step_seconds: float = 8.0
+    step_warmup_seconds: float = 1.0
+    # Load generator processes for the closed-loop steps (the open-loop phase needs one).
+    workers: int = 2
+    pgbench_seconds: int = 15
+    pgbench_scale: int = 10
+    pgbench_clients: int = 16
+    redis_benchmark_requests: int = 100_000
+    redis_benchmark_clients: int = 50
+    read_p99_goal_s: float = 0.050
+    transfer_p95_goal_s: float = 0.100
+    results_dir: Path = Path("results")
+    run_dir: Path = Path(".run/bench")
+    use_running: bool = False
+    skip_baseline: bool = False
+    seed: int = 20260101
+    quick: bool = False
+
+    @classmethod
+    def quick_mode(cls, **overrides: object) -> BenchConfig:
+        base = cls(
+            users=300,
+            mixed_seconds=7.0,
+            warmup_seconds=1.0,
+            read_concurrency=(16, 64),
+            transfer_concurrency=(8, 32),
+            step_seconds=2.5,
+            step_warmup_seconds=0.5,
+            pgbench_seconds=4,
+            pgbench_scale=2,
+            redis_benchmark_requests=20_000,
+            quick=True,
+        )
+        return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]

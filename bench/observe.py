@@ -1,0 +1,185 @@
+"""What the servers say about a phase: the services' /metrics, Redis INFO and PostgreSQL's
+statistics, as snapshots taken before and after, whose differences the report shows."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+Labels = tuple[tuple[str, str], ...]
+SampleKey = tuple[str, str, Labels]  # endpoint, sample name, labels
+
+# Statements that move no data: transaction control and session settings.
+# (PostgreSQL's regex word boundary is \y, not \b: match the word and what may follow it.)
+_CONTROL = (r"^\s*(begin|commit|end|rollback|start transaction|set|show|reset|discard|deallocate)"
+            r"(\s|;|$)")
+_STATEMENTS_SQL = (
+    "SELECT coalesce(sum(calls), 0)::bigint,"
+    f" coalesce(sum(calls) FILTER (WHERE query !~* '{_CONTROL}'), 0)::bigint"
+    " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)"
+)
+_DATABASE_SQL = (
+    "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched,"
+    " tup_inserted + tup_updated + tup_deleted"
+    " FROM pg_stat_database WHERE datname = %s"
+)
+
+
+def scrape(url: str, timeout_s: float = 2.0) -> dict[tuple[str, Labels], float]:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback)
+        text = response.read().decode()
+    return parse_exposition(text)
+
+
+def parse_exposition(text: str) -> dict[tuple[str, Labels], float]:
+    out: dict[tuple[str, Labels], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return out
+
+
+@dataclass
+class MetricsSnapshot:
+    """Every sample of every service endpoint that answered."""
+
+    samples: dict[SampleKey, float] = field(default_factory=dict)
+    answered: list[str] = field(default_factory=list)
+
+    @classmethod
+    def take(cls, endpoints: Iterable[str]) -> MetricsSnapshot:
+        snap = cls()
+        for endpoint in endpoints:
+            try:
+                scraped = scrape(f"http://{endpoint}/metrics")
+            except OSError:
+                continue  # a service that is not built (or not up) has no metrics to give
+            snap.answered.append(endpoint)
+            for (name, labels), value in scraped.items():
+                snap.samples[(endpoint, name, labels)] = value
+        return snap
+
+    def delta(self, earlier: MetricsSnapshot) -> dict[SampleKey, float]:
+        return {k: v - earlier.samples.get(k, 0.0) for k, v in self.samples.items()}
+
+
+def sum_by(delta: dict[SampleKey, float], sample_name: str,
+           *labels: str) -> dict[tuple[str, ...], float]:
+    """Sum a counter's increase over every endpoint, grouped by the given labels."""
+    out: dict[tuple[str, ...], float] = {}
+    for (_endpoint, name, label_pairs), value in delta.items():
+        if name != sample_name:
+            continue
+        lookup = dict(label_pairs)
+        group = tuple(lookup.get(label, "") for label in labels)
+        out[group] = out.get(group, 0.0) + value
+    return out
+
+
+@dataclass(frozen=True)
+class RedisSnapshot:
+    keyspace_hits: int
+    keyspace_misses: int
+    commands: int
+    used_memory_masters: int
+    used_memory_all: int
+    keys: int
+    nodes: int
+
+    @classmethod
+    def take(cls, ports: Iterable[int], host: str = "127.0.0.1") -> RedisSnapshot:
+        hits = misses = commands = mem_masters = mem_all = keys = nodes = 0
+        for port in ports:
+            client = redis.Redis(host=host, port=port, socket_timeout=2.0)
+            try:
+                stats = client.info("stats")
+                memory = client.info("memory")
+                role = client.info("replication").get("role")
+                size = int(client.dbsize())
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            nodes += 1
+            hits += int(stats.get("keyspace_hits", 0))
+            misses += int(stats.get("keyspace_misses", 0))
+            commands += int(stats.get("total_commands_processed", 0))
+            mem_all += int(memory.get("used_memory", 0))
+            if role == "master":
+                mem_masters += int(memory.get("used_memory", 0))
+                keys += size
+        return cls(hits, misses, commands, mem_masters, mem_all, keys, nodes)
+
+
+@dataclass(frozen=True)
+class DatabaseSnapshot:
+    statements: int  # every statement pg_stat_statements saw, BEGIN/COMMIT included
+    data_statements: int  # SELECT/INSERT/UPDATE/DELETE/CALL...: the round trips that do work
+    transactions: int
+    rows_returned: int
+    rows_fetched: int
+    rows_written: int
+    at: float
+
+    @classmethod
+    def take(cls, conn: psycopg.Connection[tuple[Any, ...]], dbname: str) -> DatabaseSnapshot:
+        statements, data = conn.execute(_STATEMENTS_SQL, (dbname,)).fetchone() or (0, 0)
+        row = conn.execute(_DATABASE_SQL, (dbname,)).fetchone() or (0, 0, 0, 0)
+        return cls(int(statements), int(data), int(row[0]), int(row[1]),
+                   int(row[2]), int(row[3]), time.time())
+
+
+def open_monitor_connection(admin_dsn: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection to the `postgres` database: the bench's own queries then never count in the
+    application database's statistics."""
+    conn = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5)
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return conn
+
+
+class DatabaseSampler:
+    """Samples statement counts once a second in a thread (database QPS over time)."""
+
+    def __init__(self, admin_dsn: str, dbname: str, interval_s: float = 1.0) -> None:
+        self._dsn = admin_dsn
+        self._dbname = dbname
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.samples: list[DatabaseSnapshot] = []
+
+    def __enter__(self) -> DatabaseSampler:
+        self._stop.clear()
+        self.samples = []
+        self._thread = threading.Thread(target=self._run, name="db-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with contextlib.suppress(psycopg.Error), open_monitor_connection(self._dsn) as conn:
+            while not self._stop.is_set():
+                self.samples.append(DatabaseSnapshot.take(conn, self._dbname))
+                self._stop.wait(self._interval)
+
+    def rate_series(self, since_wall: float) -> list[tuple[float, float]]:
+        """(seconds since `since_wall`, data statements per second) between samples."""
+        out: list[tuple[float, float]] = []
+        for a, b in zip(self.samples, self.samples[1:], strict=False):
+            if b.at > a.at:
+                out.append(((a.at + b.at) / 2 - since_wall,
+                            (b.data_statements - a.data_statements) / (b.at - a.at)))
+        return out

@@ -1,0 +1,50 @@
+"""The metric names a PromQL expression reads (the dashboard test checks each one is exported).
+
+Not a full PromQL parser: it removes what is not a metric selector (strings, label matchers,
+ranges, grouping clauses, function calls, keywords, numbers) and keeps the identifiers left.
+"""
+
+from __future__ import annotations
+
+import re
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_LABEL_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGE = re.compile(r"\[[^\[\]]*\]")
+_GROUPING = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", re.IGNORECASE
+)
+_IDENTIFIER = re.compile(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_KEYWORDS = frozenset({
+    "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
+    "group_right", "inf", "nan", "atan2", "start", "end",
+})
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Grafana template variables ($__rate_interval, ${job}) are not metrics.
+_GRAFANA_VARIABLE = re.compile(r"\$\{[^}]*\}|\$\w+|\[\[\w+\]\]")
+
+
+def metric_names(expression: str) -> set[str]:
+    text = _GRAFANA_VARIABLE.sub(" 1 ", expression)
+    text = _STRING.sub(" ", text)
+    previous = None
+    while previous != text:  # nested braces/brackets, innermost first
+        previous = text
+        text = _LABEL_MATCHERS.sub(" ", text)
+        text = _RANGE.sub(" ", text)
+    text = _GROUPING.sub(" ", text)
+    names: set[str] = set()
+    for match in _IDENTIFIER.finditer(text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in _KEYWORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def base_metric_name(name: str, histograms: set[str]) -> str:
+    """`x_bucket`, `x_sum` and `x_count` of a histogram (or summary) `x` count as `x`."""
+    for suffix in _HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in histograms:
+            return name[: -len(suffix)]
+    return name

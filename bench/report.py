@@ -1,0 +1,346 @@
+"""The run's report in Markdown: the design's table with our numbers, then the details."""
+
+from __future__ import annotations
+
+import math
+
+from bench.analysis import (
+    HitCounts,
+    best_step,
+    cache_hits_by_kind,
+    client_hit_rate,
+    compare,
+    db_queries_by_service,
+    other_results_by_kind,
+    redis_hit_rate,
+    stale_rejects_by_kind,
+    step_at,
+    without_logins,
+)
+from bench.histogram import LatencyHistogram
+from bench.model import BenchRun, MixedPhase, PhaseResult, Step
+from bench.tables import (
+    fmt_bytes,
+    fmt_ms,
+    fmt_pct,
+    fmt_rate,
+    markdown_table,
+    ratio,
+    reduction,
+    verdict,
+)
+from bench.workload import Op
+
+_OPS = (Op.BALANCE, Op.RECENT, Op.TRANSFER, Op.LOGIN)
+_GOAL_READS_PER_S = 2000.0
+_GOAL_TRANSFERS_PER_S = 1000.0
+_GOAL_PGBENCH_RATIO = 0.3
+_GOAL_HIT_RATE = 0.95
+_GOAL_DB_REDUCTION = 0.90
+_PEAK_P50_S, _PEAK_P99_S = 0.002, 0.010
+
+
+def _latency_cells(hist: LatencyHistogram) -> list[str]:
+    return [f"{hist.count:,}", fmt_ms(hist.mean_s), fmt_ms(hist.percentile_s(50)),
+            fmt_ms(hist.percentile_s(99))]
+
+
+def latency_rows(off: PhaseResult | None, on: PhaseResult | None) -> list[list[str]]:
+    """Per operation: cache off, then cache on split into hit and miss, then the speed-up."""
+    rows: list[list[str]] = []
+    for op in _OPS:
+        name = op.value
+        off_all = off.histogram(name) if off else LatencyHistogram()
+        on_all = on.histogram(name) if on else LatencyHistogram()
+        if not off_all.count and not on_all.count:
+            continue
+        speed_up = ratio(off_all.mean_s, on_all.mean_s) if off_all.count and on_all.count else None
+        reads = op in (Op.BALANCE, Op.RECENT)
+        lines: list[tuple[str, LatencyHistogram]] = [("cache off", off_all)] if off else []
+        if on is not None:
+            if reads:
+                lines += [("cache on: hit", on.histogram(name, "cache")),
+                          ("cache on: miss", on.histogram(name, "database"))]
+            lines.append(("cache on: all", on_all))
+        for i, (label, hist) in enumerate(lines):
+            last = i == len(lines) - 1
+            rows.append([name if i == 0 else "", label, *_latency_cells(hist),
+                         f"{speed_up:.1f}x" if last and speed_up else ""])
+    return rows
+
+
+def _phase_table(run: BenchRun) -> str:
+    off, on = run.phase(False), run.phase(True)
+    rows = latency_rows(off.result if off else None, on.result if on else None)
+    return markdown_table(["operation", "served", "requests", "avg ms", "p50 ms", "p99 ms",
+                           "speed-up (avg)"], rows, right_align_from=2)
+
+
+def headline(run: BenchRun) -> str:
+    """The design's table: what it promises, what we measured."""
+    cmp = compare(run)
+    on = run.phase(True)
+    off = run.phase(False)
+    kinds = cache_hits_by_kind(on.metrics) if on else {}
+    balance = kinds.get("balance")
+    hit_rate = balance.hit_rate if balance else (client_hit_rate(on.result, (Op.BALANCE,))
+                                                 if on else None)
+    rows = [
+        ["balance hit rate", "> 90 %", "–", fmt_pct(hit_rate), ""],
+        ["database statements/s", "90 % less", fmt_rate(cmp.data_statements_off),
+         fmt_rate(cmp.data_statements_on),
+         f"{fmt_pct(cmp.db_reduction)} less" if cmp.db_reduction is not None else "–"],
+        ["avg response, balance + history reads", "12x faster", fmt_ms(cmp.read_avg_off_s) + " ms",
+         fmt_ms(cmp.read_avg_on_s) + " ms",
+         f"{cmp.read_speed_up:.1f}x faster" if cmp.read_speed_up else "–"],
+        ["avg response, all operations", "", fmt_ms(cmp.avg_off_s) + " ms",
+         fmt_ms(cmp.avg_on_s) + " ms", f"{cmp.speed_up:.1f}x faster" if cmp.speed_up else "–"],
+        ["Redis memory used (masters)", "", fmt_bytes(off.redis_after.used_memory_masters)
+         if off else "–", fmt_bytes(on.redis_after.used_memory_masters) if on else "–", ""],
+    ]
+    return markdown_table(["", "design", "cache off", "cache on", "measured change"], rows)
+
+
+def _hit_rate_table(phase: MixedPhase) -> str:
+    kinds = cache_hits_by_kind(phase.metrics)
+    others = other_results_by_kind(phase.metrics)
+    stale = stale_rejects_by_kind(phase.metrics)
+    rows = []
+    for kind, counts in kinds.items():
+        other = ", ".join(f"{r} {v:,.0f}" for r, v in sorted(others.get(kind, {}).items()))
+        rows.append([kind, f"{counts.hits:,.0f}", f"{counts.misses:,.0f}", other or "",
+                     f"{stale.get(kind, 0):,.0f}", fmt_pct(counts.hit_rate)])
+    redis_hits = phase.redis_after.keyspace_hits - phase.redis_before.keyspace_hits
+    redis_misses = phase.redis_after.keyspace_misses - phase.redis_before.keyspace_misses
+    rows.append(["Redis INFO keyspace (every key)", f"{redis_hits:,}", f"{redis_misses:,}", "",
+                 "", fmt_pct(redis_hit_rate(phase))])
+    for op in (Op.BALANCE, Op.RECENT):
+        cache = phase.result.histogram(op.value, "cache").count
+        database = phase.result.histogram(op.value, "database").count
+        if cache or database:
+            rows.append([f"replies' source: {op.value}", f"{cache:,}", f"{database:,}", "", "",
+                         fmt_pct(ratio(cache, cache + database))])
+    return markdown_table(["key kind", "hits", "misses", "other results", "stale rejects",
+                           "hit rate"], rows)
+
+
+def _db_table(run: BenchRun) -> str:
+    off, on = run.phase(False), run.phase(True)
+    rows = []
+    for label, attr in (("data statements/s (SELECT, INSERT, UPDATE, ...)", "data_statements"),
+                        ("all statements/s (with BEGIN/COMMIT)", "statements"),
+                        ("transactions/s", "transactions"),
+                        ("rows returned/s", "rows_returned"),
+                        ("rows written/s", "rows_written")):
+        a = off.db_rate(attr) if off else None
+        b = on.db_rate(attr) if on else None
+        change = reduction(a, b)
+        rows.append([label, fmt_rate(a), fmt_rate(b),
+                     f"{fmt_pct(change)} less" if change is not None else "–"])
+    by_service = [_per_service(off), _per_service(on)]
+    if any(by_service):
+        rows.append(["bank_db_queries_total/s by service", by_service[0] or "–",
+                     by_service[1] or "–", ""])
+    return markdown_table(["PostgreSQL (pg_stat_statements, pg_stat_database)", "cache off",
+                           "cache on", "change"], rows)
+
+
+def _per_service(phase: MixedPhase | None) -> str:
+    if phase is None:
+        return ""
+    counts = sorted(db_queries_by_service(phase.metrics).items())
+    return ", ".join(f"{service} {n / phase.window_s:,.0f}" for service, n in counts)
+
+
+def _redis_table(run: BenchRun) -> str:
+    rows = []
+    for phase in run.mixed:
+        window = phase.window_s
+        commands = phase.redis_after.commands - phase.redis_before.commands
+        rows.append([f"cache {'on' if phase.cache_enabled else 'off'}",
+                     fmt_bytes(phase.redis_after.used_memory_masters),
+                     fmt_bytes(phase.redis_after.used_memory_all),
+                     f"{phase.redis_after.keys:,}", fmt_rate(commands / window)])
+    return markdown_table(["after the phase", "used_memory (masters)", "used_memory (all 6)",
+                           "keys", "commands/s"], rows)
+
+
+def _steps_table(steps: list[Step], percentile: float, goal_s: float) -> str:
+    rows = []
+    best = best_step(steps, percentile, goal_s)
+    for step in steps:
+        hist = step.result.histogram()
+        rows.append([str(step.concurrency), fmt_rate(step.result.throughput),
+                     fmt_ms(hist.percentile_s(50)), fmt_ms(hist.percentile_s(95)),
+                     fmt_ms(hist.percentile_s(99)), f"{step.result.error_count:,}",
+                     "<- max" if step is best else ""])
+    return markdown_table(["concurrent", "per s", "p50 ms", "p95 ms", "p99 ms", "errors", ""],
+                          rows)
+
+
+def goals(run: BenchRun) -> list[list[str]]:
+    on = run.phase(True)
+    off = run.phase(False)
+    cmp = compare(run)
+    reads = best_step(run.read_steps, 99, run.read_p99_goal_s)
+    at64 = step_at(run.read_steps, 64)
+    transfers = best_step(run.transfer_steps, 95, run.transfer_p95_goal_s)
+    pgbench = run.baselines.pgbench_tps
+    rows: list[list[str]] = []
+
+    read_rate = reads.result.throughput if reads else None
+    via_edge = run.via == "edge"
+    reads_met = None if read_rate is None else (read_rate >= _GOAL_READS_PER_S and via_edge)
+    at64_text = (f"; at 64 concurrent {fmt_rate(at64.result.throughput)}/s, p99 "
+                 f"{fmt_ms(at64.result.histogram().percentile_s(99))} ms") if at64 else ""
+    rows.append(["cached balance reads, edge + gateway, auth + rate limit",
+                 ">= 2,000/s at p99 <= 50 ms (64 concurrent)",
+                 f"{fmt_rate(read_rate)}/s via {run.via}{at64_text}", verdict(reads_met)])
+    if on is not None:
+        peak = without_logins(on.result)
+        every = on.result.histogram()
+        p50, p99 = peak.percentile_s(50), peak.percentile_s(99)
+        met = None if math.isnan(p99) else (p50 <= _PEAK_P50_S and p99 <= _PEAK_P99_S)
+        rows.append([f"at the design's {on.rate:g} req/s (cache on, without logins)",
+                     "p50 <= 2 ms, p99 <= 10 ms",
+                     f"p50 {fmt_ms(p50)} ms, p99 {fmt_ms(p99)} ms (with logins: p50 "
+                     f"{fmt_ms(every.percentile_s(50))}, p99 {fmt_ms(every.percentile_s(99))})",
+                     verdict(met)])
+    transfer_rate = transfers.result.throughput if transfers else None
+    share = ratio(transfer_rate, pgbench)
+    t_met = None if transfer_rate is None else (
+        transfer_rate >= _GOAL_TRANSFERS_PER_S and (share is None or share >= _GOAL_PGBENCH_RATIO))
+    rows.append(["transfers", ">= 1,000/s at p95 <= 100 ms, >= 0.3x pgbench",
+                 f"{fmt_rate(transfer_rate)}/s"
+                 + (f", {share:.2f}x pgbench ({fmt_rate(pgbench)} TPS)" if share else ""),
+                 verdict(t_met)])
+    kinds = cache_hits_by_kind(on.metrics) if on else {}
+    balance: HitCounts | None = kinds.get("balance")
+    rate = balance.hit_rate if balance else (client_hit_rate(on.result, (Op.BALANCE,))
+                                             if on else None)
+    rows.append(["balance hit rate", ">= 95 %", fmt_pct(rate),
+                 verdict(None if rate is None else rate >= _GOAL_HIT_RATE)])
+    cut = cmp.db_reduction
+    rows.append(["database statements, cache on vs off", ">= 90 % fewer",
+                 f"{fmt_pct(cut)} fewer" if cut is not None else "– (no cache-off phase)"
+                 if off is None else "–",
+                 verdict(None if cut is None else cut >= _GOAL_DB_REDUCTION)])
+    return rows
+
+
+def _errors(run: BenchRun) -> list[str]:
+    lines = []
+    phases: list[PhaseResult] = [m.result for m in run.mixed]
+    phases += [s.result for s in run.read_steps] + [s.result for s in run.transfer_steps]
+    for result in phases:
+        if result.errors or result.dropped:
+            kinds = ", ".join(f"{op} {kind}: {n:,}" for (op, kind), n in
+                              sorted(result.errors.items(), key=lambda kv: -kv[1])[:6])
+            dropped = (f"; {result.dropped:,} arrivals dropped by the client"
+                       if result.dropped else "")
+            lines.append(f"- {result.name}: {kinds}{dropped}")
+    return lines
+
+
+def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
+    off, on = run.phase(False), run.phase(True)
+    services = ", ".join(f"{name} x{n}" for name, n in run.services.items()) or "none"
+    parts = [
+        f"# Benchmark report, {run.started_at}{' (--quick)' if run.quick else ''}",
+        "",
+        f"- Path measured: **{run.path}**.",
+        f"- Services answering: {services}.",
+        f"- Workload: {run.users:,} users, Zipf exponent {run.zipf_exponent:g} over users "
+        f"(and accounts); mix {run.mix} (reads {run.read_share:.0%}).",
+        f"- Machine: 2 cores shared by the load generator, the services, PostgreSQL and Redis. "
+        f"Whole run: {run.elapsed_s:.0f} s.",
+        "",
+        "## The design's table, measured",
+        "",
+        headline(run),
+        "",
+        "## Goals",
+        "",
+        markdown_table(["goal", "target", "measured", ""], goals(run)),
+        "",
+    ]
+    if run.mixed:
+        rate = run.mixed[0].rate
+        seconds = run.mixed[0].result.measured_s
+        parts += [
+            f"## Latency per operation (open loop, {rate:g} req/s, {seconds:g} s measured per "
+            "phase)",
+            "",
+            "Latency counts from each request's scheduled start (open loop), so queueing in the "
+            "client or the servers is included.",
+            "",
+            _phase_table(run),
+            "",
+        ]
+    for phase in (p for p in (on, off) if p is not None):
+        parts += [f"## Cache requests by key kind (cache {'on' if phase.cache_enabled else 'off'})",
+                  "", _hit_rate_table(phase), ""]
+    if run.mixed:
+        parts += ["## Database load", "", _db_table(run), "", "## Redis", "", _redis_table(run), ""]
+    if run.read_steps:
+        parts += [f"## Maximum cached balance reads (closed loop, p99 <= "
+                  f"{run.read_p99_goal_s * 1000:g} ms)", "",
+                  _steps_table(run.read_steps, 99, run.read_p99_goal_s), ""]
+    if run.transfer_steps:
+        parts += [f"## Maximum transfers (closed loop, p95 <= "
+                  f"{run.transfer_p95_goal_s * 1000:g} ms)", "",
+                  _steps_table(run.transfer_steps, 95, run.transfer_p95_goal_s), ""]
+    parts += ["## Baselines: the raw servers, same run", "", _baselines(run), ""]
+    errors = _errors(run)
+    if errors:
+        parts += ["## Errors", "", *errors, ""]
+    parts += ["## Notes", "", *_notes(run), ""]
+    if chart_name:
+        parts += [f"![latency over time, hit rate, database QPS, cache off vs on]({chart_name})",
+                  ""]
+    return "\n".join(parts)
+
+
+def _baselines(run: BenchRun) -> str:
+    b = run.baselines
+    reads = best_step(run.read_steps, 99, run.read_p99_goal_s)
+    transfers = best_step(run.transfer_steps, 95, run.transfer_p95_goal_s)
+    read_ratio = ratio(reads.result.throughput if reads else None, b.redis_get_rps)
+    transfer_ratio = ratio(transfers.result.throughput if transfers else None, b.pgbench_tps)
+    rows = [
+        ["pgbench tpcb-like", f"{fmt_rate(b.pgbench_tps)} TPS",
+         f"avg {b.pgbench_latency_ms:.2f} ms" if b.pgbench_latency_ms else "", b.pgbench_setup,
+         f"transfers {transfer_ratio:.2f}x" if transfer_ratio else "–"],
+        ["redis-benchmark GET", f"{fmt_rate(b.redis_get_rps)} rps",
+         f"p50 {b.redis_get_p50_ms} ms, p99 {b.redis_get_p99_ms} ms"
+         if b.redis_get_rps else "", b.redis_setup,
+         f"balance reads {read_ratio:.3f}x" if read_ratio else "–"],
+    ]
+    table = markdown_table(["server alone", "throughput", "latency", "how", "ours as a ratio"],
+                           rows, right_align_from=5)
+    if b.errors:
+        table += "\n\n" + "\n".join(f"- {e}" for e in b.errors)
+    return table
+
+
+def _notes(run: BenchRun) -> list[str]:
+    notes = [f"- {n}" for n in run.notes]
+    for phase in run.mixed:
+        result = phase.result
+        cores = result.client_cpu_s / (result.measured_s + 1e-9)
+        notes.append(f"- {result.name}: the load generator used {result.client_cpu_s:.1f} CPU s "
+                     f"(~{cores:.2f} cores over the phase); services restarted in "
+                     f"{phase.restart_s:.1f} s before it." if phase.restart_s else
+                     f"- {result.name}: the load generator used {result.client_cpu_s:.1f} CPU s.")
+    steps = run.read_steps + run.transfer_steps
+    if steps:
+        cpu = sum(s.result.client_cpu_s for s in steps)
+        wall = sum(s.result.measured_s for s in steps)
+        notes.append(f"- closed-loop steps: the load generator used {cpu:.1f} CPU s in "
+                     f"{wall:.0f} s measured (~{cpu / max(wall, 1e-9):.2f} of the 2 cores).")
+    notes.append("- The gateways' per-user rate limit (100/min) runs on every request with its "
+                 "threshold raised out of reach: the bench's hottest users send several requests "
+                 "a second.")
+    notes.append("- Logins verify argon2id with the services' production parameters (64 MiB, 3 "
+                 "passes): about 0.1 s of CPU each, on purpose.")
+    return notes

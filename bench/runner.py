@@ -1,0 +1,252 @@
+"""One benchmark run, in order: stack, bench users, the mixed workload with the cache off and
+on, the closed-loop maxima, the raw-server baselines; then the report."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from bench import baseline
+from bench.config import BenchConfig
+from bench.drivers import Target
+from bench.loadgen import LoadGenerator, PhaseSpec
+from bench.model import Baselines, BenchRun, MixedPhase, Step
+from bench.observe import (
+    DatabaseSampler,
+    DatabaseSnapshot,
+    MetricsSnapshot,
+    RedisSnapshot,
+    open_monitor_connection,
+)
+from bench.population import BenchUser, create_bench_users, save_users
+from bench.stack import (
+    DBNAME,
+    Endpoints,
+    OwnStack,
+    RunningStack,
+    gateway_urls,
+    grpc_targets,
+    metrics_endpoints,
+    port_open,
+    running_replicas,
+)
+from bench.workload import Op, OperationMix
+from devstack.components import COMPONENTS
+from shared.config import Settings
+from shared.db import create_engine
+
+Log = Callable[[str], None]
+
+
+def choose_target(via: str, endpoints: Endpoints) -> Target:
+    """The path to measure: the edge (the production path), else a gateway, else gRPC."""
+    grpc = grpc_targets()
+    account = next(c for c in COMPONENTS if c.name == "account")
+    candidates: dict[str, Target | None] = {
+        "edge": Target("edge", base_urls=(endpoints.edge_url,)) if endpoints.edge_url else None,
+        "gateway": (Target("gateway", base_urls=tuple(urls))
+                    if (urls := gateway_urls()) else None),
+        "grpc": (Target("grpc", account_target=grpc["account"],
+                        transfer_target=grpc["transfer"], auth_target=grpc["auth"])
+                 if account.grpc_port and port_open(account.grpc_port) else None),
+    }
+    order = ["edge", "gateway", "grpc"] if via == "auto" else [via]
+    for name in order:
+        target = candidates.get(name)
+        if target is not None:
+            return target
+    raise SystemExit(f"--via {via}: nothing answers there (services up: {running_replicas()})")
+
+
+class Runner:
+    def __init__(self, config: BenchConfig, log: Log = print) -> None:
+        self.config = config
+        self._began = time.monotonic()
+        self._print = log
+
+    def log(self, line: str) -> None:
+        self._print(f"[{time.monotonic() - self._began:5.1f} s] {line}")
+
+    def run(self) -> BenchRun:
+        began = time.monotonic()
+        load_before = os.getloadavg()[0]
+        cfg = self.config
+        stack = RunningStack() if cfg.use_running else OwnStack(cfg.run_dir)
+        self.log("starting the stack ..." if not cfg.use_running else "attaching to the stack ...")
+        try:
+            endpoints = stack.start()
+            run = self._run_on(stack, endpoints)
+        finally:
+            self.log("stopping the stack ...")
+            stack.stop()
+        run.elapsed_s = time.monotonic() - began
+        run.notes.append(
+            f"Machine load average (1 min): {load_before:.1f} when the run began, "
+            f"{os.getloadavg()[0]:.1f} at its end, on 2 cores. Anything else running on the "
+            "machine (other test suites) takes CPU from the stack and shows in these figures.")
+        return run
+
+    def _run_on(self, stack: OwnStack | RunningStack, endpoints: Endpoints) -> BenchRun:
+        cfg = self.config
+        settings = Settings(database_url=endpoints.dsn, redis_nodes=endpoints.redis_nodes_csv,
+                            service_name="bench")
+        self.log(f"creating {cfg.users} bench users (accounts, deposits, sessions) ...")
+        users = asyncio.run(_create_users(settings, cfg.users))
+        users_path = _users_file(cfg)
+        save_users(users, users_path)
+        target = choose_target(cfg.via, endpoints)
+        run = BenchRun(
+            started_at=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            quick=cfg.quick, path=target.describe(), via=target.via,
+            services=running_replicas(), stack_lines=stack.lines, users=cfg.users,
+            zipf_exponent=cfg.zipf_exponent, mix=cfg.mix.describe(),
+            read_share=cfg.mix.read_share, read_p99_goal_s=cfg.read_p99_goal_s,
+            transfer_p95_goal_s=cfg.transfer_p95_goal_s,
+        )
+        self.log(f"measuring {target.describe()}")
+        with LoadGenerator(users_path, cfg.workers) as generator:
+            cache_settings = [False, True] if stack.can_toggle_cache else [stack.cache_enabled]
+            if not stack.can_toggle_cache:
+                run.notes.append("A running stack was measured as it is: its cache setting could "
+                                 "not be switched, so there is no cache-off column.")
+            for enabled in cache_settings:
+                restart_s = 0.0
+                if isinstance(stack, OwnStack) and stack.cache_enabled != enabled:
+                    self.log(f"restarting the services with the cache {_on_off(enabled)} ...")
+                    restart_s = stack.set_cache(enabled)
+                    target = choose_target(target.via, stack.endpoints())
+                run.mixed.append(self._mixed_phase(generator, target, endpoints, enabled,
+                                                   restart_s))
+            if not (stack.can_toggle_cache or stack.cache_enabled):
+                run.notes.append("The cache was off for the maxima below.")
+            run.read_steps = self._steps(generator, target, Op.BALANCE, cfg.read_concurrency,
+                                         99, cfg.read_p99_goal_s)
+            run.transfer_steps = self._steps(generator, target, Op.TRANSFER,
+                                             cfg.transfer_concurrency, 95, cfg.transfer_p95_goal_s)
+        if not cfg.skip_baseline:
+            run.baselines = self._baselines(stack, endpoints)
+        return run
+
+    def _mixed_phase(self, generator: LoadGenerator, target: Target, endpoints: Endpoints,
+                     enabled: bool, restart_s: float) -> MixedPhase:
+        cfg = self.config
+        spec = PhaseSpec(f"mixed, cache {_on_off(enabled)}", cfg.mix,
+                         duration_s=cfg.mixed_seconds + cfg.warmup_seconds,
+                         warmup_s=cfg.warmup_seconds, zipf_exponent=cfg.zipf_exponent,
+                         seed=cfg.seed, rate=cfg.rate)
+        # One process sends a few hundred requests a second with room to spare.
+        workers = 1 if cfg.rate <= 400 else cfg.workers
+        self.log(f"{spec.name}: open loop at {cfg.rate:g} req/s for "
+                 f"{cfg.warmup_seconds:g} s warm-up + {cfg.mixed_seconds:g} s ...")
+        scrape_from = metrics_endpoints()
+        with open_monitor_connection(endpoints.admin_dsn) as monitor, \
+                DatabaseSampler(endpoints.admin_dsn, DBNAME) as sampler:
+            pending = generator.start_phase(target, spec, workers)
+            # The servers' counters cover the same window as the client's figures.
+            time.sleep(max(0.0, pending.start_wall + cfg.warmup_seconds - time.time()))
+            metrics_before = MetricsSnapshot.take(scrape_from)
+            redis_before = RedisSnapshot.take(endpoints.redis_ports)
+            db_before = DatabaseSnapshot.take(monitor, DBNAME)
+            result = pending.wait()
+            # PostgreSQL publishes a backend's counters when it goes idle (at most once a second).
+            time.sleep(1.1)
+            db_after = DatabaseSnapshot.take(monitor, DBNAME)
+            redis_after = RedisSnapshot.take(endpoints.redis_ports)
+            metrics_after = MetricsSnapshot.take(scrape_from)
+        self.log(f"  {result.completed} requests, {result.error_count} errors, "
+                 f"{result.throughput:.0f} req/s")
+        return MixedPhase(
+            cache_enabled=enabled, rate=cfg.rate, result=result,
+            metrics=metrics_after.delta(metrics_before),
+            metrics_endpoints=metrics_after.answered,
+            redis_before=redis_before, redis_after=redis_after,
+            db_before=db_before, db_after=db_after,
+            db_series=sampler.rate_series(pending.start_wall), restart_s=restart_s,
+        )
+
+    def _steps(self, generator: LoadGenerator, target: Target, op: Op, levels: tuple[int, ...],
+               percentile: float, goal_s: float) -> list[Step]:
+        cfg = self.config
+        steps: list[Step] = []
+        for concurrency in levels:
+            spec = PhaseSpec(f"{op.value} max, {concurrency} concurrent", OperationMix.only(op),
+                             duration_s=cfg.step_seconds + cfg.step_warmup_seconds,
+                             warmup_s=cfg.step_warmup_seconds, zipf_exponent=cfg.zipf_exponent,
+                             seed=cfg.seed + concurrency, concurrency=concurrency)
+            result = generator.run_phase(target, spec, cfg.workers)
+            tail = result.histogram().percentile_s(percentile)
+            self.log(f"{spec.name}: {result.throughput:.0f}/s, p{percentile:g} "
+                     f"{tail * 1000:.1f} ms, {result.error_count} errors")
+            steps.append(Step(concurrency, result))
+            if not result.completed or tail > 3 * goal_s:
+                break  # far past the goal: more concurrency only queues
+        return steps
+
+    def _baselines(self, stack: OwnStack | RunningStack, endpoints: Endpoints) -> Baselines:
+        cfg = self.config
+        out = Baselines()
+        self.log(f"baseline: pgbench tpcb-like, {cfg.pgbench_clients} clients, "
+                 f"{cfg.pgbench_seconds} s ...")
+        try:
+            pg = baseline.run_pgbench(stack.pg_bindir, endpoints.admin_dsn, endpoints.pg_host,
+                                      endpoints.pg_port, scale=cfg.pgbench_scale,
+                                      clients=cfg.pgbench_clients, seconds=cfg.pgbench_seconds)
+            out.pgbench_tps, out.pgbench_latency_ms = pg.tps, pg.latency_avg_ms
+            out.pgbench_setup = (f"tpcb-like, scale {pg.scale}, {pg.clients} clients, 2 threads, "
+                                 f"{pg.seconds} s, same server (fsync as configured)")
+        except (RuntimeError, OSError, psycopg.Error, ValueError) as err:
+            out.errors.append(f"pgbench: {err}")
+        self.log("baseline: redis-benchmark GET ...")
+        try:
+            masters = _masters(endpoints.redis_ports)
+            rb = baseline.run_redis_benchmark(endpoints.pg_host, masters[0],
+                                              clients=cfg.redis_benchmark_clients,
+                                              requests=cfg.redis_benchmark_requests)
+            out.redis_get_rps = rb.rps
+            out.redis_get_p50_ms, out.redis_get_p99_ms = rb.p50_ms, rb.p99_ms
+            out.redis_setup = (f"GET, {rb.clients} clients, {rb.requests} requests, no pipelining,"
+                               f" --cluster ({len(masters)} masters)")
+        except (RuntimeError, OSError, ValueError) as err:
+            out.errors.append(f"redis-benchmark: {err}")
+        return out
+
+
+def _masters(ports: tuple[int, ...]) -> list[int]:
+    import redis
+
+    masters = []
+    for port in ports:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
+        try:
+            if client.info("replication").get("role") == "master":
+                masters.append(port)
+        finally:
+            client.close()
+    if not masters:
+        raise RuntimeError("no Redis master answers")
+    return masters
+
+
+def _on_off(enabled: bool) -> str:
+    return "on" if enabled else "off"
+
+
+def _users_file(cfg: BenchConfig) -> Path:
+    folder = cfg.results_dir / ".work"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "users.json"
+
+
+async def _create_users(settings: Settings, count: int) -> list[BenchUser]:
+    engine = create_engine(dataclasses.replace(settings, db_pool_size=20))
+    try:
+        return await create_bench_users(engine, settings, count)
+    finally:
+        await engine.dispose()

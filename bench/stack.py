@@ -1,0 +1,180 @@
+"""The system under test: our own stack (devstack.launcher.Stack in a folder of its own, so the
+run can restart the services with the cache off and on), or a stack that already runs
+(`make run`), measured as it is."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.components import (
+    COMPONENTS,
+    EDGE_HTTPS_PORT,
+    POSTGRES_PORT,
+    REDIS_PORTS,
+    Component,
+    grpc_target,
+)
+from devstack.launcher import Stack
+from devstack.postgres import find_pg_bindir
+from devstack.processes import wait_for_port
+
+HOST = "127.0.0.1"
+DBNAME = "cachebank"
+# The gateways' limit of 100 requests a minute per user would turn most of a load test into 429s
+# (the hottest bench user alone sends several per second), and every bench login comes from one
+# address, 127.0.0.1, where real logins come from many: the per-address login limit (attempts in
+# flight or failed per window) would refuse most of them. Both checks still run on every request,
+# in the same Redis calls; only their thresholds are out of reach.
+BENCH_SERVICE_ENV = {"BANK_RATE_LIMIT_PER_MINUTE": "1000000000",
+                     "BANK_LOGIN_MAX_FAILURES": "1000000000"}
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def replica_listen_port(component: Component, replica: int) -> int | None:
+    ports = component.ports(replica)
+    return ports.get("grpc") or ports.get("http") or ports.get("metrics")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    pg_host: str
+    pg_port: int
+    redis_ports: tuple[int, ...]
+    edge_url: str | None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@{self.pg_host}:{self.pg_port}/{DBNAME}"
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@{self.pg_host}:{self.pg_port}/postgres"
+
+    @property
+    def redis_nodes_csv(self) -> str:
+        return ",".join(f"{HOST}:{p}" for p in self.redis_ports)
+
+
+def running_replicas() -> dict[str, int]:
+    """How many replicas of each of our components answer on their port right now."""
+    out: dict[str, int] = {}
+    for component in COMPONENTS:
+        up = 0
+        for replica in range(component.replicas):
+            port = replica_listen_port(component, replica)
+            if port is not None and port_open(port):
+                up += 1
+        if up:
+            out[component.name] = up
+    return out
+
+
+def metrics_endpoints() -> list[str]:
+    return [f"{HOST}:{c.ports(i)['metrics']}" for c in COMPONENTS if c.metrics_port
+            for i in range(c.replicas)]
+
+
+def gateway_urls() -> list[str]:
+    gateway = next(c for c in COMPONENTS if c.name == "gateway")
+    return [f"http://{HOST}:{gateway.ports(i)['http']}" for i in range(gateway.replicas)
+            if port_open(gateway.ports(i)["http"])]
+
+
+def grpc_targets() -> dict[str, str]:
+    by_name = {c.name: c for c in COMPONENTS}
+    return {name: grpc_target(by_name[name]) for name in ("account", "transfer", "auth")}
+
+
+class OwnStack:
+    """A fresh stack for this run only: PostgreSQL and Redis on free ports, the services on their
+    usual ports (so `make run` must not be running at the same time)."""
+
+    can_toggle_cache = True
+
+    def __init__(self, run_dir: Path) -> None:
+        self._stack = Stack(run_dir.absolute(), free_ports=True,
+                            extra_env={**BENCH_SERVICE_ENV, "BANK_CACHE_ENABLED": "false"})
+        self.cache_enabled = False
+
+    def start(self) -> Endpoints:
+        busy = [f"{c.name}:{p}" for c in COMPONENTS for i in range(c.replicas)
+                for p in c.ports(i).values() if port_open(p)]
+        if busy:
+            raise SystemExit(f"ports of the services are taken ({', '.join(busy[:4])} ...): "
+                             "is `make run` up? Stop it, or pass --use-running to measure it.")
+        self._stack.start()
+        return self.endpoints()
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints(HOST, self._stack.pg.port, tuple(self._stack.redis.ports),
+                         self._stack.edge_url)
+
+    @property
+    def pg_bindir(self) -> Path:
+        return self._stack.pg.bindir
+
+    @property
+    def lines(self) -> list[str]:
+        return list(self._stack.lines)
+
+    def set_cache(self, enabled: bool) -> float:
+        """Restart every service replica with the cache on or off; returns the seconds it took."""
+        started = time.monotonic()
+        value = "true" if enabled else "false"
+        replicas = {f"{c.name}-{i}": (c, i) for c in COMPONENTS for i in range(c.replicas)}
+        ours = [p for p in self._stack.processes if p.name in replicas]
+        for proc in ours:
+            proc.stop(timeout=15)
+        for proc in ours:
+            assert proc.env is not None
+            proc.env["BANK_CACHE_ENABLED"] = value
+            proc.start()
+        for proc in ours:
+            component, replica = replicas[proc.name]
+            port = replica_listen_port(component, replica)
+            if port is not None:
+                wait_for_port(HOST, port, timeout=30, process=proc)
+        self.cache_enabled = enabled
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        self._stack.stop()
+
+
+class RunningStack:
+    """`make run`'s stack, on the fixed ports of devstack.components. Its services keep the cache
+    setting they were started with."""
+
+    can_toggle_cache = False
+    cache_enabled = True  # what make run starts with; the report says it could not be switched
+
+    def start(self) -> Endpoints:
+        if not port_open(POSTGRES_PORT):
+            raise SystemExit(f"--use-running: nothing listens on PostgreSQL's port {POSTGRES_PORT}"
+                             " (start the stack with `make run`)")
+        edge = f"https://{HOST}:{EDGE_HTTPS_PORT}" if port_open(EDGE_HTTPS_PORT) else None
+        return Endpoints(HOST, POSTGRES_PORT, REDIS_PORTS, edge)
+
+    @property
+    def pg_bindir(self) -> Path:
+        return find_pg_bindir()
+
+    @property
+    def lines(self) -> list[str]:
+        return [f"running stack (make run): PostgreSQL :{POSTGRES_PORT}, Redis {REDIS_PORTS}"]
+
+    def set_cache(self, enabled: bool) -> float:
+        raise RuntimeError("a running stack keeps its cache setting")
+
+    def stop(self) -> None:
+        pass  # not ours

@@ -1,0 +1,88 @@
+"""The design's workload: what one user does in a day, turned into request shares, and the
+arrival times of an open-loop run.
+
+Per user per day: about 5 balance checks, 3 views of recent transactions, 1 transfer and a login,
+so balance and history reads are 80 % of requests.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import itertools
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class Op(enum.StrEnum):
+    BALANCE = "balance"
+    RECENT = "recent_transactions"
+    TRANSFER = "transfer"
+    LOGIN = "login"
+
+
+READS = (Op.BALANCE, Op.RECENT)
+
+
+@dataclass(frozen=True)
+class OperationMix:
+    """Relative weights of the operations (any positive scale: per day, per hour, shares)."""
+
+    weights: tuple[tuple[Op, float], ...]
+
+    @classmethod
+    def per_user_per_day(cls, balance: float = 5, recent: float = 3, transfer: float = 1,
+                         login: float = 1) -> OperationMix:
+        pairs = ((Op.BALANCE, balance), (Op.RECENT, recent), (Op.TRANSFER, transfer),
+                 (Op.LOGIN, login))
+        return cls(tuple((op, float(w)) for op, w in pairs if w > 0))
+
+    @classmethod
+    def only(cls, op: Op) -> OperationMix:
+        return cls(((op, 1.0),))
+
+    def __post_init__(self) -> None:
+        if not self.weights or any(w <= 0 for _, w in self.weights):
+            raise ValueError("an operation mix needs positive weights")
+
+    @property
+    def total(self) -> float:
+        return sum(w for _, w in self.weights)
+
+    def share(self, op: Op) -> float:
+        return sum(w for o, w in self.weights if o == op) / self.total
+
+    @property
+    def read_share(self) -> float:
+        return sum(self.share(op) for op in READS)
+
+    def picker(self) -> MixPicker:
+        return MixPicker(self)
+
+    def describe(self) -> str:
+        return ", ".join(f"{op.value} {self.share(op):.0%}" for op, _ in self.weights)
+
+
+class MixPicker:
+    """Draws operations in the mix's proportions (precomputed cumulative weights)."""
+
+    def __init__(self, mix: OperationMix) -> None:
+        self._ops = [op for op, _ in mix.weights]
+        self._cumulative = list(itertools.accumulate(w for _, w in mix.weights))
+
+    def pick(self, rng: random.Random) -> Op:
+        point = rng.random() * self._cumulative[-1]
+        return self._ops[min(bisect.bisect_right(self._cumulative, point), len(self._ops) - 1)]
+
+
+def poisson_arrivals(rate_per_s: float, duration_s: float, rng: random.Random) -> Iterator[float]:
+    """Offsets (seconds from the start) of a Poisson process: independent users arriving at an
+    average rate. Open loop: the schedule never waits for replies, so a slow server cannot slow
+    the load down and hide its own latency (coordinated omission)."""
+    if rate_per_s <= 0:
+        return
+    t = rng.expovariate(rate_per_s)
+    while t < duration_s:
+        yield t
+        t += rng.expovariate(rate_per_s)
