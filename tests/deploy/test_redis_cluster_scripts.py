@@ -1,0 +1,138 @@
+"""The Redis Cluster scripts compose and Kubernetes run (deploy/k8s/base/redis), run for real
+against six local redis-server nodes: start.sh starts a node with the deployment's redis.conf and
+settings, cluster-init.sh makes 3 masters + 3 replicas and applies maxmemory, allkeys-lru and the
+node timeout, and after every node comes back with new addresses, start.sh finds the peers again
+by their announced host names."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from devstack.ports import HOST, free_redis_ports
+from devstack.processes import ManagedProcess, wait_for_port
+from tests.deploy.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+REDIS_DIR = ROOT / "deploy" / "k8s" / "base" / "redis"
+SETTINGS = dict(
+    line.split("=", 1) for line in (REDIS_DIR / "redis-settings.env").read_text().splitlines()
+    if line and not line.startswith("#")
+)
+
+
+class Nodes:
+    def __init__(self, base: Path) -> None:
+        self.ports = free_redis_ports(6)
+        self.procs: dict[int, ManagedProcess] = {}
+        for port in self.ports:
+            folder = base / f"node-{port}"
+            folder.mkdir()
+            env = {**os.environ, **SETTINGS, "REDIS_HOSTNAME": "localhost",
+                   "REDIS_CONF": str(REDIS_DIR / "redis.conf")}
+            # The deployment's start script; only the address differs (one machine, six ports).
+            argv = ["sh", str(REDIS_DIR / "start.sh"), "--port", str(port), "--bind", HOST]
+            self.procs[port] = ManagedProcess(argv, log_path=folder / "redis.log",
+                                              name=f"redis-{port}", cwd=folder, env=env)
+
+    def start(self) -> None:
+        for proc in self.procs.values():
+            proc.start()
+        for port, proc in self.procs.items():
+            wait_for_port(HOST, port, timeout=30, process=proc)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop(timeout=10)
+
+    def nodes_conf(self, port: int) -> Path:
+        return self.procs[port].log_path.parent / "nodes.conf"
+
+    def cluster_info(self, port: int) -> dict[str, str]:
+        with redis.Redis(host=HOST, port=port, socket_timeout=2, decode_responses=True) as r:
+            text = str(r.execute_command("CLUSTER", "INFO"))
+        return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+    def problems(self) -> list[str]:
+        """Why the cluster is not healthy: cluster_state ok alone is not enough, a node keeps
+        that state for a node timeout before it notices that it reaches no peer."""
+        found: list[str] = []
+        for port in self.ports:
+            if self.cluster_info(port).get("cluster_state") != "ok":
+                found.append(f"{port}: cluster_state not ok")
+            with redis.Redis(host=HOST, port=port, socket_timeout=2, decode_responses=True) as r:
+                lines = str(r.execute_command("CLUSTER", "NODES")).splitlines()
+            for line in lines:
+                fields = line.split()
+                if "myself" in fields[2]:
+                    continue
+                if fields[7] != "connected" or "fail" in fields[2]:
+                    found.append(f"{port} sees {fields[1]} {fields[2]} {fields[7]}")
+        return found
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while problems := self.problems():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cluster not healthy: {problems}")
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    group = Nodes(tmp_path)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+def cluster_init(nodes: Nodes) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **SETTINGS, "REDIS_WAIT_S": "30",
+           "REDIS_NODES": " ".join(f"{HOST}:{p}" for p in nodes.ports)}
+    return subprocess.run(["sh", str(REDIS_DIR / "cluster-init.sh")], env=env,
+                          capture_output=True, text=True, timeout=90, check=False)
+
+
+def test_cluster_init_creates_the_cluster_once_and_sets_memory_policy(nodes: Nodes) -> None:
+    first = cluster_init(nodes)
+    assert first.returncode == 0, first.stdout + first.stderr
+    nodes.wait_healthy()
+    info = nodes.cluster_info(nodes.ports[0])
+    assert (info["cluster_known_nodes"], info["cluster_size"]) == ("6", "3")
+    for port in nodes.ports:
+        with redis.Redis(host=HOST, port=port, socket_timeout=2, decode_responses=True) as r:
+            config = r.config_get("maxmemory*") | r.config_get("cluster-node-timeout")
+        assert config["maxmemory-policy"] == SETTINGS["REDIS_MAXMEMORY_POLICY"] == "allkeys-lru"
+        assert config["cluster-node-timeout"] == SETTINGS["REDIS_NODE_TIMEOUT_MS"]
+        assert int(config["maxmemory"]) == 256 * 1024 * 1024
+    # A second run (a re-applied Job, a restarted compose project) changes nothing.
+    again = cluster_init(nodes)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "the cluster exists already" in again.stdout
+
+
+def test_nodes_find_each_other_after_all_addresses_changed(nodes: Nodes) -> None:
+    assert cluster_init(nodes).returncode == 0
+    nodes.wait_healthy()
+    nodes.stop()
+    # Every pod restarted with a new IP: nodes.conf now names addresses nobody listens on.
+    for port in nodes.ports:
+        conf = nodes.nodes_conf(port)
+        stale = re.sub(r" 127\.0\.0\.1:", " 127.0.0.2:", conf.read_text())
+        assert stale != conf.read_text()
+        conf.write_text(stale)
+    nodes.start()
+    nodes.wait_healthy()
+    for port in nodes.ports:
+        text = nodes.nodes_conf(port).read_text()
+        assert "127.0.0.2:" not in text, f"node {port} kept a stale address"
