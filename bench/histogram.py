@@ -63,6 +63,10 @@ class LatencyHistogram:
         if not self.count:
             return math.nan
         rank = max(1, math.ceil(p / 100 * self.count))
+        if rank == self.count:
+            return self.max_s  # the extremes are known exactly
+        if rank == 1:
+            return self.min_s
         seen = 0
         for index in sorted(self.counts):
             seen += self.counts[index]

@@ -1,0 +1,172 @@
+"""The report's pure parts: number formats, tables, the design's table from synthetic results."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.analysis import best_step, cache_hits_by_kind, client_hit_rate, compare
+from bench.model import BenchRun, MixedPhase, PhaseResult, Step
+from bench.observe import DatabaseSnapshot, RedisSnapshot, SampleKey, parse_exposition, sum_by
+from bench.report import build_report, goals, headline, latency_rows
+from bench.tables import fmt_bytes, fmt_ms, fmt_pct, fmt_rate, markdown_table, reduction
+
+
+def test_number_formats() -> None:
+    assert fmt_ms(0.00123) == "1.23"
+    assert fmt_ms(0.0456) == "45.6"
+    assert fmt_ms(1.5) == "1500"
+    assert fmt_ms(math.nan) == fmt_ms(None) == "–"
+    assert fmt_rate(2345.6, "/s") == "2,346/s"
+    assert fmt_rate(12.34) == "12.3"
+    assert fmt_pct(0.9123) == "91.2 %"
+    assert fmt_bytes(3 * 1024 * 1024) == "3.0 MiB"
+    assert fmt_bytes(512) == "512 B"
+    assert reduction(100.0, 8.0) == pytest.approx(0.92)
+    assert reduction(0.0, 5.0) is None
+
+
+def test_markdown_table_pads_and_aligns() -> None:
+    table = markdown_table(["op", "n"], [["balance", "5"], ["transfer", "100"]])
+    lines = table.splitlines()
+    assert lines[0] == "| op       |   n |"
+    assert lines[1] == "|----------|----:|"
+    assert lines[3] == "| transfer | 100 |"
+    assert len({len(line) for line in lines}) == 1
+
+
+def _phase_result(name: str, samples: dict[tuple[str, str], list[float]],
+                  errors: dict[tuple[str, str], int] | None = None) -> PhaseResult:
+    result = PhaseResult(name, measured_s=10.0)
+    for (op, source), values in samples.items():
+        for v in values:
+            result.record(op, source, v)
+    result.errors = dict(errors or {})
+    return result
+
+
+def _metrics(kind_results: dict[tuple[str, str], float]) -> dict[SampleKey, float]:
+    return {("127.0.0.1:9101", "bank_cache_requests_total", (("kind", k), ("result", r))): v
+            for (k, r), v in kind_results.items()}
+
+
+def _mixed(enabled: bool, result: PhaseResult, statements: int,
+           metrics: dict[SampleKey, float]) -> MixedPhase:
+    db_before = DatabaseSnapshot(0, 0, 0, 0, 0, 0, at=100.0)
+    db_after = DatabaseSnapshot(statements * 2, statements, statements // 2, 0, 0, 0, at=110.0)
+    redis_before = RedisSnapshot(0, 0, 0, 0, 0, 0, 6)
+    redis_after = RedisSnapshot(900, 100, 5000, 3 << 20, 6 << 20, 42, 6)
+    return MixedPhase(enabled, 105.0, result, metrics, ["127.0.0.1:9101"], redis_before,
+                      redis_after, db_before, db_after)
+
+
+def _run() -> BenchRun:
+    off = _phase_result("mixed, cache off", {
+        ("balance", "database"): [0.012] * 50,
+        ("recent_transactions", "database"): [0.015] * 30,
+        ("transfer", "none"): [0.020] * 10,
+        ("login", "none"): [0.100] * 10,
+    })
+    on = _phase_result("mixed, cache on", {
+        ("balance", "cache"): [0.001] * 48,
+        ("balance", "database"): [0.010] * 2,
+        ("recent_transactions", "cache"): [0.0015] * 30,
+        ("transfer", "none"): [0.020] * 10,
+        ("login", "none"): [0.100] * 10,
+    }, errors={("login", "http 429"): 3})
+    on_metrics = _metrics({("balance", "hit"): 960, ("balance", "miss"): 40,
+                           ("balance", "bypass"): 5, ("recent", "hit"): 600})
+    run = BenchRun("2026-01-01T00:00:00", True, "HTTP through the edge", "edge",
+                   {"account": 2}, [], 300, 1.0, "balance 50%", 0.8)
+    run.mixed = [_mixed(False, off, 3000, {}), _mixed(True, on, 150, on_metrics)]
+    reads = [Step(16, _phase_result("r16", {("balance", "cache"): [0.004] * 1000})),
+             Step(64, _phase_result("r64", {("balance", "cache"): [0.030] * 2500})),
+             Step(128, _phase_result("r128", {("balance", "cache"): [0.090] * 2600}))]
+    run.read_steps = reads
+    run.transfer_steps = [Step(8, _phase_result("t8", {("transfer", "none"): [0.05] * 500}))]
+    run.baselines.pgbench_tps = 1000.0
+    run.baselines.redis_get_rps = 50_000.0
+    return run
+
+
+def test_hit_rates_by_kind_from_the_services_metrics() -> None:
+    kinds = cache_hits_by_kind(_run().mixed[1].metrics)
+    assert kinds["balance"].hit_rate == pytest.approx(0.96)
+    assert kinds["balance"].other == 5
+    assert kinds["recent"].hit_rate == 1.0
+
+
+def test_sum_by_adds_up_replicas_and_parses_the_exposition_format() -> None:
+    text = (
+        "# HELP bank_cache_requests_total Cache lookups\n"
+        "# TYPE bank_cache_requests_total counter\n"
+        'bank_cache_requests_total{kind="balance",result="hit"} 7.0\n'
+        'bank_cache_requests_total{kind="balance",result="miss"} 3.0\n'
+    )
+    parsed = parse_exposition(text)
+    delta: dict[SampleKey, float] = {}
+    for endpoint in ("a:1", "b:2"):
+        for (name, labels), value in parsed.items():
+            delta[(endpoint, name, labels)] = value
+    assert sum_by(delta, "bank_cache_requests_total", "result") == {("hit",): 14.0,
+                                                                    ("miss",): 6.0}
+
+
+def test_client_hit_rate_from_the_replies() -> None:
+    on = _run().mixed[1].result
+    assert client_hit_rate(on) == pytest.approx(78 / 80)
+
+
+def test_comparison_of_cache_off_and_on() -> None:
+    cmp = compare(_run())
+    assert cmp.data_statements_off == pytest.approx(300.0)
+    assert cmp.data_statements_on == pytest.approx(15.0)
+    assert cmp.db_reduction == pytest.approx(0.95)
+    # reads: 80 x ~13.1 ms before, 80 x ~1.4 ms after
+    assert cmp.read_speed_up == pytest.approx((50 * 12 + 30 * 15) / (48 * 1 + 2 * 10 + 30 * 1.5),
+                                              rel=1e-6)
+
+
+def test_best_step_keeps_the_latency_goal() -> None:
+    run = _run()
+    best = best_step(run.read_steps, 99, 0.050)
+    assert best is not None and best.concurrency == 64
+    assert best_step(run.read_steps, 99, 0.001) is None
+
+
+def test_latency_rows_split_cache_hits_and_misses() -> None:
+    run = _run()
+    off, on = run.mixed[0].result, run.mixed[1].result
+    rows = latency_rows(off, on)
+    balance = [r for r in rows[:4]]
+    assert [r[1] for r in balance] == ["cache off", "cache on: hit", "cache on: miss",
+                                       "cache on: all"]
+    assert balance[0][0] == "balance" and balance[1][0] == ""
+    assert balance[1][2:6] == ["48", "1.00", "1.00", "1.00"]
+    assert balance[3][6] == f"{12 / ((48 * 1 + 2 * 10) / 50):.1f}x"
+    transfer = [r for r in rows if r[0] == "transfer"]
+    assert transfer and transfer[0][1] == "cache off"
+
+
+def test_headline_and_goals_show_the_measured_figures() -> None:
+    run = _run()
+    table = headline(run)
+    assert "96.0 %" in table  # balance hit rate from the services' metrics
+    assert "95.0 % less" in table
+    rows = {r[0]: r for r in goals(run)}
+    reads = rows["cached balance reads, edge + gateway, auth + rate limit"]
+    assert reads[2].startswith("250/s via edge") and reads[3] == "missed"
+    assert rows["balance hit rate"][3] == "met"
+    assert rows["database statements, cache on vs off"][3] == "met"
+    transfers = rows["transfers"]
+    assert transfers[2].startswith("50.0/s, 0.05x pgbench") and transfers[3] == "missed"
+
+
+def test_full_report_names_the_path_and_lists_errors() -> None:
+    report = build_report(_run())
+    assert "Path measured: **HTTP through the edge**" in report
+    assert "login http 429: 3" in report
+    assert "## Maximum cached balance reads" in report
+    assert "![" in report and "chart.png" in report
+    assert "chart.png" not in build_report(_run(), chart_name=None)
