@@ -25,7 +25,7 @@ from tests.integration.auth_support import (
 
 pytestmark = pytest.mark.integration
 
-WINDOW_S = 2
+WINDOW_S = 3  # the five failures must land inside it even on a loaded machine
 TTL_S = 2
 
 
