@@ -26,7 +26,9 @@ from shared.config import Settings  # noqa: E402
 # Where the certificate is mounted in both deployments: a kubernetes.io/tls Secret's keys, and
 # what deploy/compose/make-dev-cert.sh writes.
 TLS_DIR = Path("/etc/envoy/tls")
-GATEWAY_PORT = next(c.http_port for c in COMPONENTS if c.name == "gateway")
+_GATEWAY_HTTP_PORT = next(c.http_port for c in COMPONENTS if c.name == "gateway")
+assert _GATEWAY_HTTP_PORT is not None
+GATEWAY_PORT: int = _GATEWAY_HTTP_PORT
 
 
 @dataclass(frozen=True)
