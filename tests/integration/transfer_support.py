@@ -135,6 +135,7 @@ class EventListener:
         # Pub/sub reads block: a longer socket timeout than the services' cache client.
         self._redis = create_redis_cluster(dataclasses.replace(self._settings,
                                                                redis_timeout_ms=5000))
+        await self._redis.initialize()  # the slot map, which ssubscribe needs
         pubsub = self._redis.pubsub()
         await pubsub.ssubscribe(*(channel_name(p) for p in range(self._settings.event_partitions)))
 

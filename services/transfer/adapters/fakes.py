@@ -50,10 +50,10 @@ class FakeTransferRepository:
             stored, reason = self.rejections[key]
             same = _command_params(stored) == _command_params(command)
             return TransferOutcome(None, False, reason if same else "idempotency_key_reused")
-        reason = self._check(command)
-        if reason is not None:
-            self.rejections[key] = (command, reason)
-            return TransferOutcome(None, False, reason)
+        failed = self._check(command)
+        if failed is not None:
+            self.rejections[key] = (command, failed)
+            return TransferOutcome(None, False, failed)
         source = self.accounts[command.from_account_id]
         destination = self.accounts[command.to_account_id]
         source.balance -= command.amount
