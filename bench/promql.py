@@ -7,6 +7,7 @@ ranges, grouping clauses, function calls, keywords, numbers) and keeps the ident
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _LABEL_MATCHERS = re.compile(r"\{[^{}]*\}")
@@ -48,3 +49,45 @@ def base_metric_name(name: str, histograms: set[str]) -> str:
         if name.endswith(suffix) and name[: -len(suffix)] in histograms:
             return name[: -len(suffix)]
     return name
+
+
+def dashboard_expressions(dashboard: dict[str, Any]) -> list[str]:
+    """Every PromQL expression of a Grafana dashboard (panels, rows' panels, template queries)."""
+    found: list[str] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                if target.get("expr"):
+                    found.append(str(target["expr"]))
+            walk(panel.get("panels", []))
+
+    walk(dashboard.get("panels", []))
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        if variable.get("type") == "query" and query:
+            found.append(str(query.get("query", "")) if isinstance(query, dict) else str(query))
+    return found
+
+
+def declared_metrics(exposition: str) -> dict[str, str]:
+    """{metric name: type} from the `# TYPE` lines of a /metrics page (declared even before the
+    first sample of a labelled metric exists)."""
+    out: dict[str, str] = {}
+    for line in exposition.splitlines():
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            if len(parts) >= 4:
+                out[parts[2]] = parts[3]
+    return out
+
+
+def missing_metrics(expressions: list[str], declared: dict[str, str]) -> dict[str, list[str]]:
+    """{metric queried but not declared: the expressions that query it}."""
+    histograms = {name for name, kind in declared.items() if kind in ("histogram", "summary")}
+    missing: dict[str, list[str]] = {}
+    for expression in expressions:
+        for name in sorted(metric_names(expression)):
+            if base_metric_name(name, histograms) not in declared:
+                missing.setdefault(name, []).append(expression)
+    return missing

@@ -44,3 +44,42 @@ def test_histogram_suffixes_count_as_the_base_metric() -> None:
         "bank_grpc_request_seconds")
     # a counter that merely ends in _count is its own metric
     assert base_metric_name("bank_login_count", histograms) == "bank_login_count"
+
+
+def test_dashboard_expressions_walk_rows_and_templates() -> None:
+    from bench.promql import dashboard_expressions
+
+    dashboard = {
+        "panels": [
+            {"type": "row", "panels": [{"targets": [{"expr": "a_total"}]}]},
+            {"targets": [{"expr": "b"}, {"refId": "B"}]},
+        ],
+        "templating": {"list": [
+            {"type": "query", "query": {"query": "label_values(c, service)"}},
+            {"type": "datasource", "query": "prometheus"},
+        ]},
+    }
+    assert dashboard_expressions(dashboard) == ["a_total", "b", "label_values(c, service)"]
+
+
+def test_declared_metrics_and_what_is_missing() -> None:
+    from bench.promql import declared_metrics, missing_metrics
+
+    exposition = (
+        "# HELP bank_grpc_requests_total calls\n"
+        "# TYPE bank_grpc_requests_total counter\n"
+        "# TYPE bank_grpc_request_seconds histogram\n"
+        'bank_grpc_request_seconds_bucket{le="0.1"} 1.0\n'
+    )
+    declared = declared_metrics(exposition)
+    assert declared == {"bank_grpc_requests_total": "counter",
+                        "bank_grpc_request_seconds": "histogram"}
+    expressions = [
+        "rate(bank_grpc_requests_total[1m])",
+        "histogram_quantile(0.99, rate(bank_grpc_request_seconds_bucket[1m]))",
+        "bank_nowhere_total + bank_grpc_requests_total_count",
+    ]
+    assert missing_metrics(expressions, declared) == {
+        "bank_grpc_requests_total_count": [expressions[2]],
+        "bank_nowhere_total": [expressions[2]],
+    }
