@@ -1,0 +1,100 @@
+"""Run Envoy as a child process we own (tests, `make run`), and wait on its admin interface."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from edge.binary import envoy_command
+
+
+class EnvoyError(RuntimeError):
+    """Envoy died, or did not become ready in time; the message carries its log's end."""
+
+
+class EnvoyProcess:
+    def __init__(self, config: Path, admin_port: int, log_path: Path, *,
+                 admin_host: str = "127.0.0.1", concurrency: int = 1) -> None:
+        self.config = config
+        self.admin_url = f"http://{admin_host}:{admin_port}"
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._popen = subprocess.Popen(
+                envoy_command(self.config, concurrency=self.concurrency),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us first; we stop it
+            )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Until the admin interface says LIVE (listeners bound, initial health checks done)."""
+        self._wait(lambda: self._admin("/ready").strip() == "LIVE", timeout_s, "ready")
+
+    def wait_healthy_hosts(self, count: int, timeout_s: float = 30.0) -> None:
+        self._wait(lambda: self.healthy_hosts() == count, timeout_s, f"{count} healthy hosts")
+
+    def healthy_hosts(self, cluster: str = "gateway") -> int:
+        lines = self._admin("/clusters").splitlines()
+        return sum(1 for line in lines
+                   if line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy"))
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._popen is None or self._popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._popen.pid, signal.SIGTERM)
+        try:
+            self._popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            self._popen.wait()
+
+    def __enter__(self) -> EnvoyProcess:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+    def _admin(self, path: str) -> str:
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=1) as reply:
+                return str(reply.read().decode())
+        except OSError:
+            return ""
+
+    def _wait(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if self._popen is not None and self._popen.poll() is not None:
+                raise EnvoyError(f"envoy exited with {self._popen.returncode}: {self._tail()}")
+            if time.monotonic() > deadline:
+                raise EnvoyError(f"envoy not {what} after {timeout_s:g}s: {self._tail()}")
+            time.sleep(0.05)
+
+    def _tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
