@@ -71,6 +71,12 @@ def test_a_broken_manifest_fails_validation(rendered: dict[str, str], tmp_path: 
         assert code != 0 and "did not validate" in output, f"{what} was accepted"
 
 
+def test_the_secrets_example_is_valid() -> None:
+    # The example is not part of any overlay (secrets are never committed), so check it here.
+    code, output, unknown = validate(Path(__file__).parents[2] / "deploy/k8s/secrets.example.yaml")
+    assert code == 0 and not unknown, output
+
+
 def test_kustomize_fails_on_a_broken_kustomization(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
     result = run([tool("kubectl"), "kustomize", str(tmp_path)])
