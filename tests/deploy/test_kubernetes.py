@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from shared.config import Settings
 from shared.grpc_server import LIVENESS_SERVICE
-from tests.deploy.conftest import OVERLAYS, load_all, run, tool
+from tests.deploy.conftest import K8S, OVERLAYS, load_all, run, tool
 
 # Kinds without a schema in kubernetes-validate, per overlay: checked by hand below instead.
 UNKNOWN_KINDS = {
@@ -96,6 +97,19 @@ def test_unknown_kinds_are_checked_by_hand(objects: dict[str, list[Obj]]) -> Non
     assert "postgres" not in of_kind(objects["prod"], "StatefulSet")
     assert "postgres-rw" not in of_kind(objects["prod"], "Service")
     assert "postgres" in of_kind(objects["dev"], "StatefulSet")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_pin_the_bank_image(overlay: str, objects: dict[str, list[Obj]]) -> None:
+    kustomization = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
+    (image,) = [i for i in kustomization["images"] if i["name"] == "cachebank"]
+    expected = f"{image['newName']}:{image['newTag']}"
+    assert not expected.endswith(":latest")
+    images = {c["image"] for spec in pod_specs(objects[overlay]).values()
+              for c in spec.get("initContainers", []) + spec["containers"]}
+    ours = {i for i in images if "cachebank" in i}
+    assert ours == {expected}, ours
+    assert all(":" in i and not i.endswith(":latest") for i in images), images
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
