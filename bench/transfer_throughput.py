@@ -34,7 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from devstack import seed  # noqa: E402
 from devstack.ports import free_ports  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
-from devstack.processes import ManagedProcess  # noqa: E402
+from devstack.processes import ManagedProcess, child_pids  # noqa: E402
 from devstack.redis_cluster import LocalRedisCluster  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_engine  # noqa: E402
@@ -98,21 +98,50 @@ async def wait_serving(port: int, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.2)
 
 
+def cpu_seconds(pids: list[int], include_reaped_children: bool = False) -> float:
+    """User + system CPU of these processes (Linux /proc), optionally with their exited
+    children's (PostgreSQL backends that ended)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+        if include_reaped_children:
+            total += int(fields[13]) + int(fields[14])
+    return total / tick
+
+
+def cpu_by_component(pg: LocalPostgres, cluster: LocalRedisCluster,
+                     services: list[ManagedProcess]) -> dict[str, float]:
+    postmaster = pg.pid or 0
+    return {
+        "transfer service": cpu_seconds([p.pid for p in services if p.pid]),
+        "postgresql": cpu_seconds([postmaster], True) + cpu_seconds(child_pids(postmaster)),
+        "redis cluster": cpu_seconds([p for p in cluster.pids().values() if p]),
+        "bench client": cpu_seconds([os.getpid()]),
+    }
+
+
 async def drive(ports: list[int], users: list[tuple[str, list[str]]], concurrency: int,
-                seconds: float, warmup: float) -> tuple[int, list[float], int]:
-    """Returns (completed transfers in the window, their latencies, errors)."""
+                seconds: float, warmup: float) -> tuple[int, list[float], int, int]:
+    """Returns (transfers completed in the window, their latencies, errors, all completed)."""
     target = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
     options = [("grpc.lb_policy_name", "round_robin")]
     all_accounts = [a for _, accounts in users for a in accounts]
     latencies: list[float] = []
     errors = 0
+    completed = 0
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = transfer_pb2_grpc.TransferServiceStub(channel)
         start = time.perf_counter()
         window_start, window_end = start + warmup, start + warmup + seconds
 
         async def worker(n: int) -> None:
-            nonlocal errors
+            nonlocal errors, completed
             token, accounts = users[n % len(users)]
             metadata = (("authorization", f"Bearer {token}"),)
             rng = random.Random(n)
@@ -135,11 +164,12 @@ async def drive(ports: list[int], users: list[tuple[str, list[str]]], concurrenc
                     errors += 1
                     continue
                 done = time.perf_counter()
+                completed += 1
                 if began >= window_start and done <= window_end:
                     latencies.append(done - began)
 
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return len(latencies), latencies, errors
+    return len(latencies), latencies, errors, completed
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -190,8 +220,10 @@ async def main() -> None:
             procs, ports = start_services(settings, args.replicas, folder)
             for port in ports:
                 await wait_serving(port)
-            count, latencies, errors = await drive(ports, users, args.concurrency, args.seconds,
-                                                   args.warmup)
+            cpu_before = cpu_by_component(pg, cluster, procs)
+            count, latencies, errors, completed = await drive(
+                ports, users, args.concurrency, args.seconds, args.warmup)
+            cpu_after = cpu_by_component(pg, cluster, procs)
             for proc in procs:
                 proc.stop()
             procs = []
@@ -210,6 +242,9 @@ async def main() -> None:
         print(f"  p50              {percentile(latencies, 0.50) * 1000:8.2f} ms")
         print(f"  p99              {percentile(latencies, 0.99) * 1000:8.2f} ms")
     print(f"  errors           {errors:8d}")
+    print("CPU per transfer (2 cores shared with whatever else runs on the machine):")
+    for name, before in cpu_before.items():
+        print(f"  {name:16s} {(cpu_after[name] - before) / completed * 1e6:8.0f} us")
     print(f"pgbench tpcb-like  {tps:8.0f} tps (-c 16 -j 2 -T {args.pgbench_seconds})")
     print(f"ratio              {rate / tps:8.2f} transfers per pgbench transaction")
 

@@ -13,14 +13,14 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.transfer.adapters.outbox_store import PostgresOutboxStore
-from services.transfer.adapters.pg_pool import PoolType, create_pool, pool_ready
+from services.transfer.adapters.pg_pool import PoolType, create_pool
 from services.transfer.adapters.transfer_repository import PostgresTransferRepository
 from services.transfer.entrypoints.grpc_servicer import TransferServicer
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay
 from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
 from shared.config import Settings
-from shared.db import create_engine
+from shared.db import create_engine, database_ready
 from shared.events import RedisEventPublisher
 from shared.grpc_server import GrpcService, build_grpc_service
 from shared.redis_client import create_redis_cluster, redis_ready
@@ -44,8 +44,9 @@ class TransferApp:
     service: TransferService
 
     async def start(self) -> None:
-        """Open the pool (waits for PostgreSQL), start the dispatcher, then serve."""
-        await self.pool.open(wait=True)
+        """Open the pool (connections are made in the background, so a service started before
+        PostgreSQL serves NOT_SERVING until it answers), start the dispatcher, then serve."""
+        await self.pool.open(wait=False)
         self.dispatcher.start()
         await self.grpc.start()
 
@@ -90,7 +91,9 @@ def build_transfer_app(
     grpc_service = build_grpc_service(
         settings,
         register=register,
-        readiness_checks=[lambda: pool_ready(pool), lambda: redis_ready(redis)],
+        # Probed through the session engine's idle pool: a busy hot-path pool under load must
+        # not turn the replica NOT_SERVING.
+        readiness_checks=[lambda: database_ready(engine), lambda: redis_ready(redis)],
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,

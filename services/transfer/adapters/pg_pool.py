@@ -45,12 +45,3 @@ def create_pool(settings: Settings, *, size: int | None = None) -> PoolType:
         name=f"{settings.service_name}-pg",
     )
 
-
-async def pool_ready(pool: PoolType) -> bool:
-    """Health probe: True when PostgreSQL answers through the pool."""
-    try:
-        async with pool.connection(timeout=2.0) as conn:
-            await conn.execute("SELECT 1")
-        return True
-    except Exception:
-        return False

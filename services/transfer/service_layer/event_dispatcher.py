@@ -30,11 +30,13 @@ class EventDispatcher:
         *,
         max_queue: int = 10_000,
         max_batch: int = 500,
+        linger_s: float = 0.005,
     ) -> None:
         self._publisher = publisher
         self._store = store
         self._queue: asyncio.Queue[OutboxEvent] = asyncio.Queue(max_queue)
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._task: asyncio.Task[None] | None = None
 
     def submit(self, events: Iterable[OutboxEvent]) -> None:
@@ -63,6 +65,10 @@ class EventDispatcher:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger_s and self._queue.qsize() < self._max_batch:
+                # A few milliseconds of event latency buy batches: under load, the publish
+                # and the mark are shared by many transfers instead of a couple.
+                await asyncio.sleep(self._linger_s)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
