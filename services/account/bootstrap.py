@@ -94,7 +94,8 @@ def build_account_app(
         settings.circuit_reset_s,
         on_state_change=lambda state: CIRCUIT_STATE.set(state is not CircuitState.CLOSED),
     )
-    cache = VersionedCache(RedisCacheBackend(redis), breaker, settings.redis_timeout_ms / 1000)
+    cache = VersionedCache(RedisCacheBackend(redis), breaker, settings.redis_timeout_ms / 1000,
+                           max_in_flight=max(1, settings.redis_max_connections // 2))
     ttls = CacheTtls(settings.balance_ttl_s, settings.recent_ttl_s, settings.api_ttl_s,
                      settings.ttl_jitter)
     reader: AccountReader = AccountRepository(engine)

@@ -46,10 +46,22 @@ _OUTCOME_LABEL = {
 
 
 class VersionedCache:
-    def __init__(self, backend: CacheBackend, breaker: CircuitBreaker, timeout_s: float) -> None:
+    def __init__(
+        self,
+        backend: CacheBackend,
+        breaker: CircuitBreaker,
+        timeout_s: float,
+        *,
+        max_in_flight: int = 32,
+    ) -> None:
+        """`max_in_flight` bounds concurrent cache calls of this process. The cluster client
+        refuses a command outright once its per-node pool is exhausted; past the bound, calls
+        queue here instead (within their timeout), and a burst is not mistaken for a dead Redis.
+        Keep it below the client's max_connections: the session checks share the pools."""
         self._backend = backend
         self._breaker = breaker
         self._timeout_s = timeout_s
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -59,7 +71,7 @@ class VersionedCache:
         if not self._breaker.allow_request():
             raise CacheUnavailable("circuit open")
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout_s), self._in_flight:
                 result = await call()
         except Exception as err:
             self._breaker.record_failure()

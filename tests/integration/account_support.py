@@ -70,12 +70,13 @@ def account_settings(base: Settings, **overrides: Any) -> Settings:
 async def serving(
     settings: Settings, **build_options: Any
 ) -> AsyncIterator[tuple[AccountApp, account_pb2_grpc.AccountServiceStub]]:
-    """A started account service on a free port (events subscribed) and a stub on a channel."""
+    """A started account service on a free port (events subscribed, start-up catch-up done, so
+    metric deltas are the test's own) and a stub on a channel."""
     app = build_account_app(settings, port=0, health_poll_s=0.2, **build_options)
     await app.start()
     try:
         if app.events is not None:
-            await app.events.wait_subscribed()
+            await app.events.wait_caught_up()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
             yield app, account_pb2_grpc.AccountServiceStub(channel)
     finally:

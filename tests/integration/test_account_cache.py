@@ -45,6 +45,18 @@ DATABASE = account_pb2.READ_SOURCE_DATABASE
 CACHE = account_pb2.READ_SOURCE_CACHE
 
 
+# The stampede tests measure coalescing, so Redis must count as healthy throughout: a burst of
+# 400 RPCs keeps this process's event loop busy for longer than the default 100 ms Redis budget
+# on a shared 2-core machine, and a timed-out cache call falls back to PostgreSQL by design (the
+# fault tests cover that path).
+PATIENT_REDIS = {"redis_timeout_ms": 2_000}
+
+
+def loads_report() -> list[tuple[str, float]]:
+    return [(result, metric("bank_cache_requests_total", kind="balance", result=result))
+            for result in ("hit", "miss", "fallback", "lease_wait_expired")]
+
+
 def counting() -> tuple[list[CountingReader], Callable[[AccountReader], AccountReader]]:
     made: list[CountingReader] = []
 
@@ -108,12 +120,13 @@ async def test_400_concurrent_cold_reads_load_the_database_once(
     base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
 ) -> None:
     readers, wrap = counting()
-    async with serving(account_settings(base_settings), wrap_reader=wrap) as (app, stub):
+    settings = account_settings(base_settings, **PATIENT_REDIS)
+    async with serving(settings, wrap_reader=wrap) as (app, stub):
         alice = await new_customer(engine, unique, deposit=4_000, redis=app.redis)
         request = account_pb2.GetBalanceRequest(account_id=alice.account_id)
         replies = await asyncio.gather(*(stub.GetBalance(request, metadata=alice.metadata)
                                          for _ in range(400)))
-        assert readers[0].loads["balance"] == 1
+        assert readers[0].loads["balance"] == 1, loads_report()
         assert {(r.version, r.balance.minor_units) for r in replies} == {(2, 4_000)}
 
 
@@ -121,7 +134,7 @@ async def test_two_replicas_share_one_load_through_the_redis_lease(
     base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
 ) -> None:
     readers, wrap = counting()
-    settings = account_settings(base_settings)
+    settings = account_settings(base_settings, **PATIENT_REDIS)
     lease = LeaseTuning(lease_ms=5_000, wait_s=5.0)  # generous: the machine is shared
     async with serving(settings, wrap_reader=wrap, lease=lease) as (first_app, first), \
             serving(settings, wrap_reader=wrap, lease=lease) as (_, second):
@@ -131,7 +144,7 @@ async def test_two_replicas_share_one_load_through_the_redis_lease(
             *(stub.GetBalance(request, metadata=alice.metadata)
               for _ in range(100) for stub in (first, second))
         )
-        assert sum(r.loads["balance"] for r in readers) == 1
+        assert sum(r.loads["balance"] for r in readers) == 1, loads_report()
         assert {(r.version, r.balance.minor_units) for r in replies} == {(2, 4_000)}
 
 

@@ -71,6 +71,7 @@ class BalanceEventConsumer:
         self._catch_up_wanted = asyncio.Event()
         self._subscribed: set[int] = set()
         self._all_subscribed = asyncio.Event()
+        self._caught_up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -81,6 +82,7 @@ class BalanceEventConsumer:
         if self._tasks:
             return
         self._last_sequence.clear()
+        self._caught_up.clear()
         self._tasks = [
             asyncio.create_task(self._subscribe_forever(), name="balance-events"),
             asyncio.create_task(self._catch_up_forever(), name="balance-events-catch-up"),
@@ -101,6 +103,15 @@ class BalanceEventConsumer:
         """For tests and start-up: until every partition channel is subscribed."""
         async with asyncio.timeout(timeout_s):
             await self._all_subscribed.wait()
+
+    async def wait_caught_up(self, timeout_s: float = 10.0) -> None:
+        """Until every partition is subscribed and no catch-up or retry is outstanding."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                await self._all_subscribed.wait()
+                await self._caught_up.wait()
+                if self._all_subscribed.is_set() and self._caught_up.is_set():
+                    return
 
     async def _subscribe_forever(self) -> None:
         backoff = 0.05
@@ -181,11 +192,14 @@ class BalanceEventConsumer:
     def _request_catch_up(self, partition: int | None) -> None:
         if partition is not None:
             self._dirty_partitions.add(partition)
+        self._caught_up.clear()
         self._catch_up_wanted.set()
 
     async def _catch_up_forever(self) -> None:
         backoff = 0.05
         while True:
+            if not self._catch_up_wanted.is_set() and self._subscribed:
+                self._caught_up.set()
             await self._catch_up_wanted.wait()
             self._catch_up_wanted.clear()
             partitions = sorted(self._dirty_partitions)
