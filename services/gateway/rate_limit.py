@@ -47,7 +47,7 @@ class InMemoryRateLimiter:
     """Sliding-window log per key, for one replica only: the fallback while Redis is unreachable.
 
     Failing open to this keeps the API up when the cache tier is down; the cost is that N replicas
-    together admit up to N times the limit during the outage (documented in docs/gateway.md).
+    together admit up to N times the limit during the outage (see services/gateway/README.md).
     """
 
     def __init__(self, limit: int, window_s: int,
