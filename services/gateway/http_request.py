@@ -21,6 +21,7 @@ _WANTED = frozenset({
 })
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _VISIBLE_ASCII = re.compile(r"[!-~]{1,128}")
+_TOKEN = re.compile(r"[!-~]{1,300}")
 _PRINTABLE_ASCII = re.compile(r"[ -~]{0,300}")
 
 
@@ -76,7 +77,9 @@ def bearer_token(headers: RequestHeaders) -> str:
         raise unauthenticated("this route needs a session: send 'Authorization: Bearer <token>'")
     scheme, _, token = value.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not _TOKEN.fullmatch(token):
+        # Only visible ASCII: anything else is no token of ours, and could not travel as gRPC
+        # metadata anyway.
         raise unauthenticated("the Authorization header must be 'Bearer <token>'")
     return token
 

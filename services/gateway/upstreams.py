@@ -110,8 +110,11 @@ class GrpcUpstreams:
 
     async def validate_session(self, token: str) -> Caller:
         try:
+            # The token goes as metadata too: the services' interceptor authenticates every
+            # non-public RPC, ValidateSession included.
             reply = await self.call(_VALIDATE_SESSION,
-                                    auth_pb2.ValidateSessionRequest(token=token), ())
+                                    auth_pb2.ValidateSessionRequest(token=token),
+                                    (("authorization", "Bearer " + token),))
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise Unauthenticated(err.details() or "session token is invalid") from None

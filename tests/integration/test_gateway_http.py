@@ -187,6 +187,7 @@ async def test_redis_miss_falls_back_to_validate_session(
     reply = await client.get("/v1/accounts/a/balance", headers=bearer(session))
     assert reply.status_code == 200, reply.text
     assert [m for m, _, _ in fake_bank.received] == [VALIDATE, BALANCE]
+    assert fake_bank.received[0][2]["authorization"] == f"Bearer {session.token}"
     assert await redis.exists(session_key(session.user_id, session.session_id))  # refilled
 
 

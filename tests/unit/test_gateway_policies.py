@@ -77,6 +77,14 @@ def test_client_address_trusts_only_our_own_hops() -> None:
     assert http_request.client_address(scope, both, 1) == "2.2.2.2"
 
 
+@pytest.mark.parametrize("value", ["Bearer t\u00f6ken".encode("latin-1"), b"Bearer a b",
+                                   b"Token abc", b"Bearer " + b"x" * 301])
+def test_tokens_that_could_not_be_ours_are_refused_before_any_lookup(value: bytes) -> None:
+    with pytest.raises(HttpError) as refused:
+        http_request.bearer_token(http_request.RequestHeaders.parse([(b"authorization", value)]))
+    assert refused.value.http_status == 401
+
+
 def test_request_ids_are_passed_through_only_when_sane() -> None:
     assert http_request.request_id(headers(x_request_id="abc-123"), lambda: "new") == "abc-123"
     assert http_request.request_id(headers(x_request_id="a b"), lambda: "new") == "new"
