@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -76,6 +77,18 @@ class EnvoyProcess:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.stop()
+
+    # The async forms wait in a thread: gateways served by the same event loop must keep
+    # answering Envoy's health checks meanwhile.
+    async def __aenter__(self) -> EnvoyProcess:
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def healthy(self, count: int, timeout_s: float = 30.0) -> None:
+        await asyncio.to_thread(self.wait_healthy_hosts, count, timeout_s)
 
     def _admin(self, path: str) -> str:
         try:

@@ -4,7 +4,6 @@ that stops answering its health check."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import ipaddress
@@ -99,9 +98,8 @@ async def test_envoy_terminates_https_and_balances_per_request(
         https_port, admin_port = free_ports(2)
         config = write_edge_config(tmp_path, https_port, admin_port, [one.port, two.port],
                                    settings=settings)
-        envoy = EnvoyProcess(config, admin_port, tmp_path / "envoy.log")
-        with envoy:
-            await asyncio.to_thread(envoy.wait_healthy_hosts, 2)
+        async with EnvoyProcess(config, admin_port, tmp_path / "envoy.log") as envoy:
+            await envoy.healthy(2)
             tls = ssl.create_default_context(cafile=str(certificate_path(tmp_path)))
             async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{https_port}",
                                          verify=tls, timeout=10) as http:
@@ -126,6 +124,6 @@ async def test_envoy_terminates_https_and_balances_per_request(
                 assert (await http.get("/healthz")).json() == {"status": "ok"}
 
                 await two.stop()
-                await asyncio.to_thread(envoy.wait_healthy_hosts, 1)
+                await envoy.healthy(1)
                 statuses = [(await http.get("/healthz")).status_code for _ in range(10)]
                 assert statuses == [200] * 10
