@@ -33,6 +33,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="load generator processes (2)")
     parser.add_argument("--skip-baseline", action="store_true",
                         help="no pgbench / redis-benchmark")
+    parser.add_argument("--production-argon2", action="store_true",
+                        help="logins hash with the services' default argon2id cost (see report)")
     parser.add_argument("--results", type=Path, default=ROOT / "results",
                         help="where reports go (git-ignored)")
     return parser.parse_args(argv)
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "via": args.via,
         "use_running": args.use_running,
         "skip_baseline": args.skip_baseline,
+        "production_argon2": args.production_argon2,
         "results_dir": args.results,
         "run_dir": ROOT / ".run" / "bench",
     }

@@ -24,7 +24,7 @@ class BenchConfig:
     mixed_seconds: float = 45.0
     # Excluded from the figures of each mixed phase (connections, JIT-free warm paths, first fills
     # are still counted as misses in the hit rates of the services' metrics).
-    warmup_seconds: float = 5.0
+    warmup_seconds: float = 10.0
     # Closed-loop maxima: one step per concurrency level.
     read_concurrency: tuple[int, ...] = (8, 16, 32, 64, 128)
     transfer_concurrency: tuple[int, ...] = (4, 8, 16, 32, 64)
@@ -43,6 +43,7 @@ class BenchConfig:
     run_dir: Path = Path(".run/bench")
     use_running: bool = False
     skip_baseline: bool = False
+    production_argon2: bool = False
     seed: int = 20260101
     quick: bool = False
 
@@ -50,13 +51,13 @@ class BenchConfig:
     def quick_mode(cls, **overrides: object) -> BenchConfig:
         base = cls(
             users=300,
-            mixed_seconds=7.0,
+            mixed_seconds=5.0,
             warmup_seconds=1.0,
             read_concurrency=(16, 64),
             transfer_concurrency=(8, 32),
-            step_seconds=2.5,
+            step_seconds=2.0,
             step_warmup_seconds=0.5,
-            pgbench_seconds=4,
+            pgbench_seconds=3,
             pgbench_scale=2,
             redis_benchmark_requests=20_000,
             quick=True,

@@ -193,35 +193,31 @@ class LoadGenerator:
     """A pool of worker processes, spawned once (fresh interpreters: no inherited event loop or
     sockets) and reused by every phase of a run."""
 
-    def __init__(self, users_path: Path, processes: int) -> None:
-        self.users_path = users_path
+    def __init__(self, processes: int) -> None:
         self.processes = max(1, processes)
         context = multiprocessing.get_context("spawn")
         self._pool = context.Pool(self.processes)
-        self._pool.starmap(_warm_up_worker, [() for _ in range(self.processes)])
+        # Imports happen while the caller starts the stack; the first phase waits for them.
+        self._ready = self._pool.starmap_async(_warm_up_worker,
+                                               [() for _ in range(self.processes)])
 
-    def start_phase(self, target: Target, spec: PhaseSpec, workers: int) -> PendingPhase:
+    def start_phase(self, target: Target, spec: PhaseSpec, users_path: Path,
+                    workers: int) -> PendingPhase:
         """Start a phase in the background: the caller snapshots the servers while it runs."""
+        self._ready.wait()
         workers = max(1, min(workers, self.processes))
         start_wall = time.time() + _START_DELAY_S
         pending = self._pool.starmap_async(
             _worker_main,
-            [(target, spec, str(self.users_path), i, workers, start_wall)
-             for i in range(workers)],
+            [(target, spec, str(users_path), i, workers, start_wall) for i in range(workers)],
         )
         return PendingPhase(spec, start_wall, pending)
 
-    def run_phase(self, target: Target, spec: PhaseSpec, workers: int) -> PhaseResult:
-        return self.start_phase(target, spec, workers).wait()
+    def run_phase(self, target: Target, spec: PhaseSpec, users_path: Path,
+                  workers: int) -> PhaseResult:
+        return self.start_phase(target, spec, users_path, workers).wait()
 
     def close(self) -> None:
-        self._pool.close()
+        """End the workers (idle between phases; after an error, possibly stuck in one)."""
+        self._pool.terminate()
         self._pool.join()
-
-    def __enter__(self) -> LoadGenerator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is not None:
-            self._pool.terminate()
-        self.close()

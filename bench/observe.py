@@ -27,6 +27,10 @@ _STATEMENTS_SQL = (
     f" coalesce(sum(calls) FILTER (WHERE query !~* '{_CONTROL}'), 0)::bigint"
     " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)"
 )
+_PER_STATEMENT_SQL = (
+    "SELECT queryid, calls, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 160)"
+    " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)"
+)
 _DATABASE_SQL = (
     "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched,"
     " tup_inserted + tup_updated + tup_deleted"
@@ -129,13 +133,30 @@ class DatabaseSnapshot:
     rows_fetched: int
     rows_written: int
     at: float
+    # queryid -> (calls, rows, query text); only when asked for (the per-second sampler skips it)
+    per_statement: dict[int, tuple[int, int, str]] = field(default_factory=dict)
 
     @classmethod
-    def take(cls, conn: psycopg.Connection[tuple[Any, ...]], dbname: str) -> DatabaseSnapshot:
+    def take(cls, conn: psycopg.Connection[tuple[Any, ...]], dbname: str,
+             per_statement: bool = False) -> DatabaseSnapshot:
         statements, data = conn.execute(_STATEMENTS_SQL, (dbname,)).fetchone() or (0, 0)
         row = conn.execute(_DATABASE_SQL, (dbname,)).fetchone() or (0, 0, 0, 0)
+        detail: dict[int, tuple[int, int, str]] = {}
+        if per_statement:
+            for qid, calls, rows, query in conn.execute(_PER_STATEMENT_SQL, (dbname,)):
+                detail[int(qid)] = (int(calls), int(rows), str(query))
         return cls(int(statements), int(data), int(row[0]), int(row[1]),
-                   int(row[2]), int(row[3]), time.time())
+                   int(row[2]), int(row[3]), time.time(), detail)
+
+    def busiest_since(self, earlier: DatabaseSnapshot,
+                      limit: int = 8) -> list[tuple[int, int, str]]:
+        """(calls, rows, query) of the statements called most often between two snapshots."""
+        out = []
+        for qid, (calls, rows, query) in self.per_statement.items():
+            before_calls, before_rows, _ = earlier.per_statement.get(qid, (0, 0, ""))
+            if calls > before_calls:
+                out.append((calls - before_calls, rows - before_rows, query))
+        return sorted(out, reverse=True)[:limit]
 
 
 def open_monitor_connection(admin_dsn: str) -> psycopg.Connection[tuple[Any, ...]]:

@@ -39,6 +39,7 @@ from bench.stack import (
 )
 from bench.workload import Op, OperationMix
 from devstack.components import COMPONENTS
+from devstack.processes import DevstackError
 from shared.config import Settings
 from shared.db import create_engine
 
@@ -68,6 +69,7 @@ def choose_target(via: str, endpoints: Endpoints) -> Target:
 class Runner:
     def __init__(self, config: BenchConfig, log: Log = print) -> None:
         self.config = config
+        self.users_path = _users_file(config)
         self._began = time.monotonic()
         self._print = log
 
@@ -78,12 +80,23 @@ class Runner:
         began = time.monotonic()
         load_before = os.getloadavg()[0]
         cfg = self.config
-        stack = RunningStack() if cfg.use_running else OwnStack(cfg.run_dir)
+        stack = (RunningStack() if cfg.use_running
+                 else OwnStack(cfg.run_dir, production_argon2=cfg.production_argon2))
         self.log("starting the stack ..." if not cfg.use_running else "attaching to the stack ...")
+        generator = LoadGenerator(cfg.workers)
         try:
-            endpoints = stack.start()
-            run = self._run_on(stack, endpoints)
+            try:
+                endpoints = stack.start()
+            except DevstackError as err:
+                # Most often a service's fixed port (devstack/components.py) is taken by another
+                # stack: `make run`, a test, or another benchmark.
+                raise SystemExit(f"the stack did not start: {str(err).splitlines()[0]}\n"
+                                 f"(logs under {cfg.run_dir / 'logs'}; is another stack or "
+                                 "benchmark running? `--use-running` measures a running one)"
+                                 ) from None
+            run = self._run_on(stack, endpoints, generator)
         finally:
+            generator.close()
             self.log("stopping the stack ...")
             stack.stop()
         run.elapsed_s = time.monotonic() - began
@@ -93,14 +106,17 @@ class Runner:
             "machine (other test suites) takes CPU from the stack and shows in these figures.")
         return run
 
-    def _run_on(self, stack: OwnStack | RunningStack, endpoints: Endpoints) -> BenchRun:
+    def _run_on(self, stack: OwnStack | RunningStack, endpoints: Endpoints,
+                generator: LoadGenerator) -> BenchRun:
         cfg = self.config
-        settings = Settings(database_url=endpoints.dsn, redis_nodes=endpoints.redis_nodes_csv,
-                            service_name="bench")
+        # The services' own settings: the bench users' password hash then has the parameters
+        # the auth service verifies with (no rehash on the first login).
+        settings = Settings.from_env({**stack.service_env, "BANK_DATABASE_URL": endpoints.dsn,
+                                      "BANK_REDIS_NODES": endpoints.redis_nodes_csv,
+                                      "BANK_SERVICE_NAME": "bench"})
         self.log(f"creating {cfg.users} bench users (accounts, deposits, sessions) ...")
         users = asyncio.run(_create_users(settings, cfg.users))
-        users_path = _users_file(cfg)
-        save_users(users, users_path)
+        save_users(users, self.users_path)  # read by every phase's worker processes
         target = choose_target(cfg.via, endpoints)
         run = BenchRun(
             started_at=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -111,25 +127,31 @@ class Runner:
             transfer_p95_goal_s=cfg.transfer_p95_goal_s,
         )
         self.log(f"measuring {target.describe()}")
-        with LoadGenerator(users_path, cfg.workers) as generator:
-            cache_settings = [False, True] if stack.can_toggle_cache else [stack.cache_enabled]
-            if not stack.can_toggle_cache:
-                run.notes.append("A running stack was measured as it is: its cache setting could "
-                                 "not be switched, so there is no cache-off column.")
-            for enabled in cache_settings:
-                restart_s = 0.0
-                if isinstance(stack, OwnStack) and stack.cache_enabled != enabled:
-                    self.log(f"restarting the services with the cache {_on_off(enabled)} ...")
-                    restart_s = stack.set_cache(enabled)
-                    target = choose_target(target.via, stack.endpoints())
-                run.mixed.append(self._mixed_phase(generator, target, endpoints, enabled,
-                                                   restart_s))
-            if not (stack.can_toggle_cache or stack.cache_enabled):
-                run.notes.append("The cache was off for the maxima below.")
-            run.read_steps = self._steps(generator, target, Op.BALANCE, cfg.read_concurrency,
-                                         99, cfg.read_p99_goal_s)
-            run.transfer_steps = self._steps(generator, target, Op.TRANSFER,
-                                             cfg.transfer_concurrency, 95, cfg.transfer_p95_goal_s)
+        run.notes.append(
+            f"Password hashing (argon2id) in this run: {settings.argon2_memory_kib // 1024} MiB, "
+            f"{settings.argon2_time_cost} passes, {settings.argon2_parallelism} lane(s)"
+            + ("" if cfg.production_argon2 or cfg.use_running else
+               " (OWASP's minimum profile instead of the services' 64 MiB / 3 / 4: at the design's"
+               " peak a login every ten requests would otherwise need 1.6 of the 2 cores; "
+               "--production-argon2 measures with the defaults)") + ".")
+        cache_settings = [False, True] if stack.can_toggle_cache else [stack.cache_enabled]
+        if not stack.can_toggle_cache:
+            run.notes.append("A running stack was measured as it is: its cache setting could "
+                             "not be switched, so there is no cache-off column.")
+        for enabled in cache_settings:
+            restart_s = 0.0
+            if isinstance(stack, OwnStack) and stack.cache_enabled != enabled:
+                self.log(f"restarting the services with the cache {_on_off(enabled)} ...")
+                restart_s = stack.set_cache(enabled)
+                target = choose_target(target.via, stack.endpoints())
+            run.mixed.append(self._mixed_phase(generator, target, endpoints, enabled,
+                                               restart_s))
+        if not (stack.can_toggle_cache or stack.cache_enabled):
+            run.notes.append("The cache was off for the maxima below.")
+        run.read_steps = self._steps(generator, target, Op.BALANCE, cfg.read_concurrency,
+                                     99, cfg.read_p99_goal_s)
+        run.transfer_steps = self._steps(generator, target, Op.TRANSFER,
+                                         cfg.transfer_concurrency, 95, cfg.transfer_p95_goal_s)
         if not cfg.skip_baseline:
             run.baselines = self._baselines(stack, endpoints)
         return run
@@ -148,16 +170,16 @@ class Runner:
         scrape_from = metrics_endpoints()
         with open_monitor_connection(endpoints.admin_dsn) as monitor, \
                 DatabaseSampler(endpoints.admin_dsn, DBNAME) as sampler:
-            pending = generator.start_phase(target, spec, workers)
+            pending = generator.start_phase(target, spec, self.users_path, workers)
             # The servers' counters cover the same window as the client's figures.
             time.sleep(max(0.0, pending.start_wall + cfg.warmup_seconds - time.time()))
             metrics_before = MetricsSnapshot.take(scrape_from)
             redis_before = RedisSnapshot.take(endpoints.redis_ports)
-            db_before = DatabaseSnapshot.take(monitor, DBNAME)
+            db_before = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
             result = pending.wait()
             # PostgreSQL publishes a backend's counters when it goes idle (at most once a second).
             time.sleep(1.1)
-            db_after = DatabaseSnapshot.take(monitor, DBNAME)
+            db_after = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
             redis_after = RedisSnapshot.take(endpoints.redis_ports)
             metrics_after = MetricsSnapshot.take(scrape_from)
         self.log(f"  {result.completed} requests, {result.error_count} errors, "
@@ -180,7 +202,7 @@ class Runner:
                              duration_s=cfg.step_seconds + cfg.step_warmup_seconds,
                              warmup_s=cfg.step_warmup_seconds, zipf_exponent=cfg.zipf_exponent,
                              seed=cfg.seed + concurrency, concurrency=concurrency)
-            result = generator.run_phase(target, spec, cfg.workers)
+            result = generator.run_phase(target, spec, self.users_path, cfg.workers)
             tail = result.histogram().percentile_s(percentile)
             self.log(f"{spec.name}: {result.throughput:.0f}/s, p{percentile:g} "
                      f"{tail * 1000:.1f} ms, {result.error_count} errors")
