@@ -14,6 +14,8 @@ Decisions (what DESIGN.md left open):
   only replaces an older version (or a tombstone at or below it); an event at version n replaces
   anything below n: the balance takes the event's data, the recent list (and a balance that is
   not cached) becomes a tombstone at n, so a fill read before the change is rejected.
+  Tombstones live 2 x the statement timeout + 5 s (15 s), not a full TTL: they only have to
+  outlive fills already in flight, and events write them for accounts nobody reads.
 - Misses: in-process single flight per key, then one script that re-checks the entry and takes a
   lease (SET NX PX 1 s); a replica that finds the lease taken polls for the fill for 250 ms, then
   reads PostgreSQL itself. The fill releases the lease in the same round trip.

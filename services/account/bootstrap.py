@@ -97,7 +97,8 @@ def build_account_app(
     cache = VersionedCache(RedisCacheBackend(redis), breaker, settings.redis_timeout_ms / 1000,
                            max_in_flight=max(1, settings.redis_max_connections // 2))
     ttls = CacheTtls(settings.balance_ttl_s, settings.recent_ttl_s, settings.api_ttl_s,
-                     settings.ttl_jitter)
+                     settings.ttl_jitter,
+                     tombstone_s=2 * settings.db_statement_timeout_ms / 1000 + 5)
     reader: AccountReader = AccountRepository(engine)
     if wrap_reader is not None:
         reader = wrap_reader(reader)

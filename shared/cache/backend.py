@@ -33,6 +33,7 @@ class RawKeyUpdate:
     mode: bytes  # b"u" keep owner and set data, b"t" tombstone
     data: bytes
     ttl_ms: int
+    tombstone_ttl_ms: int
 
 
 class CacheBackend(Protocol):

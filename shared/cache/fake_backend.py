@@ -78,7 +78,7 @@ class InMemoryCacheBackend:
                           update.ttl_ms)
                 outcomes.append(WriteOutcome.UPDATED)
             else:
-                self._set(update.key, encode_tombstone(version), update.ttl_ms)
+                self._set(update.key, encode_tombstone(version), update.tombstone_ttl_ms)
                 outcomes.append(WriteOutcome.TOMBSTONED)
         return outcomes
 

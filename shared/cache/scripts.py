@@ -28,13 +28,14 @@ return ok
 """
 
 # KEYS[1..n] entries of one entity. ARGV[1] version; then per key: mode ('u': keep the owner and
-# set the data; 't': tombstone), data, ttl ms. Returns per key 0 (stale: the entry is at or above
-# the version), 1 (value updated) or 2 (tombstone written).
+# set the data; 't': tombstone), data, value ttl ms, tombstone ttl ms. Returns per key 0 (stale:
+# the entry is at or above the version), 1 (value updated) or 2 (tombstone written).
 APPLY_VERSION = """
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS do
-  local mode, data, ttl = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local mode, data = ARGV[4 * i - 2], ARGV[4 * i - 1]
+  local ttl, tombstone_ttl = ARGV[4 * i], ARGV[4 * i + 1]
   local cur = redis.call('GET', KEYS[i])
   local v, kind, owner
   if cur then
@@ -47,7 +48,7 @@ for i = 1, #KEYS do
     redis.call('SET', KEYS[i], ARGV[1] .. '|v|' .. owner .. '|' .. data, 'PX', ttl)
     out[i] = 1
   else
-    redis.call('SET', KEYS[i], ARGV[1] .. '|t||', 'PX', ttl)
+    redis.call('SET', KEYS[i], ARGV[1] .. '|t||', 'PX', tombstone_ttl)
     out[i] = 2
   end
 end

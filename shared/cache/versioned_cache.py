@@ -36,6 +36,10 @@ class KeyUpdate:
     mode: UpdateMode
     ttl_ms: int
     data: bytes = b""
+    # A tombstone only has to outlive the fills that were in flight when it was written, and
+    # tombstones are written for every changed account, read or not: they can live shorter
+    # than values and take less of Redis's memory (0: the value TTL).
+    tombstone_ttl_ms: int = 0
 
 
 _OUTCOME_LABEL = {
@@ -110,7 +114,8 @@ class VersionedCache:
 
     async def apply_version(self, version: int, updates: Sequence[KeyUpdate]) -> list[WriteOutcome]:
         """One compare-and-set over keys of one entity (one hash tag): an event's update."""
-        raw = [RawKeyUpdate(u.key, u.mode.value, u.data, u.ttl_ms) for u in updates]
+        raw = [RawKeyUpdate(u.key, u.mode.value, u.data, u.ttl_ms,
+                            min(u.tombstone_ttl_ms or u.ttl_ms, u.ttl_ms)) for u in updates]
         try:
             outcomes = await self._guarded(lambda: self._backend.apply_version(version, raw))
         except CacheUnavailable:

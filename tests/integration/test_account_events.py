@@ -65,6 +65,7 @@ async def test_a_published_event_updates_the_cached_balance_in_place(
         assert (balance.source, balance.version, balance.balance.minor_units) == (CACHE, 3, 1_250)
         tombstone = await cached_entry(app.redis, recent_key(alice.account_id))
         assert tombstone is not None and tombstone.tombstone and tombstone.version == 3
+        assert 0 < await app.redis.pttl(recent_key(alice.account_id)) <= 15_000
         recent = await stub.ListRecentTransactions(
             account_pb2.ListRecentTransactionsRequest(account_id=alice.account_id),
             metadata=alice.metadata)

@@ -224,6 +224,21 @@ async def test_tombstone_accepts_a_fill_at_its_own_version_but_not_below() -> No
     assert decode_entry(backend.raw(KEY) or b"") == CacheEntry(5, "u1", b"y")
 
 
+async def test_tombstones_can_expire_before_values() -> None:
+    now = [0.0]
+    backend = InMemoryCacheBackend(clock=lambda: now[0])
+    _, cache, _ = build(backend)
+    other = "account:{a2}:balance"
+    await cache.put_if_newer("balance", KEY, CacheEntry(1, "u1", b"1"), 60_000)
+    updates = [KeyUpdate("balance", k, UpdateMode.SET_DATA, 60_000, b"2", tombstone_ttl_ms=5_000)
+               for k in (KEY, other)]
+    assert await cache.apply_version(2, updates) == [WriteOutcome.UPDATED,
+                                                     WriteOutcome.TOMBSTONED]
+    now[0] = 5.001
+    assert await cache.lookup(other) is None
+    assert await cache.lookup(KEY) == CacheEntry(2, "u1", b"2")
+
+
 @pytest.mark.parametrize("version", [0, 1])
 async def test_expired_entries_are_misses(version: int) -> None:
     now = [0.0]

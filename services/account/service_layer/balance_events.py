@@ -30,13 +30,15 @@ class BalanceEventApplier:
     async def apply(self, change: BalanceChange) -> list[WriteOutcome]:
         """Raises `CacheUnavailable` when Redis cannot take it (the caller retries)."""
         ttls = self._ttls
+        tombstone_ms = int(ttls.tombstone_s * 1000)
         return await self._cache.apply_version(
             change.version,
             [
                 KeyUpdate(BALANCE, balance_key(change.account_id), UpdateMode.SET_DATA,
                           jittered_ttl_ms(ttls.balance_s, ttls.jitter),
-                          balance_data(change.currency, change.minor_units)),
+                          balance_data(change.currency, change.minor_units), tombstone_ms),
                 KeyUpdate(RECENT, recent_key(change.account_id), UpdateMode.TOMBSTONE,
-                          jittered_ttl_ms(ttls.recent_s, ttls.jitter)),
+                          jittered_ttl_ms(ttls.recent_s, ttls.jitter),
+                          tombstone_ttl_ms=tombstone_ms),
             ],
         )

@@ -14,6 +14,9 @@ class CacheTtls:
     recent_s: float
     api_s: float
     jitter: float
+    # How long a tombstone must reject stale fills: longer than any database read that started
+    # before the change can take (the statement timeout) plus the fill after it.
+    tombstone_s: float = 15.0
 
 
 @dataclass(frozen=True)
