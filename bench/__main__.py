@@ -33,6 +33,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="load generator processes (2)")
     parser.add_argument("--skip-baseline", action="store_true",
                         help="no pgbench / redis-benchmark")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="no py-spy sampling of the services during the maxima")
     parser.add_argument("--production-argon2", action="store_true",
                         help="logins hash with the services' default argon2id cost (see report)")
     parser.add_argument("--results", type=Path, default=ROOT / "results",
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "use_running": args.use_running,
         "skip_baseline": args.skip_baseline,
         "production_argon2": args.production_argon2,
+        "profile": not args.no_profile,
         "results_dir": args.results,
         "run_dir": ROOT / ".run" / "bench",
     }

@@ -44,6 +44,8 @@ class BenchConfig:
     use_running: bool = False
     skip_baseline: bool = False
     production_argon2: bool = False
+    # py-spy on one replica of each Python hop during the closed-loop step nearest 64 / 32
+    profile: bool = True
     seed: int = 20260101
     quick: bool = False
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from bench.histogram import LatencyHistogram
 from bench.observe import DatabaseSnapshot, RedisSnapshot, SampleKey
+from bench.profiling import ProfileSummary
 
 
 @dataclass
@@ -140,6 +141,8 @@ class BenchRun:
     transfer_p95_goal_s: float = 0.100
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    # (what was running, the summary of one replica's samples)
+    profiles: list[tuple[str, ProfileSummary]] = field(default_factory=list)
 
     def phase(self, cache_enabled: bool) -> MixedPhase | None:
         return next((m for m in self.mixed if m.cache_enabled == cache_enabled), None)

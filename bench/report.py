@@ -306,6 +306,14 @@ def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
                   f"{run.transfer_p95_goal_s * 1000:g} ms)", "",
                   _steps_table(run.transfer_steps, 95, run.transfer_p95_goal_s), ""]
     parts += ["## Baselines: the raw servers, same run", "", _baselines(run), ""]
+    profiles = _profiles(run)
+    if profiles:
+        parts += ["## Where the time goes (py-spy, on-CPU samples by the function on top of the "
+                  "stack)", "",
+                  "`Runner.run (asyncio/runners.py)` is the event loop itself: time in uvloop's "
+                  "and gRPC's C code (sockets, callbacks), which py-spy without --native charges "
+                  "to the frame that started the loop. Raw stacks: results/.work/profiles/.", "",
+                  *profiles]
     errors = _errors(run)
     if errors:
         parts += ["## Errors", "", *errors, ""]
@@ -314,6 +322,18 @@ def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
         parts += [f"![latency over time, hit rate, database QPS, cache off vs on]({chart_name})",
                   ""]
     return "\n".join(parts)
+
+
+def _profiles(run: BenchRun) -> list[str]:
+    out: list[str] = []
+    for context, summary in run.profiles:
+        if not summary.samples:
+            continue
+        areas = ", ".join(f"{area} {share:.0%}" for share, area in summary.areas[:8])
+        rows = [[f"`{function}`", f"{share:.1%}"] for share, function in summary.top_functions]
+        out += [f"**{summary.name}** during {context} ({summary.samples:,} samples): {areas}.",
+                "", markdown_table(["function (file)", "self"], rows), ""]
+    return out
 
 
 def _baselines(run: BenchRun) -> str:

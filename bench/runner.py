@@ -26,6 +26,7 @@ from bench.observe import (
     open_monitor_connection,
 )
 from bench.population import BenchUser, create_bench_users, save_users
+from bench.profiling import Profiler
 from bench.stack import (
     DBNAME,
     Endpoints,
@@ -148,10 +149,13 @@ class Runner:
                                                restart_s))
         if not (stack.can_toggle_cache or stack.cache_enabled):
             run.notes.append("The cache was off for the maxima below.")
+        hops = ["gateway-0"] if target.via != "grpc" else []
         run.read_steps = self._steps(generator, target, Op.BALANCE, cfg.read_concurrency,
-                                     99, cfg.read_p99_goal_s)
+                                     99, cfg.read_p99_goal_s, stack, 64,
+                                     [*hops, "account-0", "auth-0"], run)
         run.transfer_steps = self._steps(generator, target, Op.TRANSFER,
-                                         cfg.transfer_concurrency, 95, cfg.transfer_p95_goal_s)
+                                         cfg.transfer_concurrency, 95, cfg.transfer_p95_goal_s,
+                                         stack, 32, [*hops, "transfer-0"], run)
         if not cfg.skip_baseline:
             run.baselines = self._baselines(stack, endpoints)
         return run
@@ -194,10 +198,17 @@ class Runner:
         )
 
     def _steps(self, generator: LoadGenerator, target: Target, op: Op, levels: tuple[int, ...],
-               percentile: float, goal_s: float) -> list[Step]:
+               percentile: float, goal_s: float, stack: OwnStack | RunningStack,
+               profile_near: int, profile_names: list[str], run: BenchRun) -> list[Step]:
         cfg = self.config
         steps: list[Step] = []
+        profile_level = min(levels, key=lambda level: abs(level - profile_near), default=0)
+        pids = {name: pid for name, pid in stack.pids().items() if name in profile_names}
         for concurrency in levels:
+            profiler = None
+            if cfg.profile and concurrency == profile_level and pids and Profiler.available():
+                profiler = Profiler(cfg.results_dir / ".work" / "profiles" / op.value)
+                profiler.start(pids, cfg.step_seconds + cfg.step_warmup_seconds)
             spec = PhaseSpec(f"{op.value} max, {concurrency} concurrent", OperationMix.only(op),
                              duration_s=cfg.step_seconds + cfg.step_warmup_seconds,
                              warmup_s=cfg.step_warmup_seconds, zipf_exponent=cfg.zipf_exponent,
@@ -207,7 +218,10 @@ class Runner:
             self.log(f"{spec.name}: {result.throughput:.0f}/s, p{percentile:g} "
                      f"{tail * 1000:.1f} ms, {result.error_count} errors")
             steps.append(Step(concurrency, result))
-            if not result.completed or tail > 3 * goal_s:
+            if profiler is not None:
+                context = f"{op.value}, {concurrency} concurrent, via {target.via}"
+                run.profiles += [(context, summary) for summary in profiler.finish()]
+            if not result.completed or (tail > 3 * goal_s and concurrency >= profile_level):
                 break  # far past the goal: more concurrency only queues
         return steps
 

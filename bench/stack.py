@@ -142,6 +142,10 @@ class OwnStack:
     def lines(self) -> list[str]:
         return list(self._stack.lines)
 
+    def pids(self) -> dict[str, int]:
+        """Replica name ("gateway-0") -> pid, for the profiler."""
+        return {p.name: p.pid for p in self._stack.processes if p.pid is not None and p.alive}
+
     def set_cache(self, enabled: bool) -> float:
         """Restart every service replica with the cache on or off; returns the seconds it took."""
         started = time.monotonic()
@@ -192,6 +196,9 @@ class RunningStack:
     @property
     def lines(self) -> list[str]:
         return [f"running stack (make run): PostgreSQL :{POSTGRES_PORT}, Redis {REDIS_PORTS}"]
+
+    def pids(self) -> dict[str, int]:
+        return {}  # not our processes
 
     def set_cache(self, enabled: bool) -> float:
         raise RuntimeError("a running stack keeps its cache setting")

@@ -170,3 +170,22 @@ def test_full_report_names_the_path_and_lists_errors() -> None:
     assert "## Maximum cached balance reads" in report
     assert "![" in report and "chart.png" in report
     assert "chart.png" not in build_report(_run(), chart_name=None)
+
+
+def test_py_spy_stacks_are_summed_by_top_function_and_library() -> None:
+    from bench.profiling import area_of, summarize_collapsed
+
+    collapsed = (
+        "<module> (runpy.py:198);run (uvloop/__init__.py:92);"
+        "execute (sqlalchemy/engine/base.py:1410);fetch (psycopg/cursor.py:80) 30\n"
+        "<module> (runpy.py:198);get_balance (/work/main/services/account/adapters/x.py:12) 10\n"
+        "<module> (runpy.py:198);_read (grpc/aio/_call.py:300) 60\n"
+        "garbage line\n"
+    )
+    summary = summarize_collapsed("account-0", collapsed)
+    assert summary.samples == 100
+    assert summary.top_functions[0] == (0.6, "_read (aio/_call.py)")
+    assert dict((a, s) for s, a in summary.areas) == {
+        "gRPC": 0.6, "psycopg": 0.3, "our code (services)": 0.1}
+    assert area_of("/x/site-packages/redis/asyncio/cluster.py") == "redis-py"
+    assert summarize_collapsed("empty", "").samples == 0
