@@ -121,7 +121,7 @@ def cpu_by_component(pg: LocalPostgres, cluster: LocalRedisCluster,
     return {
         "transfer service": cpu_seconds([p.pid for p in services if p.pid]),
         "postgresql": cpu_seconds([postmaster], True) + cpu_seconds(child_pids(postmaster)),
-        "redis cluster": cpu_seconds([p for p in cluster.pids().values() if p]),
+        "redis cluster": cpu_seconds([p for p in cluster.pids.values() if p]),
         "bench client": cpu_seconds([os.getpid()]),
     }
 
@@ -172,6 +172,26 @@ async def drive(ports: list[int], users: list[tuple[str, list[str]]], concurrenc
     return len(latencies), latencies, errors, completed
 
 
+def top_statements(pg: LocalPostgres, limit: int = 4) -> list[str]:
+    """Where PostgreSQL spent its time during the run (pg_stat_statements, reset before it)."""
+    import psycopg
+
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT calls, total_exec_time / calls * 1000, left(regexp_replace(query, '\\s+', ' ',"
+            " 'g'), 70) FROM pg_stat_statements WHERE calls > 100"
+            " ORDER BY total_exec_time DESC LIMIT %s", (limit,),
+        ).fetchall()
+    return [f"  {calls:7d} x {mean:6.0f} us  {query}" for calls, mean, query in rows]
+
+
+def reset_statements(pg: LocalPostgres) -> None:
+    import psycopg
+
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -220,10 +240,12 @@ async def main() -> None:
             procs, ports = start_services(settings, args.replicas, folder)
             for port in ports:
                 await wait_serving(port)
+            reset_statements(pg)
             cpu_before = cpu_by_component(pg, cluster, procs)
             count, latencies, errors, completed = await drive(
                 ports, users, args.concurrency, args.seconds, args.warmup)
             cpu_after = cpu_by_component(pg, cluster, procs)
+            statements = top_statements(pg)
             for proc in procs:
                 proc.stop()
             procs = []
@@ -245,6 +267,8 @@ async def main() -> None:
     print("CPU per transfer (2 cores shared with whatever else runs on the machine):")
     for name, before in cpu_before.items():
         print(f"  {name:16s} {(cpu_after[name] - before) / completed * 1e6:8.0f} us")
+    print("PostgreSQL statements by total time (calls x mean execution time):")
+    print("\n".join(statements))
     print(f"pgbench tpcb-like  {tps:8.0f} tps (-c 16 -j 2 -T {args.pgbench_seconds})")
     print(f"ratio              {rate / tps:8.2f} transfers per pgbench transaction")
 
