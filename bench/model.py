@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.histogram import LatencyHistogram
-from bench.observe import DatabaseSnapshot, RedisSnapshot, SampleKey
+from bench.observe import CpuSnapshot, DatabaseSnapshot, RedisSnapshot, SampleKey
 from bench.profiling import ProfileSummary
 
 
@@ -91,6 +91,8 @@ class MixedPhase:
     db_after: DatabaseSnapshot
     db_series: list[tuple[float, float]] = field(default_factory=list)
     restart_s: float = 0.0
+    cpu_before: CpuSnapshot | None = None
+    cpu_after: CpuSnapshot | None = None
 
     @property
     def window_s(self) -> float:

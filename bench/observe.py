@@ -4,6 +4,8 @@ statistics, as snapshots taken before and after, whose differences the report sh
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import threading
 import time
 import urllib.request
@@ -204,3 +206,75 @@ class DatabaseSampler:
                 out.append(((a.at + b.at) / 2 - since_wall,
                             (b.data_statements - a.data_statements) / (b.at - a.at)))
         return out
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def parse_proc_stat_busy(text: str) -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat's first line (idle + iowait are idle)."""
+    fields = text.splitlines()[0].split()
+    if fields[0] != "cpu":
+        raise ValueError("/proc/stat does not start with the cpu line")
+    values = [int(v) for v in fields[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    total = sum(values[:8])
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return total - idle, total
+
+
+def parse_pid_stat(text: str) -> tuple[int, int]:
+    """(parent pid, user + system jiffies) from /proc/<pid>/stat."""
+    fields = text.rsplit(")", 1)[-1].split()
+    # after "pid (comm)": state ppid ... utime is field 14, stime 15 (1-based in proc(5))
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def _descendants_jiffies(root: int) -> int:
+    """CPU of `root` and every live process below it: the bench, its load generator workers and
+    the stack it started (services, PostgreSQL and its backends, Redis)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                ppid, jiffies = parse_pid_stat(f.read())
+        except (OSError, ValueError, IndexError):
+            continue
+        parents[int(entry)], cpu[int(entry)] = ppid, jiffies
+    total = 0
+    for pid in cpu:
+        walker, seen = pid, 0
+        while walker and walker != root and seen < 64:
+            walker, seen = parents.get(walker, 0), seen + 1
+        if walker == root:
+            total += cpu[pid]
+    return total
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Machine-wide busy CPU and the share of it this run's own process tree used."""
+
+    machine_busy_s: float
+    ours_s: float
+    at: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                busy, _total = parse_proc_stat_busy(f.read())
+            ours = _descendants_jiffies(os.getpid())
+        except (OSError, ValueError):
+            return cls(math.nan, math.nan, time.time())
+        return cls(busy / CLOCK_TICKS, ours / CLOCK_TICKS, time.time())
+
+    def cores_since(self, earlier: CpuSnapshot) -> tuple[float, float]:
+        """(cores busy on the machine, cores used by this run) on average between two snapshots.
+        Processes that ended in between are not counted in the second figure."""
+        elapsed = max(self.at - earlier.at, 1e-9)
+        return ((self.machine_busy_s - earlier.machine_busy_s) / elapsed,
+                max(0.0, self.ours_s - earlier.ours_s) / elapsed)

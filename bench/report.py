@@ -361,6 +361,14 @@ def _baselines(run: BenchRun) -> str:
 def _notes(run: BenchRun) -> list[str]:
     notes = [f"- {n}" for n in run.notes]
     for phase in run.mixed:
+        if phase.cpu_before is not None and phase.cpu_after is not None:
+            busy, ours = phase.cpu_after.cores_since(phase.cpu_before)
+            if not math.isnan(busy):
+                notes.append(
+                    f"- {phase.result.name}: the machine's CPUs were busy {busy:.2f} of 2 cores on "
+                    f"average, {ours:.2f} of them this run (stack + load generator), "
+                    f"{max(0.0, busy - ours):.2f} other processes (e.g. test suites running at "
+                    "the same time: compare phases only when this is small).")
         result = phase.result
         cores = result.client_cpu_s / (result.measured_s + 1e-9)
         notes.append(f"- {result.name}: the load generator used {result.client_cpu_s:.1f} CPU s "

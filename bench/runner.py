@@ -19,6 +19,7 @@ from bench.drivers import Target
 from bench.loadgen import LoadGenerator, PhaseSpec
 from bench.model import Baselines, BenchRun, MixedPhase, Step
 from bench.observe import (
+    CpuSnapshot,
     DatabaseSampler,
     DatabaseSnapshot,
     MetricsSnapshot,
@@ -180,7 +181,9 @@ class Runner:
             metrics_before = MetricsSnapshot.take(scrape_from)
             redis_before = RedisSnapshot.take(endpoints.redis_ports)
             db_before = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
+            cpu_before = CpuSnapshot.take()
             result = pending.wait()
+            cpu_after = CpuSnapshot.take()
             # PostgreSQL publishes a backend's counters when it goes idle (at most once a second).
             time.sleep(1.1)
             db_after = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
@@ -195,6 +198,7 @@ class Runner:
             redis_before=redis_before, redis_after=redis_after,
             db_before=db_before, db_after=db_after,
             db_series=sampler.rate_series(pending.start_wall), restart_s=restart_s,
+            cpu_before=cpu_before, cpu_after=cpu_after,
         )
 
     def _steps(self, generator: LoadGenerator, target: Target, op: Op, levels: tuple[int, ...],

@@ -189,3 +189,14 @@ def test_py_spy_stacks_are_summed_by_top_function_and_library() -> None:
         "gRPC": 0.6, "psycopg": 0.3, "our code (services)": 0.1}
     assert area_of("/x/site-packages/redis/asyncio/cluster.py") == "redis-py"
     assert summarize_collapsed("empty", "").samples == 0
+
+
+def test_proc_parsers_for_the_cpu_accounting() -> None:
+    from bench.observe import CpuSnapshot, parse_pid_stat, parse_proc_stat_busy
+
+    stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n"
+    assert parse_proc_stat_busy(stat) == (160, 980)
+    pid_stat = "1234 (python -m (x)) S 77 1234 1234 0 -1 4194560 9 0 0 0 250 31 0 0 20 0 3 0"
+    assert parse_pid_stat(pid_stat) == (77, 281)
+    before, after = CpuSnapshot(10.0, 2.0, 100.0), CpuSnapshot(13.0, 3.5, 102.0)
+    assert after.cores_since(before) == (1.5, 0.75)
