@@ -72,8 +72,7 @@ def start_services(settings: Settings, replicas: int, folder: Path) -> tuple[lis
     for i, port in enumerate(ports):
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
                "BANK_DATABASE_URL": settings.database_url, "BANK_REDIS_NODES": settings.redis_nodes,
-               "BANK_GRPC_PORT": str(port), "BANK_LOG_LEVEL": "WARNING",
-               "BANK_DB_POOL_SIZE": "16", "BANK_DB_MAX_OVERFLOW": "8"}
+               "BANK_GRPC_PORT": str(port), "BANK_LOG_LEVEL": "WARNING"}
         proc = ManagedProcess([sys.executable, "-m", "services.transfer"],
                               log_path=folder / f"transfer-{i}.log", name=f"transfer-{i}",
                               cwd=ROOT, env=env)
