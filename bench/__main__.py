@@ -29,6 +29,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--users", type=int, help="bench users (default 2000, quick 300)")
     parser.add_argument("--rate", type=float, help="open-loop req/s of the mixed phases (105)")
     parser.add_argument("--seconds", type=float, help="measured seconds of each mixed phase")
+    parser.add_argument("--arrivals", choices=["visits", "requests"],
+                        help="mixed phases: user visits (default) or independent requests")
     parser.add_argument("--zipf", type=float, help="Zipf exponent of the user choice (1.0)")
     parser.add_argument("--workers", type=int, help="load generator processes (2)")
     parser.add_argument("--skip-baseline", action="store_true",
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, value in (("users", args.users), ("rate", args.rate),
                         ("mixed_seconds", args.seconds), ("zipf_exponent", args.zipf),
-                        ("workers", args.workers)):
+                        ("arrivals", args.arrivals), ("workers", args.workers)):
         if value is not None:
             overrides[name] = value
     config = (BenchConfig.quick_mode(**overrides) if args.quick

@@ -21,6 +21,11 @@ class BenchConfig:
     mix: OperationMix = dataclasses.field(default_factory=OperationMix.per_user_per_day)
     # Mixed workload, cache off then on: open-loop arrivals at this rate.
     rate: float = DESIGN_PEAK_RATE
+    # "visits": users arrive (Poisson) and make their day's requests in a row, `think_seconds`
+    # apart; "requests": every request is an independent arrival from a Zipf-chosen user (no
+    # temporal locality: the cache's worst case for the same mix).
+    arrivals: str = "visits"
+    think_seconds: float = 1.0
     mixed_seconds: float = 45.0
     # Excluded from the figures of each mixed phase (connections, JIT-free warm paths, first fills
     # are still counted as misses in the hit rates of the services' metrics).

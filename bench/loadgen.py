@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.drivers import Request, RequestFailed, Target, driver_for
 from bench.model import PhaseResult, SecondBin
 from bench.population import BENCH_PASSWORD, BenchUser, load_users
-from bench.workload import Op, OperationMix, poisson_arrivals
+from bench.workload import Op, OperationMix, poisson_arrivals, visit_sequence
 from bench.zipf import ZipfSampler
 
 # Open loop: past this many requests in flight per worker, new arrivals are dropped and
@@ -36,8 +36,12 @@ class PhaseSpec:
     warmup_s: float
     zipf_exponent: float
     seed: int
-    rate: float = 0.0  # open loop when > 0
+    rate: float = 0.0  # open loop when > 0: requests per second
     concurrency: int = 0  # closed loop when > 0
+    # Open loop: arrivals are user visits (a day's requests in a row, think time between them)
+    # rather than independent requests.
+    visits: bool = False
+    think_s: float = 1.0
 
 
 class _Worker:
@@ -55,10 +59,13 @@ class _Worker:
         self.workers = workers
         self.t0 = 0.0
         self.in_flight = 0
+        self.visits_in_progress = 0
 
     def _request(self) -> tuple[Request, int]:
-        op = self.picker.pick(self.rng)
         who = self.zipf.sample(self.rng)
+        return self._request_for(self.picker.pick(self.rng), who), who
+
+    def _request_for(self, op: Op, who: int) -> Request:
         user = self.users[who]
         request = Request(op, user.account_id, self.tokens[who])
         if op is Op.TRANSFER:
@@ -66,7 +73,7 @@ class _Worker:
             request.amount_minor = self.rng.randint(1, 999)
         elif op is Op.LOGIN:
             request.email, request.password = user.email, BENCH_PASSWORD
-        return request, who
+        return request
 
     async def _one(self, request: Request, who: int, scheduled: float) -> None:
         self.in_flight += 1
@@ -122,6 +129,51 @@ class _Worker:
         if tasks:
             await asyncio.wait(tasks)
 
+    async def _visit(self, who: int, skip: int, end: float) -> None:
+        """One user's visit: its requests one after the other, with think time between them
+        (closed within the visit: a person waits for the screen before the next tap)."""
+        self.visits_in_progress += 1
+        try:
+            for op in visit_sequence(self.spec.mix, self.rng)[skip:]:
+                started = time.perf_counter()
+                if started >= end:
+                    return
+                await self._one(self._request_for(op, who), who, started)
+                think = self.rng.expovariate(1.0 / self.spec.think_s)
+                if time.perf_counter() + think >= end:
+                    return  # the phase ends before this user's next tap
+                await asyncio.sleep(think)
+        finally:
+            self.visits_in_progress -= 1
+
+    async def _open_loop_visits(self) -> None:
+        """Poisson arrivals of visits at rate / (requests per visit), so that requests arrive at
+        the target rate; the run starts in the steady state, with visits already under way."""
+        per_visit = len(visit_sequence(self.spec.mix, random.Random(0)))
+        visit_rate = self.spec.rate / per_visit / self.workers
+        end = self.t0 + self.spec.duration_s
+        tasks: set[asyncio.Task[None]] = set()
+
+        def spawn(skip: int) -> None:
+            if self.visits_in_progress >= MAX_IN_FLIGHT:
+                self.result.dropped += 1
+                return
+            task = asyncio.create_task(self._visit(self.zipf.sample(self.rng), skip, end))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        # Little's law: visits in progress = arrival rate x visit length (one think time and a
+        # request per step); each joins at a random step of its visit.
+        for _ in range(round(visit_rate * per_visit * self.spec.think_s)):
+            spawn(self.rng.randrange(per_visit))
+        for offset in poisson_arrivals(visit_rate, self.spec.duration_s, self.rng):
+            delay = self.t0 + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            spawn(0)
+        if tasks:
+            await asyncio.wait(tasks)
+
     async def _closed_loop(self) -> None:
         share = self.spec.concurrency // self.workers
         share += 1 if self.index < self.spec.concurrency % self.workers else 0
@@ -144,7 +196,9 @@ class _Worker:
             await asyncio.sleep(max(0.0, start_wall - time.time()))
             cpu0 = time.process_time()
             self.t0 = time.perf_counter()
-            if self.spec.rate > 0:
+            if self.spec.rate > 0 and self.spec.visits:
+                await self._open_loop_visits()
+            elif self.spec.rate > 0:
                 await self._open_loop()
             else:
                 await self._closed_loop()

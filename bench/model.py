@@ -135,6 +135,7 @@ class BenchRun:
     zipf_exponent: float
     mix: str
     read_share: float
+    arrivals: str = ""
     mixed: list[MixedPhase] = field(default_factory=list)
     read_steps: list[Step] = field(default_factory=list)
     transfer_steps: list[Step] = field(default_factory=list)

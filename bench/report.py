@@ -266,6 +266,7 @@ def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
         f"- Services answering: {services}.",
         f"- Workload: {run.users:,} users, Zipf exponent {run.zipf_exponent:g} over users "
         f"(and accounts); mix {run.mix} (reads {run.read_share:.0%}).",
+        f"- Mixed phases: {run.arrivals or 'open loop'}.",
         f"- Machine: 2 cores shared by the load generator, the services, PostgreSQL and Redis. "
         f"Whole run: {run.elapsed_s:.0f} s.",
         "",

@@ -124,7 +124,7 @@ class Runner:
             started_at=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             quick=cfg.quick, path=target.describe(), via=target.via,
             services=running_replicas(), stack_lines=stack.lines, users=cfg.users,
-            zipf_exponent=cfg.zipf_exponent, mix=cfg.mix.describe(),
+            zipf_exponent=cfg.zipf_exponent, mix=cfg.mix.describe(), arrivals=_arrivals(cfg),
             read_share=cfg.mix.read_share, read_p99_goal_s=cfg.read_p99_goal_s,
             transfer_p95_goal_s=cfg.transfer_p95_goal_s,
         )
@@ -167,7 +167,8 @@ class Runner:
         spec = PhaseSpec(f"mixed, cache {_on_off(enabled)}", cfg.mix,
                          duration_s=cfg.mixed_seconds + cfg.warmup_seconds,
                          warmup_s=cfg.warmup_seconds, zipf_exponent=cfg.zipf_exponent,
-                         seed=cfg.seed, rate=cfg.rate)
+                         seed=cfg.seed, rate=cfg.rate, visits=cfg.arrivals == "visits",
+                         think_s=cfg.think_seconds)
         # One process sends a few hundred requests a second with room to spare.
         workers = 1 if cfg.rate <= 400 else cfg.workers
         self.log(f"{spec.name}: open loop at {cfg.rate:g} req/s for "
@@ -272,6 +273,14 @@ def _masters(ports: tuple[int, ...]) -> list[int]:
     if not masters:
         raise RuntimeError("no Redis master answers")
     return masters
+
+
+def _arrivals(cfg: BenchConfig) -> str:
+    if cfg.arrivals == "visits":
+        return (f"open-loop Poisson arrivals of user visits, each the day's requests in a row "
+                f"(log in, balance, recent transactions, then the rest shuffled) "
+                f"~{cfg.think_seconds:g} s apart")
+    return "open-loop Poisson arrivals of independent requests, each from a Zipf-chosen user"
 
 
 def _on_off(enabled: bool) -> str:

@@ -86,3 +86,17 @@ def poisson_arrivals(rate_per_s: float, duration_s: float, rng: random.Random) -
     while t < duration_s:
         yield t
         t += rng.expovariate(rate_per_s)
+
+
+def visit_sequence(mix: OperationMix, rng: random.Random) -> list[Op]:
+    """One user's day as one visit to the app: the mix's per-day counts (rounded), in the order
+    an app makes them: log in, see the balance and the recent transactions, then the rest
+    (more balance checks, history views, the transfer) in random order. Requests of one visit
+    come close together in time, which is what lets a cache with a 60 s TTL serve most of them."""
+    counts = {op: max(0, round(weight)) for op, weight in mix.weights}
+    opening = [op for op in (Op.LOGIN, Op.BALANCE, Op.RECENT) if counts.get(op, 0) > 0]
+    for op in opening:
+        counts[op] -= 1
+    rest = [op for op, n in counts.items() for _ in range(n)]
+    rng.shuffle(rest)
+    return opening + rest

@@ -41,3 +41,15 @@ def test_poisson_arrivals_have_the_target_rate_and_stay_in_the_window() -> None:
     assert offsets == sorted(offsets)
     assert len(offsets) == pytest.approx(6000, rel=0.05)
     assert list(poisson_arrivals(0.0, 10.0, random.Random())) == []
+
+
+def test_a_visit_is_the_days_requests_opening_with_login_balance_history() -> None:
+    from bench.workload import visit_sequence
+
+    rng = random.Random(2)
+    visit = visit_sequence(OperationMix.per_user_per_day(), rng)
+    assert visit[:3] == [Op.LOGIN, Op.BALANCE, Op.RECENT]
+    assert Counter(visit) == {Op.BALANCE: 5, Op.RECENT: 3, Op.TRANSFER: 1, Op.LOGIN: 1}
+    orders = {tuple(visit_sequence(OperationMix.per_user_per_day(), rng)) for _ in range(20)}
+    assert len(orders) > 1  # the rest comes shuffled
+    assert visit_sequence(OperationMix.only(Op.TRANSFER), rng) == [Op.TRANSFER]
