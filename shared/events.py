@@ -38,6 +38,24 @@ redis.call('SPUBLISH', KEYS[2], ARGV[1] .. '\\120' .. out)
 return seq
 """
 
+# The same, for several events of one partition in one call (what the publisher sends): each
+# message is exactly what PUBLISH_SCRIPT would publish, with consecutive sequence numbers, in
+# ARGV order. One INCRBY reserves the range. Returns the last sequence number.
+PUBLISH_BATCH_SCRIPT = """
+local last = redis.call('INCRBY', KEYS[1], #ARGV)
+for i = 1, #ARGV do
+  local n = last - #ARGV + i
+  local out = ''
+  while n >= 128 do
+    out = out .. string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  out = out .. string.char(n)
+  redis.call('SPUBLISH', KEYS[2], ARGV[i] .. '\\120' .. out)
+end
+return last
+"""
+
 
 class OutboxEvent(Protocol):
     """A committed outbox row: `payload` is a serialized BalanceChanged without its sequence."""
@@ -71,14 +89,15 @@ def decode_balance_changed(data: bytes) -> events_pb2.BalanceChanged:
 
 
 class RedisEventPublisher:
-    """Publishes serialized events through PUBLISH_SCRIPT on the Redis Cluster.
+    """Publishes serialized events on the Redis Cluster, with their partition sequence.
 
-    One cluster pipeline per batch: the client groups the scripts by node and sends one request
-    per master, so a batch of events costs one round trip per master, not one per event. EVAL
-    (not EVALSHA) because a failed-over replica has an empty script cache, and Redis caches the
-    compiled script by its body anyway.
+    A batch becomes one PUBLISH_BATCH_SCRIPT call per partition (events keep their order within
+    a partition), all sent in one cluster pipeline: the client groups the calls by node, so a
+    batch costs one round trip per master however many events it holds. EVAL, not EVALSHA: a
+    promoted replica has an empty script cache, and Redis caches the compiled script by its body.
 
-    A failure is never raised: the outbox rows stay unpublished and the relay delivers them.
+    A failure is never raised: the events of a partition whose call failed are left out of the
+    returned ids, their outbox rows stay unpublished, and the relay delivers them.
     """
 
     def __init__(self, redis: RedisCluster) -> None:
@@ -87,12 +106,15 @@ class RedisEventPublisher:
     async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
         if not events:
             return []
+        by_partition: dict[int, list[OutboxEvent]] = {}
+        for event in events:
+            by_partition.setdefault(event.partition, []).append(event)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for event in events:
+                for partition, batch in by_partition.items():
                     pipe.eval(
-                        PUBLISH_SCRIPT, 2, sequence_key(event.partition),
-                        channel_name(event.partition), event.payload,
+                        PUBLISH_BATCH_SCRIPT, 2, sequence_key(partition), channel_name(partition),
+                        *(event.payload for event in batch),
                     )
                 results = await pipe.execute(raise_on_error=False)
         except Exception:
@@ -102,8 +124,9 @@ class RedisEventPublisher:
             return []
         published = [
             event.outbox_id
-            for event, result in zip(events, results, strict=True)
+            for batch, result in zip(by_partition.values(), results, strict=True)
             if not isinstance(result, Exception)
+            for event in batch
         ]
         EVENTS.labels("published").inc(len(published))
         if len(published) < len(events):

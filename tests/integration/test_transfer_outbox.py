@@ -143,3 +143,37 @@ async def test_the_sql_payload_is_the_protobuf_consumers_parse(engine: AsyncEngi
             )
             expected.occurred_at.FromDatetime(when)
             assert bytes(payload) == expected.SerializeToString(), balance
+
+
+async def test_a_batch_gets_consecutive_sequences_like_single_publishes(
+    base_settings: Settings,
+) -> None:
+    from services.transfer.domain import OutboxEvent
+    from shared.events import PUBLISH_SCRIPT, RedisEventPublisher, channel_name, sequence_key
+    from shared.redis_client import create_redis_cluster
+
+    marker = str(uuid.uuid4())
+    partition = 3
+
+    def payload(n: int) -> bytes:
+        return events_pb2.BalanceChanged(account_id=str(uuid.uuid4()), version=n,
+                                         transfer_id=marker, outbox_id=n).SerializeToString()
+
+    redis = create_redis_cluster(base_settings)
+    try:
+        async with EventListener(base_settings) as listener:
+            published = await RedisEventPublisher(redis).publish(
+                [OutboxEvent(n, partition, payload(n)) for n in (1, 2, 3)]
+                + [OutboxEvent(4, partition + 1, payload(4))]
+            )
+            assert published == [1, 2, 3, 4]
+            await redis.eval(PUBLISH_SCRIPT, 2, sequence_key(partition), channel_name(partition),
+                             payload(5))
+            events = await listener.wait_for(marker, 5, timeout=5)
+    finally:
+        await redis.aclose()
+    same_partition = sorted((e for e in events if e.outbox_id != 4), key=lambda e: e.outbox_id)
+    assert [e.outbox_id for e in same_partition] == [1, 2, 3, 5]
+    first = same_partition[0].partition_sequence
+    assert [e.partition_sequence for e in same_partition] == [first, first + 1, first + 2,
+                                                              first + 3]
