@@ -41,8 +41,8 @@ lint: setup ## ruff + mypy --strict on the source
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared services devstack
 
-bench: setup ## benchmarks: cache off vs on, ratios to raw PostgreSQL and Redis
-	$(PY) -m bench
+bench: setup ## benchmarks: cache off vs on, ratios to raw PostgreSQL and Redis (BENCH_ARGS=--quick)
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean: ## remove generated code and local run state
 	rm -rf gen .run

@@ -204,12 +204,14 @@ def goals(run: BenchRun) -> list[list[str]]:
 
     read_rate = reads.result.throughput if reads else None
     via_edge = run.via == "edge"
-    reads_met = None if read_rate is None else (read_rate >= _GOAL_READS_PER_S and via_edge)
+    # The goal is for the edge path; another path's figure is shown but not judged.
+    reads_met = None if read_rate is None or not via_edge else read_rate >= _GOAL_READS_PER_S
     at64_text = (f"; at 64 concurrent {fmt_rate(at64.result.throughput)}/s, p99 "
                  f"{fmt_ms(at64.result.histogram().percentile_s(99))} ms") if at64 else ""
     rows.append(["cached balance reads, edge + gateway, auth + rate limit",
                  ">= 2,000/s at p99 <= 50 ms (64 concurrent)",
-                 f"{fmt_rate(read_rate)}/s via {run.via}{at64_text}", verdict(reads_met)])
+                 f"{fmt_rate(read_rate)}/s via {run.via}{at64_text}"
+                 + ("" if via_edge else " (not the edge: not judged)"), verdict(reads_met)])
     if on is not None:
         peak = without_logins(on.result)
         every = on.result.histogram()
