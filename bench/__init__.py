@@ -11,7 +11,11 @@
     baseline     pgbench and redis-benchmark on the same servers
     stack        start the stack or attach to a running one; restart services cache off/on
     runner       the phases of one run, in order
-    report       the tables (Markdown) and the verdict against the design's goals
+    analysis     hit rates, database rates, maxima derived from the raw results
+    goals        the design's table and the issue's goals against the measured figures
+    report       the Markdown report (tables formatted by `tables`)
+    profiling    py-spy samples of the services during the maxima, summarised
+    model        the run's results as plain data
     chart        the PNG: latency over time, hit rate, database QPS, cache off vs on
     promql       metric names used by PromQL expressions (the dashboard test)
 

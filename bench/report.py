@@ -5,18 +5,14 @@ from __future__ import annotations
 import math
 
 from bench.analysis import (
-    HitCounts,
     best_step,
     cache_hits_by_kind,
-    client_hit_rate,
-    compare,
     db_queries_by_service,
     other_results_by_kind,
     redis_hit_rate,
     stale_rejects_by_kind,
-    step_at,
-    without_logins,
 )
+from bench.goals import goals, headline
 from bench.histogram import LatencyHistogram
 from bench.model import BenchRun, MixedPhase, PhaseResult, Step
 from bench.tables import (
@@ -27,17 +23,10 @@ from bench.tables import (
     markdown_table,
     ratio,
     reduction,
-    verdict,
 )
 from bench.workload import Op
 
 _OPS = (Op.BALANCE, Op.RECENT, Op.TRANSFER, Op.LOGIN)
-_GOAL_READS_PER_S = 2000.0
-_GOAL_TRANSFERS_PER_S = 1000.0
-_GOAL_PGBENCH_RATIO = 0.3
-_GOAL_HIT_RATE = 0.95
-_GOAL_DB_REDUCTION = 0.90
-_PEAK_P50_S, _PEAK_P99_S = 0.002, 0.010
 
 
 def _latency_cells(hist: LatencyHistogram) -> list[str]:
@@ -74,31 +63,6 @@ def _phase_table(run: BenchRun) -> str:
     rows = latency_rows(off.result if off else None, on.result if on else None)
     return markdown_table(["operation", "served", "requests", "avg ms", "p50 ms", "p99 ms",
                            "speed-up (avg)"], rows, right_align_from=2)
-
-
-def headline(run: BenchRun) -> str:
-    """The design's table: what it promises, what we measured."""
-    cmp = compare(run)
-    on = run.phase(True)
-    off = run.phase(False)
-    kinds = cache_hits_by_kind(on.metrics) if on else {}
-    balance = kinds.get("balance")
-    hit_rate = balance.hit_rate if balance else (client_hit_rate(on.result, (Op.BALANCE,))
-                                                 if on else None)
-    rows = [
-        ["balance hit rate", "> 90 %", "–", fmt_pct(hit_rate), ""],
-        ["database statements/s", "90 % less", fmt_rate(cmp.data_statements_off),
-         fmt_rate(cmp.data_statements_on),
-         f"{fmt_pct(cmp.db_reduction)} less" if cmp.db_reduction is not None else "–"],
-        ["avg response, balance + history reads", "12x faster", fmt_ms(cmp.read_avg_off_s) + " ms",
-         fmt_ms(cmp.read_avg_on_s) + " ms",
-         f"{cmp.read_speed_up:.1f}x faster" if cmp.read_speed_up else "–"],
-        ["avg response, all operations", "", fmt_ms(cmp.avg_off_s) + " ms",
-         fmt_ms(cmp.avg_on_s) + " ms", f"{cmp.speed_up:.1f}x faster" if cmp.speed_up else "–"],
-        ["Redis memory used (masters)", "", fmt_bytes(off.redis_after.used_memory_masters)
-         if off else "–", fmt_bytes(on.redis_after.used_memory_masters) if on else "–", ""],
-    ]
-    return markdown_table(["", "design", "cache off", "cache on", "measured change"], rows)
 
 
 def _hit_rate_table(phase: MixedPhase) -> str:
@@ -190,58 +154,6 @@ def _steps_table(steps: list[Step], percentile: float, goal_s: float) -> str:
                      "<- max" if step is best else ""])
     return markdown_table(["concurrent", "per s", "p50 ms", "p95 ms", "p99 ms", "errors", ""],
                           rows)
-
-
-def goals(run: BenchRun) -> list[list[str]]:
-    on = run.phase(True)
-    off = run.phase(False)
-    cmp = compare(run)
-    reads = best_step(run.read_steps, 99, run.read_p99_goal_s)
-    at64 = step_at(run.read_steps, 64)
-    transfers = best_step(run.transfer_steps, 95, run.transfer_p95_goal_s)
-    pgbench = run.baselines.pgbench_tps
-    rows: list[list[str]] = []
-
-    read_rate = reads.result.throughput if reads else None
-    via_edge = run.via == "edge"
-    # The goal is for the edge path; another path's figure is shown but not judged.
-    reads_met = None if read_rate is None or not via_edge else read_rate >= _GOAL_READS_PER_S
-    at64_text = (f"; at 64 concurrent {fmt_rate(at64.result.throughput)}/s, p99 "
-                 f"{fmt_ms(at64.result.histogram().percentile_s(99))} ms") if at64 else ""
-    rows.append(["cached balance reads, edge + gateway, auth + rate limit",
-                 ">= 2,000/s at p99 <= 50 ms (64 concurrent)",
-                 f"{fmt_rate(read_rate)}/s via {run.via}{at64_text}"
-                 + ("" if via_edge else " (not the edge: not judged)"), verdict(reads_met)])
-    if on is not None:
-        peak = without_logins(on.result)
-        every = on.result.histogram()
-        p50, p99 = peak.percentile_s(50), peak.percentile_s(99)
-        met = None if math.isnan(p99) else (p50 <= _PEAK_P50_S and p99 <= _PEAK_P99_S)
-        rows.append([f"at the design's {on.rate:g} req/s (cache on, without logins)",
-                     "p50 <= 2 ms, p99 <= 10 ms",
-                     f"p50 {fmt_ms(p50)} ms, p99 {fmt_ms(p99)} ms (with logins: p50 "
-                     f"{fmt_ms(every.percentile_s(50))}, p99 {fmt_ms(every.percentile_s(99))})",
-                     verdict(met)])
-    transfer_rate = transfers.result.throughput if transfers else None
-    share = ratio(transfer_rate, pgbench)
-    t_met = None if transfer_rate is None else (
-        transfer_rate >= _GOAL_TRANSFERS_PER_S and (share is None or share >= _GOAL_PGBENCH_RATIO))
-    rows.append(["transfers", ">= 1,000/s at p95 <= 100 ms, >= 0.3x pgbench",
-                 f"{fmt_rate(transfer_rate)}/s"
-                 + (f", {share:.2f}x pgbench ({fmt_rate(pgbench)} TPS)" if share else ""),
-                 verdict(t_met)])
-    kinds = cache_hits_by_kind(on.metrics) if on else {}
-    balance: HitCounts | None = kinds.get("balance")
-    rate = balance.hit_rate if balance else (client_hit_rate(on.result, (Op.BALANCE,))
-                                             if on else None)
-    rows.append(["balance hit rate", ">= 95 %", fmt_pct(rate),
-                 verdict(None if rate is None else rate >= _GOAL_HIT_RATE)])
-    cut = cmp.db_reduction
-    rows.append(["database statements, cache on vs off", ">= 90 % fewer",
-                 f"{fmt_pct(cut)} fewer" if cut is not None else "– (no cache-off phase)"
-                 if off is None else "–",
-                 verdict(None if cut is None else cut >= _GOAL_DB_REDUCTION)])
-    return rows
 
 
 def _errors(run: BenchRun) -> list[str]:

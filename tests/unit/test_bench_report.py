@@ -7,9 +7,10 @@ import math
 import pytest
 
 from bench.analysis import best_step, cache_hits_by_kind, client_hit_rate, compare
+from bench.goals import goals, headline
 from bench.model import BenchRun, MixedPhase, PhaseResult, Step
 from bench.observe import DatabaseSnapshot, RedisSnapshot, SampleKey, parse_exposition, sum_by
-from bench.report import build_report, goals, headline, latency_rows
+from bench.report import build_report, latency_rows
 from bench.tables import fmt_bytes, fmt_ms, fmt_pct, fmt_rate, markdown_table, reduction
 
 
