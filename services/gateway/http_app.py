@@ -32,7 +32,7 @@ from services.gateway.routes import Binding, RouteTable
 from services.gateway.session_gate import GateResult
 from services.gateway.transcoding import build_request, reply_json
 from shared.auth_context import Caller
-from shared.logging import new_request_id, request_id_var
+from shared.logging import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,12 @@ class ApiHandler:
         self._max_body_bytes = max_body_bytes
         self._trusted_hops = trusted_hops
         self._metrics = RouteMetrics()
+        self._new_request_id = http_request.RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers = http_request.RequestHeaders.parse(scope["headers"])
-        rid = http_request.request_id(headers, new_request_id)
+        rid = http_request.request_id(headers, self._new_request_id)
         request_id_var.set(rid)
         route = "unmatched"
         extra: list[tuple[bytes, bytes]] = []
