@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,6 +180,7 @@ def top_statements(pg: LocalPostgres, limit: int = 4) -> list[str]:
         rows = conn.execute(
             "SELECT calls, total_exec_time / calls * 1000, left(regexp_replace(query, '\\s+', ' ',"
             " 'g'), 70) FROM pg_stat_statements WHERE calls > 100"
+            " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " ORDER BY total_exec_time DESC LIMIT %s", (limit,),
         ).fetchall()
     return [f"  {calls:7d} x {mean:6.0f} us  {query}" for calls, mean, query in rows]
@@ -196,18 +198,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_pgbench(pg: LocalPostgres, seconds: int) -> float:
-    """tpcb-like TPS, 16 clients, 2 threads, on a database of its own."""
+def _pgbench_command(pg: LocalPostgres, tool: str) -> list[str]:
+    """pgbench and createdb refuse to run as root: run them as the postgres user then."""
     user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    bindir = pg.bindir
-    pgbench = str(bindir / "pgbench") if (bindir / "pgbench").exists() else "pgbench"
-    common = ["-h", pg.host, "-p", str(pg.port), "-U", pg.user]
-    subprocess.run([*user, str(bindir / "createdb"), *common, "pgbench"], check=True,
+    binary = pg.bindir / tool
+    return [*user, str(binary) if binary.exists() else tool,
+            "-h", pg.host, "-p", str(pg.port), "-U", pg.user]
+
+
+def prepare_pgbench(pg: LocalPostgres) -> None:
+    """A database of its own, scale 10 (10 branches: the same contention as the usual runs)."""
+    subprocess.run([*_pgbench_command(pg, "createdb"), "pgbench"], check=True,
                    capture_output=True)
-    subprocess.run([*user, pgbench, "-i", "-s", "10", "-q", *common, "pgbench"], check=True,
-                   capture_output=True)
+    subprocess.run([*_pgbench_command(pg, "pgbench"), "-i", "-s", "10", "-q", "pgbench"],
+                   check=True, capture_output=True)
+
+
+def pgbench_tps(pg: LocalPostgres, seconds: int) -> float:
+    """tpcb-like TPS with 16 clients and 2 threads."""
     out = subprocess.run(
-        [*user, pgbench, "-c", "16", "-j", "2", "-T", str(seconds), *common, "pgbench"],
+        [*_pgbench_command(pg, "pgbench"), "-c", "16", "-j", "2", "-T", str(seconds), "pgbench"],
         check=True, capture_output=True, text=True,
     ).stdout
     match = re.search(r"tps = ([\d.]+)", out)
@@ -216,60 +226,93 @@ def run_pgbench(pg: LocalPostgres, seconds: int) -> float:
     return float(match.group(1))
 
 
+@dataclass
+class Totals:
+    transfers: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    completed: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)
+    rounds: list[tuple[float, float]] = field(default_factory=list)
+
+
+async def measure(args: argparse.Namespace, folder: Path) -> tuple[Totals, list[str]]:
+    pg = LocalPostgres(folder / "pg", durable=True)
+    cluster = LocalRedisCluster(folder / "redis")
+    procs: list[ManagedProcess] = []
+    totals = Totals()
+    try:
+        pg.start()
+        cluster.start()
+        upgrade_to_head(pg.dsn)
+        settings = Settings(database_url=pg.dsn, redis_nodes=cluster.startup_nodes_csv)
+        users = await seed_accounts(settings)
+        await asyncio.to_thread(prepare_pgbench, pg)
+        procs, ports = start_services(settings, args.replicas, folder)
+        for port in ports:
+            await wait_serving(port)
+        reset_statements(pg)
+        # Rounds alternate the two loads, so that a change in what else runs on the machine
+        # hits both sides of the ratio alike. The services idle during pgbench.
+        for _ in range(args.rounds):
+            before = cpu_by_component(pg, cluster, procs)
+            count, latencies, errors, completed = await drive(
+                ports, users, args.concurrency, args.seconds, args.warmup)
+            after = cpu_by_component(pg, cluster, procs)
+            for name in after:
+                totals.cpu[name] = totals.cpu.get(name, 0.0) + after[name] - before[name]
+            totals.transfers += count
+            totals.seconds += args.seconds
+            totals.latencies += latencies
+            totals.errors += errors
+            totals.completed += completed
+            tps = await asyncio.to_thread(pgbench_tps, pg, args.pgbench_seconds)
+            totals.rounds.append((count / args.seconds, tps))
+        statements = top_statements(pg)
+    finally:
+        for proc in procs:
+            proc.stop()
+        cluster.stop()
+        pg.stop()
+    return totals, statements
+
+
+def report(args: argparse.Namespace, totals: Totals, statements: list[str]) -> None:
+    rate = totals.transfers / totals.seconds
+    tps = sum(t for _, t in totals.rounds) / len(totals.rounds)
+    print(f"transfers at {args.concurrency} concurrent over gRPC, {args.replicas} replica(s), "
+          f"durable PostgreSQL; {args.rounds} rounds of {args.seconds:.0f} s")
+    print(f"  transfers/s      {rate:8.0f}")
+    latencies = totals.latencies
+    if latencies:
+        print(f"  p50              {percentile(latencies, 0.50) * 1000:8.2f} ms")
+        print(f"  p99              {percentile(latencies, 0.99) * 1000:8.2f} ms")
+    print(f"  errors           {totals.errors:8d}")
+    print("CPU per transfer (2 cores, shared with whatever else runs on the machine):")
+    for name, seconds in totals.cpu.items():
+        print(f"  {name:16s} {seconds / max(totals.completed, 1) * 1e6:8.0f} us")
+    print("PostgreSQL statements by total time (calls x mean execution time):")
+    print("\n".join(statements))
+    print(f"pgbench tpcb-like  {tps:8.0f} tps (-c 16 -j 2 -T {args.pgbench_seconds}, same server)")
+    for n, (round_rate, round_tps) in enumerate(totals.rounds, 1):
+        print(f"  round {n}: {round_rate:6.0f} transfers/s, {round_tps:6.0f} tps, "
+              f"ratio {round_rate / round_tps:.2f}")
+    print(f"ratio              {rate / tps:8.2f} transfers per pgbench transaction")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per round")
+    parser.add_argument("--warmup", type=float, default=1.0, help="per round")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     args = parser.parse_args()
-
     with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
-        folder = Path(tmp)
-        pg = LocalPostgres(folder / "pg", durable=True)
-        cluster = LocalRedisCluster(folder / "redis")
-        procs: list[ManagedProcess] = []
-        try:
-            pg.start()
-            cluster.start()
-            upgrade_to_head(pg.dsn)
-            settings = Settings(database_url=pg.dsn, redis_nodes=cluster.startup_nodes_csv)
-            users = await seed_accounts(settings)
-            procs, ports = start_services(settings, args.replicas, folder)
-            for port in ports:
-                await wait_serving(port)
-            reset_statements(pg)
-            cpu_before = cpu_by_component(pg, cluster, procs)
-            count, latencies, errors, completed = await drive(
-                ports, users, args.concurrency, args.seconds, args.warmup)
-            cpu_after = cpu_by_component(pg, cluster, procs)
-            statements = top_statements(pg)
-            for proc in procs:
-                proc.stop()
-            procs = []
-            tps = await asyncio.to_thread(run_pgbench, pg, args.pgbench_seconds)
-        finally:
-            for proc in procs:
-                proc.stop()
-            cluster.stop()
-            pg.stop()
-
-    rate = count / args.seconds
-    print(f"transfers: {count} in {args.seconds:.0f} s at {args.concurrency} concurrent, "
-          f"{args.replicas} replica(s), durable PostgreSQL")
-    print(f"  transfers/s      {rate:8.0f}")
-    if latencies:
-        print(f"  p50              {percentile(latencies, 0.50) * 1000:8.2f} ms")
-        print(f"  p99              {percentile(latencies, 0.99) * 1000:8.2f} ms")
-    print(f"  errors           {errors:8d}")
-    print("CPU per transfer (2 cores shared with whatever else runs on the machine):")
-    for name, before in cpu_before.items():
-        print(f"  {name:16s} {(cpu_after[name] - before) / completed * 1e6:8.0f} us")
-    print("PostgreSQL statements by total time (calls x mean execution time):")
-    print("\n".join(statements))
-    print(f"pgbench tpcb-like  {tps:8.0f} tps (-c 16 -j 2 -T {args.pgbench_seconds})")
-    print(f"ratio              {rate / tps:8.2f} transfers per pgbench transaction")
+        totals, statements = await measure(args, Path(tmp))
+    report(args, totals, statements)
 
 
 if __name__ == "__main__":
