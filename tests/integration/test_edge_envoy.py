@@ -127,3 +127,19 @@ async def test_envoy_terminates_https_and_balances_per_request(
                 await envoy.healthy(1)
                 statuses = [(await http.get("/healthz")).status_code for _ in range(10)]
                 assert statuses == [200] * 10
+
+
+def test_start_edge_for_make_run(tmp_path: Path) -> None:
+    from edge.launch import start_edge
+
+    https_port, admin_port, gateway_port = free_ports(3)
+    proc, url = start_edge(tmp_path, https_port, admin_port, [gateway_port])
+    try:
+        assert proc.alive and url == f"https://127.0.0.1:{https_port}"
+        tls = ssl.create_default_context(cafile=str(certificate_path(tmp_path)))
+        with httpx.Client(verify=tls) as http:
+            # No gateway listens: Envoy itself answers, over verified TLS.
+            assert http.get(url + "/healthz").status_code == 503
+    finally:
+        proc.stop()
+    assert not proc.alive
