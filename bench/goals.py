@@ -10,11 +10,21 @@ from bench.analysis import (
     cache_hits_by_kind,
     client_hit_rate,
     compare,
+    db_queries_by_service,
     step_at,
     without_logins,
 )
-from bench.model import BenchRun
-from bench.tables import fmt_bytes, fmt_ms, fmt_pct, fmt_rate, markdown_table, ratio, verdict
+from bench.model import BenchRun, MixedPhase
+from bench.tables import (
+    fmt_bytes,
+    fmt_ms,
+    fmt_pct,
+    fmt_rate,
+    markdown_table,
+    ratio,
+    reduction,
+    verdict,
+)
 from bench.workload import Op
 
 _GOAL_READS_PER_S = 2000.0
@@ -23,6 +33,22 @@ _GOAL_PGBENCH_RATIO = 0.3
 _GOAL_HIT_RATE = 0.95
 _GOAL_DB_REDUCTION = 0.90
 _PEAK_P50_S, _PEAK_P99_S = 0.002, 0.010
+
+
+def _read_path_row(off: MixedPhase | None, on: MixedPhase | None) -> list[str]:
+    """The account service's own database queries (bank_db_queries_total): the read path the
+    cache serves, without the logins and transfers that reach PostgreSQL whatever the cache."""
+
+    def rate(phase: MixedPhase | None) -> float | None:
+        if phase is None:
+            return None
+        queries = db_queries_by_service(phase.metrics).get("account")
+        return None if queries is None else queries / phase.window_s
+
+    before, after = rate(off), rate(on)
+    change = reduction(before, after)
+    return ["  of which account service (reads)", "", fmt_rate(before), fmt_rate(after),
+            f"{fmt_pct(change)} less" if change is not None else "–"]
 
 
 def headline(run: BenchRun) -> str:
@@ -39,6 +65,7 @@ def headline(run: BenchRun) -> str:
         ["database statements/s", "90 % less", fmt_rate(cmp.data_statements_off),
          fmt_rate(cmp.data_statements_on),
          f"{fmt_pct(cmp.db_reduction)} less" if cmp.db_reduction is not None else "–"],
+        _read_path_row(off, on),
         ["avg response, balance + history reads", "12x faster", fmt_ms(cmp.read_avg_off_s) + " ms",
          fmt_ms(cmp.read_avg_on_s) + " ms",
          f"{cmp.read_speed_up:.1f}x faster" if cmp.read_speed_up else "–"],

@@ -80,7 +80,10 @@ def _run() -> BenchRun:
                            ("balance", "bypass"): 5, ("recent", "hit"): 600})
     run = BenchRun("2026-01-01T00:00:00", True, "HTTP through the edge", "edge",
                    {"account": 2}, [], 300, 1.0, "balance 50%", 0.8)
-    run.mixed = [_mixed(False, off, 3000, {}), _mixed(True, on, 150, on_metrics)]
+    account_queries = ("127.0.0.1:9101", "bank_db_queries_total",
+                       (("query", "balance"), ("service", "account")))
+    run.mixed = [_mixed(False, off, 3000, {account_queries: 800.0}),
+                 _mixed(True, on, 150, {**on_metrics, account_queries: 40.0})]
     reads = [Step(16, _phase_result("r16", {("balance", "cache"): [0.004] * 1000})),
              Step(64, _phase_result("r64", {("balance", "cache"): [0.030] * 2500})),
              Step(128, _phase_result("r128", {("balance", "cache"): [0.090] * 2600}))]
@@ -155,6 +158,8 @@ def test_headline_and_goals_show_the_measured_figures() -> None:
     table = headline(run)
     assert "96.0 %" in table  # balance hit rate from the services' metrics
     assert "95.0 % less" in table
+    read_path = next(line for line in table.splitlines() if "account service" in line)
+    assert "80.0" in read_path and "4.0" in read_path and "95.0 % less" in read_path
     rows = {r[0]: r for r in goals(run)}
     reads = rows["cached balance reads, edge + gateway, auth + rate limit"]
     assert reads[2].startswith("250/s via edge") and reads[3] == "missed"
