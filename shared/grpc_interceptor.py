@@ -51,6 +51,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._service = service
         self._authenticator = authenticator
         self._needs_auth: dict[str, bool] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def _requires_session(self, method: str) -> bool:
         needs = self._needs_auth.get(method)
@@ -68,16 +69,32 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler  # streaming RPCs are health/reflection only
-        method: str = details.method
-        inner = handler.unary_unary
+        # Built once per method and reused: a fresh handler per call cost ~30-40 us of CPU.
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(
+        self, method: str, inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         needs_session = self._requires_session(method)
         short_method = method.rsplit("/", 1)[-1]
-        metadata = details.invocation_metadata
+        latency = GRPC_LATENCY.labels(self._service, short_method)
+        authenticator = self._authenticator
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = context.invocation_metadata()
             request_id = _metadata_value(metadata, "x-request-id") or new_request_id()
             request_id_var.set(request_id)
             set_caller(None)
@@ -90,8 +107,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         raise Unauthenticated(
                             "this call needs a session: send 'authorization: Bearer <token>'"
                         )
-                    assert self._authenticator is not None
-                    set_caller(await self._authenticator.authenticate(token))
+                    assert authenticator is not None
+                    set_caller(await authenticator.authenticate(token))
                 return await inner(request, context)
             except BankError as err:
                 code = err.code
@@ -108,15 +125,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
                 )
             finally:
-                elapsed = time.perf_counter() - started
+                latency.observe(time.perf_counter() - started)
                 GRPC_REQUESTS.labels(self._service, short_method, code.name).inc()
-                GRPC_LATENCY.labels(self._service, short_method).observe(elapsed)
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return wrapped
 
 
 def _metadata_value(metadata: Any, key: str) -> str | None:
