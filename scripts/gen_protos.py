@@ -39,6 +39,9 @@ def main() -> int:
         f"--python_out={OUT}",
         f"--pyi_out={OUT}",
         f"--grpc_python_out={OUT}",
+        # Typed stubs for the gRPC modules (mypy-protobuf), so servicers type-check strictly.
+        f"--plugin=protoc-gen-mypy_grpc={Path(sys.executable).parent / 'protoc-gen-mypy_grpc'}",
+        f"--mypy_grpc_out={OUT}",
         f"--descriptor_set_out={OUT / 'bank.desc'}",
         "--include_imports",
         "--include_source_info",
