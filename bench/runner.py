@@ -139,7 +139,8 @@ class Runner:
         cache_settings = [False, True] if stack.can_toggle_cache else [stack.cache_enabled]
         if not stack.can_toggle_cache:
             run.notes.append("A running stack was measured as it is: its cache setting could "
-                             "not be switched, so there is no cache-off column.")
+                             "not be switched, so there is no cache-off column, and its rate "
+                             "limits are the production ones (expect 429s from hot users).")
         for enabled in cache_settings:
             restart_s = 0.0
             if isinstance(stack, OwnStack) and stack.cache_enabled != enabled:

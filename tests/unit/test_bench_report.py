@@ -206,3 +206,15 @@ def test_proc_parsers_for_the_cpu_accounting() -> None:
     assert parse_pid_stat(pid_stat) == (77, 281)
     before, after = CpuSnapshot(10.0, 2.0, 100.0), CpuSnapshot(13.0, 3.5, 102.0)
     assert after.cores_since(before) == (1.5, 0.75)
+
+
+def test_goals_missed_when_no_step_kept_the_latency_bound() -> None:
+    run = _run()
+    run.read_steps = run.read_steps[2:]  # only the 128-concurrent step, p99 90 ms
+    run.transfer_steps = []
+    rows = {r[0]: r for r in goals(run)}
+    reads = rows["cached balance reads, edge + gateway, auth + rate limit"]
+    assert reads[2].startswith("no step at p99 <= 50 ms via edge") and reads[3] == "missed"
+    assert rows["transfers"][3] == "–"
+    run.via = "grpc"
+    assert {r[0]: r for r in goals(run)}[reads[0]][3] == "–"
