@@ -54,6 +54,17 @@ def stale_rejects_by_kind(metrics: dict[SampleKey, float]) -> dict[str, float]:
     return {kind: v for (kind, outcome), v in grouped.items() if outcome == "stale_rejected"}
 
 
+def gateway_session_checks(metrics: dict[SampleKey, float]) -> HitCounts | None:
+    """The gateways' session lookups (bank_gateway_session_checks_total): redis_hit is a hit,
+    redis_miss goes to the auth service's ValidateSession (a miss), the rest is other."""
+    grouped = sum_by(metrics, "bank_gateway_session_checks_total", "outcome")
+    if not grouped:
+        return None
+    hits = grouped.get(("redis_hit",), 0.0)
+    misses = grouped.get(("redis_miss",), 0.0)
+    return HitCounts(hits, misses, sum(grouped.values()) - hits - misses)
+
+
 def db_queries_by_service(metrics: dict[SampleKey, float]) -> dict[str, float]:
     return {service: v for (service,), v in
             sum_by(metrics, "bank_db_queries_total", "service").items() if v}

@@ -8,6 +8,7 @@ from bench.analysis import (
     best_step,
     cache_hits_by_kind,
     db_queries_by_service,
+    gateway_session_checks,
     other_results_by_kind,
     redis_hit_rate,
     stale_rejects_by_kind,
@@ -15,6 +16,7 @@ from bench.analysis import (
 from bench.goals import goals, headline
 from bench.histogram import LatencyHistogram
 from bench.model import BenchRun, MixedPhase, PhaseResult, Step
+from bench.observe import sum_by
 from bench.tables import (
     fmt_bytes,
     fmt_ms,
@@ -74,6 +76,13 @@ def _hit_rate_table(phase: MixedPhase) -> str:
         other = ", ".join(f"{r} {v:,.0f}" for r, v in sorted(others.get(kind, {}).items()))
         rows.append([kind, f"{counts.hits:,.0f}", f"{counts.misses:,.0f}", other or "",
                      f"{stale.get(kind, 0):,.0f}", fmt_pct(counts.hit_rate)])
+    gateway = gateway_session_checks(phase.metrics)
+    if gateway is not None:
+        outcomes = sum_by(phase.metrics, "bank_gateway_session_checks_total", "outcome")
+        other = ", ".join(f"{o} {n:,.0f}" for (o,), n in sorted(outcomes.items())
+                          if n and o not in ("redis_hit", "redis_miss"))
+        rows.append(["gateway session check (Lua)", f"{gateway.hits:,.0f}",
+                     f"{gateway.misses:,.0f}", other, "", fmt_pct(gateway.hit_rate)])
     redis_hits = phase.redis_after.keyspace_hits - phase.redis_before.keyspace_hits
     redis_misses = phase.redis_after.keyspace_misses - phase.redis_before.keyspace_misses
     rows.append(["Redis INFO keyspace (every key)", f"{redis_hits:,}", f"{redis_misses:,}", "",
@@ -128,6 +137,24 @@ def _busiest_statements(run: BenchRun) -> list[str]:
         out += [f"Busiest statements, cache {'on' if phase.cache_enabled else 'off'}:", "",
                 markdown_table(["statement", "calls/s", "rows/call"], rows), ""]
     return out
+
+
+def _grpc_calls_table(run: BenchRun) -> list[str]:
+    """Which hops a request makes: gRPC calls/s by service and method, cache off and on."""
+    rates: dict[tuple[str, str], list[float]] = {}
+    for i, phase in enumerate(run.mixed):
+        calls = sum_by(phase.metrics, "bank_grpc_requests_total", "service", "method")
+        for (service, method), n in calls.items():
+            if n:
+                rates.setdefault((service, method), [0.0] * len(run.mixed))[i] = n / phase.window_s
+    if not rates:
+        return []
+    headers = ["service", "method"] + [f"calls/s, cache {'on' if p.cache_enabled else 'off'}"
+                                       for p in run.mixed]
+    rows = [[service, method, *(fmt_rate(v) for v in values)]
+            for (service, method), values in sorted(rates.items())]
+    return ["gRPC calls behind the requests (bank_grpc_requests_total):", "",
+            markdown_table(headers, rows, right_align_from=2), ""]
 
 
 def _redis_table(run: BenchRun) -> str:
@@ -211,6 +238,7 @@ def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
                   "", _hit_rate_table(phase), ""]
     if run.mixed:
         parts += ["## Database load", "", _db_table(run), "", *_busiest_statements(run),
+                  *_grpc_calls_table(run),
                   "## Redis", "", _redis_table(run), ""]
     if run.read_steps:
         parts += [f"## Maximum cached balance reads (closed loop, p99 <= "
