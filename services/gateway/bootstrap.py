@@ -16,16 +16,15 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from redis.asyncio.cluster import RedisCluster
 
 from services.gateway.descriptors import load_catalog
 from services.gateway.http_app import ApiHandler, GatewayASGI, build_asgi
 from services.gateway.openapi import build_openapi, docs_page
+from services.gateway.redis_scripts import ClusterScripts
 from services.gateway.routes import RouteTable, build_route_table
 from services.gateway.session_gate import CircuitBreaker, SessionGate
 from services.gateway.upstreams import GrpcUpstreams, targets_from_settings
 from shared.config import Settings
-from shared.redis_client import create_redis_cluster
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class GatewayApp:
     settings: Settings
     table: RouteTable
     openapi: dict[str, Any]
-    redis: RedisCluster
+    scripts: ClusterScripts
     upstreams: GrpcUpstreams
     gate: SessionGate
     asgi: GatewayASGI = field(init=False)
@@ -52,7 +51,7 @@ class GatewayApp:
     async def close(self) -> None:
         self.draining = True
         await self.upstreams.close()
-        await self.redis.aclose()
+        await self.scripts.close()
 
 
 def build_gateway_app(
@@ -66,21 +65,20 @@ def build_gateway_app(
     catalog = load_catalog(descriptor_set)
     table = build_route_table(catalog.rpcs)
     openapi = build_openapi(table, catalog.comments)
-    redis = create_redis_cluster(settings)
+    scripts = ClusterScripts(settings.redis_startup_nodes, settings.redis_timeout_ms / 1000)
     upstreams = GrpcUpstreams(targets or targets_from_settings(settings), catalog.rpcs,
                               settings.grpc_deadline_s)
     gate = SessionGate(
-        redis,
+        scripts,
         upstreams,
         limit_per_minute=settings.rate_limit_per_minute,
         session_ttl_s=settings.session_ttl_s,
         read_your_writes_ttl_s=settings.read_your_writes_ttl_s,
-        max_concurrent_calls=settings.redis_max_connections,
         breaker=CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s),
     )
     handler = ApiHandler(table, gate, upstreams, max_body_bytes=settings.gateway_max_body_bytes,
                          trusted_hops=settings.gateway_trusted_hops)
-    app = GatewayApp(settings, table, openapi, redis, upstreams, gate)
+    app = GatewayApp(settings, table, openapi, scripts, upstreams, gate)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:

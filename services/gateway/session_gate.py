@@ -17,7 +17,6 @@ read-your-writes version is unknown (the account service reads PostgreSQL then a
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import secrets
@@ -25,8 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from redis.asyncio.cluster import RedisCluster
 
 from services.gateway.errors import unauthenticated
 from services.gateway.metrics import REDIS_FALLBACKS, SESSION_CHECKS
@@ -36,6 +33,7 @@ from services.gateway.rate_limit import (
     InMemoryRateLimiter,
     LimitDecision,
 )
+from services.gateway.redis_scripts import ClusterScripts, Script
 from shared.auth_context import Caller
 from shared.errors import Unauthenticated
 from shared.sessions import REVOKED, ParsedToken, parse_token, secret_matches, session_key
@@ -68,26 +66,26 @@ end
 
 # KEYS: session, limiter, read-your-writes hash. ARGV: session ttl s, limit, window ms, member,
 # account id whose remembered version is wanted ('' for none).
-USER_CHECK_SCRIPT = _LIMIT_FUNCTION + """
+USER_CHECK_SCRIPT = Script(_LIMIT_FUNCTION + """
 local session = redis.call('GET', KEYS[1])
 if session and session ~= 'revoked' then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 local decision = limit(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
 local version = false
 if ARGV[5] ~= '' then version = redis.call('HGET', KEYS[3], ARGV[5]) end
 return {session, decision[1], decision[2], decision[3], version}
-"""
+""")
 
-ADDRESS_CHECK_SCRIPT = _LIMIT_FUNCTION + """
+ADDRESS_CHECK_SCRIPT = Script(_LIMIT_FUNCTION + """
 return limit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
-"""
+""")
 
 # Versions only move forward: a slow reply of an older transfer cannot lower the floor.
-REMEMBER_WRITE_SCRIPT = """
+REMEMBER_WRITE_SCRIPT = Script("""
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
-"""
+""")
 
 
 def user_limit_key(user_id: str) -> str:
@@ -147,40 +145,31 @@ class CircuitBreaker:
 class SessionGate:
     def __init__(
         self,
-        redis: RedisCluster,
+        scripts: ClusterScripts,
         validator: SessionValidator,
         *,
         limit_per_minute: int,
         session_ttl_s: int,
         read_your_writes_ttl_s: int,
-        max_concurrent_calls: int,
         breaker: CircuitBreaker,
     ) -> None:
-        self._redis = redis
+        self._scripts = scripts
         self._validator = validator
         self._limit = limit_per_minute
         self._session_ttl_s = session_ttl_s
         self._ryw_ttl_ms = read_your_writes_ttl_s * 1000
         self._breaker = breaker
-        # redis-py's cluster client raises instead of waiting when its pool is exhausted; waiting
-        # here keeps a burst from turning into spurious fallbacks.
-        self._slots = asyncio.Semaphore(max_concurrent_calls)
         self._fallback_limiter = InMemoryRateLimiter(limit_per_minute, WINDOW_S)
-        self._user_script = redis.register_script(USER_CHECK_SCRIPT)
-        self._address_script = redis.register_script(ADDRESS_CHECK_SCRIPT)
-        self._remember_script = redis.register_script(REMEMBER_WRITE_SCRIPT)
         # Members of the limiter's sorted set must be unique across replicas and requests.
         self._member_prefix = secrets.token_hex(6) + ":"
         self._member_counter = itertools.count()
 
     async def warm_up(self) -> None:
-        """Learn the cluster's topology and load the scripts before the first request: a burst of
-        requests on a cold redis-py cluster client fails some of its first connections (seen as
-        "Connection closed by server"), which would count as Redis outages."""
+        """Learn the cluster's topology and load the scripts before the first request, so that a
+        first burst does not pay for it (or time out on it, which would count as an outage)."""
         try:
-            await self._redis.initialize()
-            for script in (self._user_script, self._address_script, self._remember_script):
-                await self._redis.script_load(script.script)
+            for script in (USER_CHECK_SCRIPT, ADDRESS_CHECK_SCRIPT, REMEMBER_WRITE_SCRIPT):
+                await self._scripts.load(script)
         except Exception as err:
             log.warning("Redis not reachable at start-up (%s: %s): sessions and limits fall back"
                         " until it is", type(err).__name__, err)
@@ -191,7 +180,7 @@ class SessionGate:
         except Unauthenticated as err:
             raise unauthenticated(err.message) from None
         reply = await self._run(
-            self._user_script,
+            USER_CHECK_SCRIPT,
             [session_key(parsed.user_id, parsed.session_id), user_limit_key(parsed.user_id),
              read_your_writes_key(parsed.user_id, parsed.session_id)],
             [self._session_ttl_s, self._limit, WINDOW_S * 1000, self._next_member(),
@@ -209,7 +198,7 @@ class SessionGate:
 
     async def check_address(self, address: str) -> LimitDecision:
         key = address_limit_key(address)
-        reply = await self._run(self._address_script, [key],
+        reply = await self._run(ADDRESS_CHECK_SCRIPT, [key],
                                 [self._limit, WINDOW_S * 1000, self._next_member()])
         if reply is None:
             return self._fallback_limiter.check(key, ADDRESS_SCOPE)
@@ -218,7 +207,7 @@ class SessionGate:
                              int(remaining), int(reset_ms))
 
     async def remember_write(self, caller: Caller, account_id: str, version: int) -> None:
-        await self._run(self._remember_script,
+        await self._run(REMEMBER_WRITE_SCRIPT,
                         [read_your_writes_key(caller.user_id, caller.session_id)],
                         [account_id, version, self._ryw_ttl_ms])
 
@@ -243,14 +232,13 @@ class SessionGate:
         except Unauthenticated as err:
             raise unauthenticated(err.message) from None
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """The script's reply, or None when Redis cannot answer (the caller falls back)."""
         if not self._breaker.allow():
             REDIS_FALLBACKS.labels("circuit_open").inc()
             return None
         try:
-            async with self._slots:
-                reply = await script(keys=keys, args=args)
+            reply = await self._scripts.run(script, keys, args)
         except Exception as err:  # any Redis failure degrades to the fallback, never a 500
             self._breaker.failure()
             REDIS_FALLBACKS.labels(type(err).__name__).inc()

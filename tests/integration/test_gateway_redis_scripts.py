@@ -1,0 +1,108 @@
+"""The gateway's pipelined cluster script runner on a real Redis Cluster: routing by slot,
+MOVED after a stale layout, NOSCRIPT after a flush, a timed-out reply that does not shift the
+stream, and a primary's failover."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from devstack.redis_cluster import LocalRedisCluster
+from services.gateway.redis_scripts import ClusterScripts, RedisScriptError, Script
+
+pytestmark = pytest.mark.integration
+
+ECHO = Script("return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}")
+SLOW = Script("local t = redis.call('TIME') local start = t[1] * 1e6 + t[2] "
+              "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - start > 150000 "
+              "return 'slow'")
+
+
+@pytest.fixture
+async def scripts(redis_cluster: LocalRedisCluster) -> AsyncIterator[ClusterScripts]:
+    runner = ClusterScripts(redis_cluster.startup_nodes, timeout_s=1.0)
+    try:
+        yield runner
+    finally:
+        await runner.close()
+
+
+async def test_many_keys_concurrently_each_on_its_slot(scripts: ClusterScripts) -> None:
+    keys = [f"gwtest:{{{uuid.uuid4().hex}}}" for _ in range(200)]
+    replies = await asyncio.gather(*(scripts.run(ECHO, [k], [i]) for i, k in enumerate(keys)))
+    assert replies == [[k.encode(), str(i).encode(), 1] for i, k in enumerate(keys)]
+
+
+def test_runs_on_uvloop_as_in_production(redis_cluster: LocalRedisCluster) -> None:
+    """`python -m services.gateway` runs on uvloop, whose transports differ from asyncio's."""
+    import uvloop
+
+    async def main() -> list[object]:
+        runner = ClusterScripts(redis_cluster.startup_nodes, timeout_s=1.0)
+        try:
+            keys = [f"gwtest:{{{uuid.uuid4().hex}}}" for _ in range(20)]
+            return await asyncio.gather(*(runner.run(ECHO, [k], ["u"]) for k in keys))
+        finally:
+            await runner.close()
+
+    replies = uvloop.run(main())
+    assert [r[2] for r in replies] == [1] * 20  # type: ignore[index]
+
+
+async def test_moved_after_a_stale_layout_is_followed(scripts: ClusterScripts) -> None:
+    await scripts.refresh_topology()
+    wrong = ("127.0.0.1", scripts._slots[0][1])  # type: ignore[index]
+    scripts._slots = [wrong] * 16384  # every slot "on" one node: the others answer MOVED
+    keys = [f"gwtest:{{{uuid.uuid4().hex}}}" for _ in range(30)]
+    replies = await asyncio.gather(*(scripts.run(ECHO, [k], ["x"]) for k in keys))
+    assert [r[2] for r in replies] == [1] * 30
+
+
+async def test_noscript_after_a_flush_loads_the_script(
+    scripts: ClusterScripts, redis_cluster: LocalRedisCluster
+) -> None:
+    key = f"gwtest:{{{uuid.uuid4().hex}}}"
+    await scripts.run(ECHO, [key], ["a"])
+    with redis_cluster.client(redis_cluster.master_for_key(key)) as node:
+        node.script_flush()
+    assert (await scripts.run(ECHO, [key], ["b"]))[2] == 2
+
+
+async def test_a_timed_out_reply_does_not_shift_later_replies(
+    redis_cluster: LocalRedisCluster
+) -> None:
+    runner = ClusterScripts(redis_cluster.startup_nodes, timeout_s=0.05)
+    key = f"gwtest:{{{uuid.uuid4().hex}}}"
+    try:
+        await runner.run(ECHO, [key], ["warm"])
+        with pytest.raises(RedisScriptError, match="timed out"):
+            await runner.run(SLOW, [key], [])
+        runner._timeout_s = 2.0
+        assert await runner.run(ECHO, [key], ["after"]) == [key.encode(), b"after", 2]
+    finally:
+        await runner.close()
+
+
+async def test_a_failed_over_primary_is_found_again(
+    private_redis_cluster: LocalRedisCluster
+) -> None:
+    cluster = private_redis_cluster
+    runner = ClusterScripts(cluster.startup_nodes, timeout_s=0.5)
+    key = f"gwtest:{{{uuid.uuid4().hex}}}"
+    try:
+        assert (await runner.run(ECHO, [key], ["x"]))[2] == 1
+        await asyncio.to_thread(cluster.kill_node, cluster.master_for_key(key))
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                reply = await runner.run(ECHO, [key], ["x"])
+                break
+            except Exception:
+                assert asyncio.get_running_loop().time() < deadline, "no failover seen"
+                await asyncio.sleep(0.2)
+        assert reply[2] >= 1  # the promoted replica answers (the count may lag by one write)
+    finally:
+        await runner.close()
