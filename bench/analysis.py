@@ -65,6 +65,34 @@ def gateway_session_checks(metrics: dict[SampleKey, float]) -> HitCounts | None:
     return HitCounts(hits, misses, sum(grouped.values()) - hits - misses)
 
 
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus' histogram_quantile over cumulative bucket counts {le: count}: linear
+    interpolation inside the bucket that holds the rank; None without observations."""
+    ordered = sorted(buckets.items())
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    rank = q * ordered[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound  # past the largest finite bucket: its bound is all we know
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 0.0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return None
+
+
+def event_lag_buckets(metrics: dict[SampleKey, float]) -> dict[float, float]:
+    """bank_event_lag_seconds' bucket increases summed over replicas, by upper bound."""
+    grouped = sum_by(metrics, "bank_event_lag_seconds_bucket", "le")
+    return {float(le): n for (le,), n in grouped.items() if le}
+
+
+def events_by_outcome(metrics: dict[SampleKey, float]) -> dict[str, float]:
+    return {o: n for (o,), n in sum_by(metrics, "bank_events_total", "outcome").items() if n}
+
+
 def db_queries_by_service(metrics: dict[SampleKey, float]) -> dict[str, float]:
     return {service: v for (service,), v in
             sum_by(metrics, "bank_db_queries_total", "service").items() if v}

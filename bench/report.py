@@ -8,7 +8,10 @@ from bench.analysis import (
     best_step,
     cache_hits_by_kind,
     db_queries_by_service,
+    event_lag_buckets,
+    events_by_outcome,
     gateway_session_checks,
+    histogram_quantile,
     other_results_by_kind,
     redis_hit_rate,
     stale_rejects_by_kind,
@@ -157,6 +160,21 @@ def _grpc_calls_table(run: BenchRun) -> list[str]:
             markdown_table(headers, rows, right_align_from=2), ""]
 
 
+def _events(run: BenchRun) -> list[str]:
+    """Balance-changed events: what happened to them and how long commit-to-apply took."""
+    lines: list[str] = []
+    for phase in run.mixed:
+        outcomes = events_by_outcome(phase.metrics)
+        if not outcomes:
+            continue
+        buckets = event_lag_buckets(phase.metrics)
+        p50, p99 = histogram_quantile(0.5, buckets), histogram_quantile(0.99, buckets)
+        counts = ", ".join(f"{o} {n / phase.window_s:,.1f}/s" for o, n in sorted(outcomes.items()))
+        lines.append(f"- cache {'on' if phase.cache_enabled else 'off'}: {counts}; commit-to-apply "
+                     f"lag p50 {fmt_ms(p50)} ms, p99 {fmt_ms(p99)} ms (bank_event_lag_seconds).")
+    return ["Balance-changed events (bank_events_total):", "", *lines, ""] if lines else []
+
+
 def _redis_table(run: BenchRun) -> str:
     rows = []
     for phase in run.mixed:
@@ -238,7 +256,7 @@ def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
                   "", _hit_rate_table(phase), ""]
     if run.mixed:
         parts += ["## Database load", "", _db_table(run), "", *_busiest_statements(run),
-                  *_grpc_calls_table(run),
+                  *_grpc_calls_table(run), *_events(run),
                   "## Redis", "", _redis_table(run), ""]
     if run.read_steps:
         parts += [f"## Maximum cached balance reads (closed loop, p99 <= "

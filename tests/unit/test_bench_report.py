@@ -218,3 +218,14 @@ def test_goals_missed_when_no_step_kept_the_latency_bound() -> None:
     assert rows["transfers"][3] == "–"
     run.via = "grpc"
     assert {r[0]: r for r in goals(run)}[reads[0]][3] == "–"
+
+
+def test_histogram_quantile_like_prometheus() -> None:
+    from bench.analysis import histogram_quantile
+
+    buckets = {0.001: 50.0, 0.01: 90.0, 0.1: 100.0, float("inf"): 100.0}
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.001)
+    assert histogram_quantile(0.7, buckets) == pytest.approx(0.001 + 0.009 * 0.5)
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.01 + 0.09 * 0.9)
+    assert histogram_quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
+    assert histogram_quantile(0.99, {0.1: 1.0, float("inf"): 10.0}) == 0.1
