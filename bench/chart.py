@@ -44,7 +44,8 @@ def write_chart(run: BenchRun, path: Path) -> None:
                     color=color, label=_label(phase))
     latency.set(title="latency over time (mixed workload)", xlabel="s", ylabel="ms",
                 yscale="log")
-    hits.set(title="reads answered from the cache", xlabel="s", ylabel="%", ylim=(0, 105))
+    hits.set(title="reads served from the cache (replies' source)", xlabel="s", ylabel="%",
+             ylim=(0, 105))
     db.set(title="PostgreSQL data statements/s", xlabel="s", ylabel="statements/s")
     for ax in (latency, hits, db):
         if ax.get_legend_handles_labels()[0]:
