@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -130,7 +131,7 @@ class ClusterScripts:
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The script's reply. Raises RedisScriptError (or a hiredis.ReplyError from the script)."""
         if self._slots is None:
-            await self.refresh_topology()
+            await self._first_topology()
         assert self._slots is not None
         node = self._slots[key_slot(keys[0].encode())]
         command = encode_command(["EVALSHA", script.sha, len(keys), *keys, *args])
@@ -192,34 +193,46 @@ class ClusterScripts:
         self._pipes[node] = pipe
         return pipe
 
+    async def _first_topology(self) -> None:
+        """One CLUSTER SLOTS for a burst of first calls, not one each."""
+        await asyncio.shield(self._start_refresh())
+
     def _refresh_soon(self) -> None:
-        if self._refreshing is None and time.monotonic() - self._last_refresh > \
-                _REFRESH_MIN_INTERVAL_S:
-            self._refreshing = asyncio.ensure_future(self.refresh_topology())
-            self._refreshing.add_done_callback(_ignore_result)
+        if time.monotonic() - self._last_refresh > _REFRESH_MIN_INTERVAL_S:
+            self._start_refresh()
+
+    def _start_refresh(self) -> asyncio.Future[None]:
+        if self._refreshing is None:
+            task = asyncio.ensure_future(self.refresh_topology())
+            self._refreshing = task
+
+            def finished(done: asyncio.Future[None]) -> None:
+                if self._refreshing is done:
+                    self._refreshing = None
+                _ignore_result(done)
+
+            task.add_done_callback(finished)
+        return self._refreshing
 
     async def refresh_topology(self) -> None:
         """CLUSTER SLOTS from the first node that answers (known primaries, then startup nodes)."""
         self._last_refresh = time.monotonic()
-        try:
-            candidates = list(dict.fromkeys([*self._pipes, *self._startup_nodes]))
-            last_error: Exception | None = None
-            for node in candidates:
-                try:
-                    layout = await self._call(node, encode_command(["CLUSTER", "SLOTS"]))
-                except Exception as err:
-                    last_error = err
-                    continue
-                slots: list[tuple[str, int]] = [node] * _SLOTS
-                for start, end, primary, *_replicas in layout:
-                    host = primary[0].decode() or node[0]
-                    for slot in range(int(start), int(end) + 1):
-                        slots[slot] = (host, int(primary[1]))
-                self._slots = slots
-                return
-            raise RedisScriptError(f"no Redis node answered CLUSTER SLOTS: {last_error!r}")
-        finally:
-            self._refreshing = None
+        candidates = list(dict.fromkeys([*self._pipes, *self._startup_nodes]))
+        last_error: Exception | None = None
+        for node in candidates:
+            try:
+                layout = await self._call(node, encode_command(["CLUSTER", "SLOTS"]))
+            except Exception as err:
+                last_error = err
+                continue
+            slots: list[tuple[str, int]] = [node] * _SLOTS
+            for start, end, primary, *_replicas in layout:
+                host = primary[0].decode() or node[0]
+                for slot in range(int(start), int(end) + 1):
+                    slots[slot] = (host, int(primary[1]))
+            self._slots = slots
+            return
+        raise RedisScriptError(f"no Redis node answered CLUSTER SLOTS: {last_error!r}")
 
     async def load(self, script: Script) -> None:
         """SCRIPT LOAD on every primary, so the first requests do not each meet NOSCRIPT."""
@@ -230,6 +243,10 @@ class ClusterScripts:
             await self._call(node, encode_command(["SCRIPT", "LOAD", script.source]))
 
     async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refreshing
         for pipe in self._pipes.values():
             pipe.close()
         self._pipes.clear()
