@@ -46,6 +46,7 @@ from shared.config import Settings
 from shared.db import create_engine
 
 Log = Callable[[str], None]
+_START_ATTEMPTS = 3
 
 
 def choose_target(via: str, endpoints: Endpoints) -> Target:
@@ -82,31 +83,48 @@ class Runner:
         began = time.monotonic()
         load_before = os.getloadavg()[0]
         cfg = self.config
-        stack = (RunningStack() if cfg.use_running
-                 else OwnStack(cfg.run_dir, production_argon2=cfg.production_argon2))
-        self.log("starting the stack ..." if not cfg.use_running else "attaching to the stack ...")
         generator = LoadGenerator(cfg.workers)
+        stack: OwnStack | RunningStack | None = None
         try:
-            try:
-                endpoints = stack.start()
-            except DevstackError as err:
-                # Most often a service's fixed port (devstack/components.py) is taken by another
-                # stack: `make run`, a test, or another benchmark.
-                raise SystemExit(f"the stack did not start: {str(err).splitlines()[0]}\n"
-                                 f"(logs under {cfg.run_dir / 'logs'}; is another stack or "
-                                 "benchmark running? `--use-running` measures a running one)"
-                                 ) from None
+            stack, endpoints = self._start_stack()
             run = self._run_on(stack, endpoints, generator)
         finally:
             generator.close()
-            self.log("stopping the stack ...")
-            stack.stop()
+            if stack is not None:
+                self.log("stopping the stack ...")
+                stack.stop()
         run.elapsed_s = time.monotonic() - began
         run.notes.append(
             f"Machine load average (1 min): {load_before:.1f} when the run began, "
             f"{os.getloadavg()[0]:.1f} at its end, on 2 cores. Anything else running on the "
             "machine (other test suites) takes CPU from the stack and shows in these figures.")
         return run
+
+    def _start_stack(self) -> tuple[OwnStack | RunningStack, Endpoints]:
+        cfg = self.config
+        if cfg.use_running:
+            self.log("attaching to the stack ...")
+            running = RunningStack()
+            return running, running.start()
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            self.log("starting the stack ...")
+            stack = OwnStack(cfg.run_dir, production_argon2=cfg.production_argon2)
+            try:
+                return stack, stack.start()
+            except DevstackError as err:
+                stack.stop()
+                # The services' fixed ports (devstack/components.py) lie in the kernel's
+                # ephemeral range: a busy machine's outgoing connection can hold one for a
+                # moment. Another stack (`make run`, another benchmark) holds it for good.
+                reason = str(err).splitlines()[0]
+                if attempt == _START_ATTEMPTS:
+                    raise SystemExit(
+                        f"the stack did not start: {reason}\n(logs under {cfg.run_dir / 'logs'};"
+                        " is another stack or benchmark running? `--use-running` measures a "
+                        "running one)") from None
+                self.log(f"the stack did not start ({reason}); trying again")
+                time.sleep(2.0)
+        raise AssertionError("unreachable")
 
     def _run_on(self, stack: OwnStack | RunningStack, endpoints: Endpoints,
                 generator: LoadGenerator) -> BenchRun:
