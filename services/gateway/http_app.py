@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from services.gateway import http_request
-from services.gateway.errors import HttpError, error_body, from_rpc_error
+from services.gateway.errors import HttpError, error_body, from_rpc_error, retry_info
 from services.gateway.metrics import RATE_LIMITED, RouteMetrics
 from services.gateway.rate_limit import LimitDecision
 from services.gateway.routes import Binding, RouteTable
@@ -123,7 +123,7 @@ class ApiHandler:
             raise HttpError(429, grpc.StatusCode.RESOURCE_EXHAUSTED,
                             f"rate limit of {decision.limit} requests per {decision.window_s} s "
                             f"exceeded; retry in {decision.retry_after_s} s",
-                            details=[_retry_info(decision.retry_after_s)])
+                            details=[retry_info(decision.retry_after_s)])
         body = (await http_request.read_json_body(receive, headers, self._max_body_bytes)
                 if binding.body else b"")
         request = build_request(binding, params, scope.get("query_string", b""), body)
@@ -155,10 +155,6 @@ def _apply_idempotency_key(request: Message, field: str, headers: http_request.R
         raise HttpError(400, grpc.StatusCode.INVALID_ARGUMENT,
                         "the Idempotency-Key header and the body's idempotencyKey differ")
     setattr(request, field, key)
-
-
-def _retry_info(seconds: int) -> dict[str, Any]:
-    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{seconds}s"}
 
 
 class ApiRoute(BaseRoute):
