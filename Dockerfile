@@ -52,6 +52,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
-EXPOSE 50051 50052 50053 8080
+EXPOSE 7051 7052 7053 8080
 ENTRYPOINT ["/app/deploy/docker/entrypoint.sh"]
 CMD ["help"]

@@ -19,8 +19,11 @@ class Component:
 
     def ports(self, replica: int) -> dict[str, int]:
         out: dict[str, int] = {}
-        for kind, base in (("grpc", self.grpc_port), ("http", self.http_port),
-                           ("metrics", self.metrics_port)):
+        for kind, base in (
+            ("grpc", self.grpc_port),
+            ("http", self.http_port),
+            ("metrics", self.metrics_port),
+        ):
             if base is not None:
                 out[kind] = base + 10 * replica
         return out
@@ -32,11 +35,12 @@ EDGE_HTTPS_PORT = 8443
 EDGE_ADMIN_PORT = 9901
 
 COMPONENTS: tuple[Component, ...] = (
-    Component("account", "services.account", replicas=2, grpc_port=50051, metrics_port=9101),
-    Component("transfer", "services.transfer", replicas=2, grpc_port=50052, metrics_port=9102),
-    Component("auth", "services.auth", replicas=2, grpc_port=50053, metrics_port=9103),
+    Component("account", "services.account", replicas=2, grpc_port=7051, metrics_port=9101),
+    Component("transfer", "services.transfer", replicas=2, grpc_port=7052, metrics_port=9102),
+    Component("auth", "services.auth", replicas=2, grpc_port=7053, metrics_port=9103),
     Component("outbox-relay", "services.transfer.relay", replicas=1, metrics_port=9104),
-    Component("gateway", "services.gateway", replicas=2, http_port=8080, metrics_port=9105),
+    # The gateway serves /metrics on its HTTP port.
+    Component("gateway", "services.gateway", replicas=2, http_port=8080),
 )
 
 
@@ -44,7 +48,5 @@ def grpc_target(component: Component) -> str:
     """Client-side round robin over the local replicas (in Kubernetes: dns:/// of a headless
     Service, which resolves to every pod)."""
     assert component.grpc_port is not None
-    addrs = ",".join(
-        f"127.0.0.1:{component.ports(i)['grpc']}" for i in range(component.replicas)
-    )
+    addrs = ",".join(f"127.0.0.1:{component.ports(i)['grpc']}" for i in range(component.replicas))
     return f"ipv4:{addrs}"

@@ -177,7 +177,7 @@ Try it (the certificate is self-signed, hence -k):
       -d '{{"email":"you@example.com","password":"a-long-passphrase-1","name":"You"}}'
 
 API reference: {edge_url}/docs   OpenAPI: {edge_url}/openapi.json
-gRPC reflection: grpcurl -plaintext 127.0.0.1:50051 list
+gRPC reflection: grpcurl -plaintext 127.0.0.1:7051 list
 Demo users: {alice.email} and {bob.email}, password {DEMO_PASSWORD}
 Logs: {RUN_DIR / 'logs'}
 """

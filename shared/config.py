@@ -30,7 +30,7 @@ class Settings:
 
     service_name: str = "bank"
     grpc_host: str = "127.0.0.1"
-    grpc_port: int = 50051
+    grpc_port: int = 7051
     # 0 disables the Prometheus endpoint (tests run several replicas in one process).
     metrics_port: int = 0
     # Containers set 0.0.0.0 so that Prometheus (another pod or container) can scrape it.
@@ -75,9 +75,9 @@ class Settings:
     gateway_port: int = 8080
     gateway_max_body_bytes: int = 64 * 1024
     grpc_deadline_s: float = 5.0
-    account_target: str = "dns:///127.0.0.1:50051"
-    transfer_target: str = "dns:///127.0.0.1:50052"
-    auth_target: str = "dns:///127.0.0.1:50053"
+    account_target: str = "dns:///127.0.0.1:7051"
+    transfer_target: str = "dns:///127.0.0.1:7052"
+    auth_target: str = "dns:///127.0.0.1:7053"
     # X-Forwarded-For entries added by proxies we run (Envoy appends the client's address): the
     # gateway takes the client address from that many entries from the right.
     gateway_trusted_hops: int = 1

@@ -25,16 +25,10 @@ REQUIRED = {_env_name(f.name) for f in Settings.__dataclass_fields__.values()
 COMPOSE_INFRA = {"postgres", "redis-cluster-init", "migrate", "edge",
                  *(f"redis-{i}" for i in range(1, 7))}
 K8S_INFRA = {"redis", "redis-cluster-init", "migrate", "edge"}
-# The gateway serves /metrics on its HTTP port; devstack/components.py still lists a separate
-# metrics port for it, which nothing listens on (see deploy/README.md, Metrics).
-METRICS_ON_HTTP_PORT = {"gateway"}
 
 
 def expected_ports(component: Component) -> dict[str, int]:
-    ports = component.ports(0)  # in a container every replica listens on the first port
-    if component.name in METRICS_ON_HTTP_PORT:
-        ports.pop("metrics", None)
-    return ports
+    return component.ports(0)  # in a container every replica listens on the first port
 
 
 def k8s_env(container: Obj, settings_data: dict[str, str]) -> dict[str, str | None]:
@@ -179,8 +173,6 @@ def test_deployments_set_what_make_run_sets(compose: dict[str, Any],
         env = service_env(stand_in, stand_in, component, 0)  # type: ignore[arg-type]
         # The launcher passes its own environment on: count only what it sets.
         local = {k for k, v in env.items() if k.startswith("BANK_") and os.environ.get(k) != v}
-        if component.name in METRICS_ON_HTTP_PORT:
-            local.discard("BANK_METRICS_PORT")
         in_compose = set(compose["services"][component.name]["environment"])
         assert local <= in_compose, (component.name, local - in_compose)
         for overlay, objs in objects.items():

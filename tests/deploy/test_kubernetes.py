@@ -20,7 +20,7 @@ UNKNOWN_KINDS = {
     "dev": set(),
     "prod": {("postgresql.cnpg.io/v1", "Cluster")},
 }
-GRPC_SERVICES = {"account": 50051, "transfer": 50052, "auth": 50053}
+GRPC_SERVICES = {"account": 7051, "transfer": 7052, "auth": 7053}
 _UNKNOWN = re.compile(r"Couldn't find schema for kind (\S+) with api version (\S+)")
 
 Obj = dict[str, Any]
@@ -61,7 +61,7 @@ def test_a_broken_manifest_fails_validation(rendered: dict[str, str], tmp_path: 
     breakages = {
         "misspelt field": text.replace("periodSeconds: 5\n", "periodSecond: 5\n", 1),
         "string replicas": text.replace("replicas: 2\n", "replicas: two\n", 1),
-        "probe without port": re.sub(r"grpc:\n(\s+)port: 50051", r"grpc:\n\1service: x", text,
+        "probe without port": re.sub(r"grpc:\n(\s+)port: 7051", r"grpc:\n\1service: x", text,
                                      count=1),
     }
     for what, broken in breakages.items():
