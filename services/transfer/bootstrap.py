@@ -13,7 +13,6 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.transfer.adapters.outbox_store import PostgresOutboxStore
-from services.transfer.adapters.pg_pool import PoolType, create_pool
 from services.transfer.adapters.transfer_repository import PostgresTransferRepository
 from services.transfer.entrypoints.grpc_servicer import TransferServicer
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
@@ -23,6 +22,7 @@ from shared.config import Settings
 from shared.db import create_engine, database_ready
 from shared.events import RedisEventPublisher
 from shared.grpc_server import GrpcService, build_grpc_service
+from shared.pg_pool import PoolType, create_pool
 from shared.redis_client import create_redis_cluster, redis_ready
 from shared.sessions import SessionStore
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from services.transfer.adapters.pg_pool import PoolType
 from services.transfer.domain import OutboxEvent
 from shared.events import TOPIC_BALANCE_CHANGED
 from shared.metrics import DB_QUERIES
+from shared.pg_pool import PoolType
 
 # `published_at IS NULL` keeps a second mark (the relay and the service racing) from moving the
 # timestamp; the partial index outbox_unpublished_idx serves every query here.

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from services.transfer.adapters.pg_pool import PoolType
 from services.transfer.domain import (
     OutboxEvent,
     SourceBalance,
@@ -22,6 +21,7 @@ from services.transfer.domain import (
 )
 from shared.errors import Unavailable
 from shared.metrics import DB_QUERIES
+from shared.pg_pool import PoolType
 
 # Deadlocks cannot happen between transfers (one lock order), but other writers of `accounts`
 # may lock differently; serialization failures appear if someone raises the isolation level.

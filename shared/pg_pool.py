@@ -1,8 +1,10 @@
-"""The transfer service's hot-path PostgreSQL pool: psycopg 3's own async pool, no ORM layer.
+"""The hot-path PostgreSQL pool of the services: psycopg 3's own async pool, no ORM layer.
 
-Measured here: `SELECT 1` through an SQLAlchemy AsyncEngine costs about 280 µs of client CPU,
-through psycopg_pool about 50 µs; a transfer is one statement, so this layer decides most of
-the service's database cost. (SQLAlchemy still serves sessions and the health probe.)
+Measured in the transfer service: `SELECT 1` through an SQLAlchemy AsyncEngine costs about 280 µs
+of client CPU, through psycopg_pool about 50 µs; and the engine's autobegin wraps every read in
+BEGIN ... ROLLBACK (3 round trips), where an autocommit connection sends the statement alone.
+Used by the transfer service (one statement per transfer) and the account service (its reads).
+SQLAlchemy still serves the shared SessionStore and the health probes.
 """
 
 from __future__ import annotations
