@@ -53,6 +53,9 @@ class Settings:
     ttl_jitter: float = 0.10
     circuit_failure_threshold: int = 5
     circuit_reset_s: float = 2.0
+    # A read asking for a newer version than the cached one (right after the caller's transfer)
+    # waits this long for the balance-changed event in flight, then reads PostgreSQL. 0: no wait.
+    min_version_wait_ms: int = 25
 
     session_ttl_s: int = 900
     login_max_failures: int = 5

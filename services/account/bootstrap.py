@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,13 +19,20 @@ from services.account.entrypoints.grpc_servicer import AccountServicer
 from services.account.service_layer.balance_events import BalanceEventApplier
 from services.account.service_layer.dependencies import AccountReads, CacheTtls
 from services.account.service_layer.ports import AccountReader
-from shared.cache import CircuitBreaker, CircuitState, ReadThroughCache, VersionedCache
+from shared.cache import (
+    AppliedVersions,
+    CircuitBreaker,
+    CircuitState,
+    ReadThroughCache,
+    VersionedCache,
+)
 from shared.cache.read_through import LeaseTuning
 from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
 from shared.db import create_engine, database_ready
 from shared.grpc_server import GrpcService, build_grpc_service
 from shared.metrics import CIRCUIT_STATE
+from shared.pg_pool import PoolType, create_pool
 from shared.redis_client import create_redis_cluster, redis_ready
 from shared.sessions import SessionStore
 
@@ -32,7 +40,8 @@ from shared.sessions import SessionStore
 @dataclass
 class AccountApp:
     settings: Settings
-    engine: AsyncEngine
+    engine: AsyncEngine  # sessions and the health probe only
+    pool: PoolType  # every account read
     redis: RedisCluster
     grpc: GrpcService
     cache: VersionedCache
@@ -40,13 +49,17 @@ class AccountApp:
     events: BalanceEventConsumer | None  # None when the cache is disabled
 
     async def start(self) -> None:
-        await self.grpc.start()
+        """Open the pool (connections are made in the background: a service started before
+        PostgreSQL answers once it does), subscribe to the events, then serve."""
+        await self.pool.open(wait=False)
         if self.events is not None:
             await self.events.start()
+        await self.grpc.start()
 
     async def close(self) -> None:
         if self.events is not None:
             await self.events.stop()
+        await self.pool.close()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -85,7 +98,10 @@ def build_account_app(
     lease: LeaseTuning | None = None,
 ) -> AccountApp:
     """`wrap_reader` lets tests count or pause database loads (the race and stampede tests)."""
-    engine = create_engine(settings)
+    # SQLAlchemy serves the shared SessionStore (PostgreSQL only on a session-cache miss) and the
+    # health probe, through its own small pool: a busy read pool must not fail the probe.
+    engine = create_engine(dataclasses.replace(settings, db_pool_size=2))
+    pool = create_pool(settings)
     redis = create_redis_cluster(settings)
     sessions = SessionStore(engine, redis, settings.session_ttl_s)
 
@@ -99,11 +115,13 @@ def build_account_app(
     ttls = CacheTtls(settings.balance_ttl_s, settings.recent_ttl_s, settings.api_ttl_s,
                      settings.ttl_jitter,
                      tombstone_s=2 * settings.db_statement_timeout_ms / 1000 + 5)
-    reader: AccountReader = AccountRepository(engine)
+    reader: AccountReader = AccountRepository(pool)
     if wrap_reader is not None:
         reader = wrap_reader(reader)
+    applied_versions = AppliedVersions()
     read_through = ReadThroughCache(
-        cache if settings.cache_enabled else None, ttl_jitter=settings.ttl_jitter, lease=lease
+        cache if settings.cache_enabled else None, ttl_jitter=settings.ttl_jitter, lease=lease,
+        applied_versions=applied_versions, version_wait_s=settings.min_version_wait_ms / 1000,
     )
     reads = AccountReads(reader, read_through, ttls)
 
@@ -114,9 +132,10 @@ def build_account_app(
                 redis, timeout_s=max(settings.redis_timeout_ms / 1000, 0.5)
             ),
             applier=BalanceEventApplier(cache, ttls),
-            outbox=OutboxReader(engine),
+            outbox=OutboxReader(pool),
             partitions=settings.event_partitions,
             catch_up_window_s=catch_up_window_s(settings),
+            applied_versions=applied_versions,
         )
 
     servicer = AccountServicer(reads)
@@ -133,4 +152,4 @@ def build_account_app(
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AccountApp(settings, engine, redis, service, cache, reads, events)
+    return AccountApp(settings, engine, pool, redis, service, cache, reads, events)

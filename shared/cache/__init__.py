@@ -11,16 +11,20 @@ Layers, each in its own module:
   failed request.
 - `coalescer`, `read_through`: cache-aside reads with in-process coalescing and a short Redis
   lease across replicas, so concurrent misses on one key load the database once.
+- `applied_versions`: where a read that needs a newer version than the cached one waits a few ms
+  for the event consumer to apply it, instead of loading the database.
 
 Only `redis_backend` imports redis.
 """
 
+from shared.cache.applied_versions import AppliedVersions
 from shared.cache.circuit_breaker import CircuitBreaker, CircuitState
 from shared.cache.entry import CacheEntry, decode_entry, encode_tombstone, encode_value
 from shared.cache.read_through import EntryCodec, Read, ReadThroughCache
 from shared.cache.versioned_cache import CacheUnavailable, KeyUpdate, UpdateMode, VersionedCache
 
 __all__ = [
+    "AppliedVersions",
     "CacheEntry",
     "CacheUnavailable",
     "CircuitBreaker",

@@ -6,6 +6,12 @@ A miss goes through two guards before it reaches the database:
    across replicas. A replica that loses the lease polls for the winner's fill for a moment, then
    loads the database itself rather than fail or wait on a loader that may have died.
 Every fill is a compare-and-set that only writes a newer version (see `scripts.py`).
+
+An entry older than the caller's `min_version` (a read right after the caller's own transfer) is
+usually an event away from being current: with `wait_key`, the read waits a few ms for the event
+consumer to apply that version (`applied_versions.py`), reads the entry again, and counts a
+`hit_after_wait`; otherwise, or on timeout, it loads PostgreSQL (`bypass`). It never returns a
+version below `min_version`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from shared.cache.applied_versions import AppliedVersions
 from shared.cache.backend import LeaseOutcome
+from shared.cache.circuit_breaker import CircuitState
 from shared.cache.coalescer import SingleFlight
 from shared.cache.entry import CacheEntry, decode_entry
 from shared.cache.ttl import jittered_ttl_ms
@@ -57,6 +65,11 @@ class _RequestCounters:
         self.bypass = CACHE_REQUESTS.labels(kind, "bypass")
         self.fallback = CACHE_REQUESTS.labels(kind, "fallback")
         self.lease_wait_expired = CACHE_REQUESTS.labels(kind, "lease_wait_expired")
+        # A cached entry older than min_version, and the event that brought it up to date was
+        # applied during the wait: served from the cache, one extra Redis GET.
+        self.hit_after_wait = CACHE_REQUESTS.labels(kind, "hit_after_wait")
+        # The event did not come within the wait (counted besides the read's `bypass`).
+        self.version_wait_expired = CACHE_REQUESTS.labels(kind, "version_wait_expired")
 
 
 class ReadThroughCache:
@@ -66,9 +79,14 @@ class ReadThroughCache:
         *,
         ttl_jitter: float,
         lease: LeaseTuning | None = None,
+        applied_versions: AppliedVersions | None = None,
+        version_wait_s: float = 0.0,
     ) -> None:
-        """`cache=None` disables caching: every read loads (the benchmark's "cache off")."""
+        """`cache=None` disables caching: every read loads (the benchmark's "cache off").
+        `applied_versions` and `version_wait_s` > 0 enable the wait for an in-flight event."""
         self._cache = cache
+        self._versions = applied_versions if version_wait_s > 0 else None
+        self._version_wait_s = version_wait_s
         self._jitter = ttl_jitter
         self._lease = lease or LeaseTuning()
         self._flights: SingleFlight[str, tuple[Any, bool]] = SingleFlight()
@@ -95,7 +113,10 @@ class ReadThroughCache:
         codec: EntryCodec[T],
         load: Callable[[], Awaitable[T | None]],
         min_version: int = 0,
+        wait_key: str | None = None,
     ) -> Read[T]:
+        """`wait_key`: the entity whose applied versions `record` sees (the account id), for the
+        kinds an event brings up to date in place (the balance; not a list it tombstones)."""
         cache = self._cache
         if cache is None:
             return Read(await load(), False)
@@ -109,6 +130,12 @@ class ReadThroughCache:
                 if entry.version >= min_version:
                     counters.hit.inc()
                     return Read(codec.from_entry(entry), True)
+                if wait_key is not None and self._versions is not None:
+                    newer = await self._wait_for_event(cache, counters, key, wait_key,
+                                                       min_version)
+                    if newer is not None:
+                        counters.hit_after_wait.inc()
+                        return Read(codec.from_entry(newer), True)
                 counters.bypass.inc()
             else:
                 counters.miss.inc()
@@ -123,6 +150,28 @@ class ReadThroughCache:
             )
             value, from_cache = again
         return Read(value, from_cache)
+
+    async def _wait_for_event(
+        self, cache: VersionedCache, counters: _RequestCounters, key: str, wait_key: str,
+        min_version: int,
+    ) -> CacheEntry | None:
+        """The entry at `min_version` or newer once the consumer applied it, else None."""
+        versions = self._versions
+        assert versions is not None
+        # With the subscription down no event can come; with the circuit not closed the entry
+        # probably cannot be read again: either way, waiting would only delay the load.
+        if not versions.live or cache.breaker.state is not CircuitState.CLOSED:
+            return None
+        if not await versions.wait_for(wait_key, min_version, self._version_wait_s):
+            counters.version_wait_expired.inc()
+            return None
+        try:
+            entry = await cache.lookup(key)
+        except CacheUnavailable:
+            return None
+        if entry is None or entry.tombstone or entry.version < min_version:
+            return None  # evicted, expired or tombstoned since: load it
+        return entry
 
     async def invalidate(self, key: str) -> None:
         if self._cache is not None:

@@ -1,12 +1,17 @@
-"""PostgreSQL reads for the account service: Core `text()` statements, one round trip each."""
+"""PostgreSQL reads for the account service: one statement, one round trip each.
+
+psycopg's pool in autocommit mode (`shared/pg_pool.py`): a read is the statement alone, without
+the BEGIN/ROLLBACK an SQLAlchemy connection wraps it in, and each statement is prepared once per
+connection (then only Bind/Execute travel). Parameters are named (`%(id)s`).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+import psycopg
+from psycopg_pool import PoolTimeout
 
 from services.account.domain import (
     AccountDetails,
@@ -18,14 +23,16 @@ from services.account.domain import (
     TransactionsPage,
     UserLoans,
 )
+from shared.errors import Unavailable
 from shared.metrics import DB_QUERIES
+from shared.pg_pool import PoolType
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-_BALANCE_SQL = text(
+_BALANCE_SQL = (
     "SELECT id::text, owner_user_id::text, currency, balance, version"
-    " FROM accounts WHERE id = CAST(:id AS uuid)"
+    " FROM accounts WHERE id = %(id)s::uuid"
 )
 
 _ENTRY_COLUMNS = (
@@ -35,40 +42,40 @@ _ENTRY_COLUMNS = (
 
 # One statement, so the version and the entries come from one snapshot: the cache entry's version
 # then really describes its list.
-_RECENT_SQL = text(
+_RECENT_SQL = (
     "SELECT a.owner_user_id::text, a.currency, a.version, " + _ENTRY_COLUMNS +
     " FROM accounts a LEFT JOIN LATERAL ("
     "   SELECT * FROM transactions WHERE account_id = a.id"
-    "   ORDER BY created_at DESC, id DESC LIMIT :limit) t ON true"
-    " WHERE a.id = CAST(:id AS uuid)"
+    "   ORDER BY created_at DESC, id DESC LIMIT %(limit)s) t ON true"
+    " WHERE a.id = %(id)s::uuid"
     " ORDER BY t.created_at DESC, t.id DESC"
 )
 
 # The account's owner comes back even when the page is empty, so the caller can tell "not yours /
 # no such account" from "no entries" in the same round trip. The first page starts at +infinity.
-_PAGE_SQL = text(
-    "WITH acc AS (SELECT owner_user_id, currency FROM accounts WHERE id = CAST(:id AS uuid))"
+_PAGE_SQL = (
+    "WITH acc AS (SELECT owner_user_id, currency FROM accounts WHERE id = %(id)s::uuid)"
     " SELECT acc.owner_user_id::text, acc.currency, " + _ENTRY_COLUMNS +
     " FROM acc LEFT JOIN LATERAL ("
-    "   SELECT * FROM transactions WHERE account_id = CAST(:id AS uuid)"
-    "     AND (created_at, id) < (CAST(:after_ts AS timestamptz), CAST(:after_id AS bigint))"
-    "   ORDER BY created_at DESC, id DESC LIMIT :limit) t ON true"
+    "   SELECT * FROM transactions WHERE account_id = %(id)s::uuid"
+    "     AND (created_at, id) < (%(after_ts)s::timestamptz, %(after_id)s::bigint)"
+    "   ORDER BY created_at DESC, id DESC LIMIT %(limit)s) t ON true"
     " ORDER BY t.created_at DESC, t.id DESC"
 )
 
 _ACCOUNT_COLUMNS = (
     "id::text, owner_user_id::text, name, currency, balance, version, status, created_at"
 )
-_ACCOUNT_SQL = text(
-    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = CAST(:id AS uuid) AND kind = 'customer'"
+_ACCOUNT_SQL = (
+    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = %(id)s::uuid AND kind = 'customer'"
 )
-_ACCOUNTS_OF_SQL = text(
+_ACCOUNTS_OF_SQL = (
     f"SELECT {_ACCOUNT_COLUMNS} FROM accounts"
-    " WHERE owner_user_id = CAST(:user AS uuid) AND kind = 'customer' ORDER BY created_at, id"
+    " WHERE owner_user_id = %(user)s::uuid AND kind = 'customer' ORDER BY created_at, id"
 )
-_LOANS_SQL = text(
+_LOANS_SQL = (
     "SELECT id::text, account_id::text, principal, outstanding, currency, interest_rate_bps,"
-    " status, created_at FROM loans WHERE user_id = CAST(:user AS uuid) ORDER BY created_at, id"
+    " status, created_at FROM loans WHERE user_id = %(user)s::uuid ORDER BY created_at, id"
 )
 
 
@@ -98,13 +105,22 @@ def _account(row: Any) -> AccountDetails:
 
 
 class AccountRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, pool: PoolType) -> None:
+        self._pool = pool
+        # Label children resolved once: a query should not hash its labels on every call.
+        self._counted = {name: DB_QUERIES.labels("account", name) for name in (
+            "balance", "recent_transactions", "account", "accounts_of", "transactions_page",
+            "loans")}
 
-    async def _rows(self, query_name: str, statement: Any, params: dict[str, Any]) -> list[Any]:
-        DB_QUERIES.labels("account", query_name).inc()
-        async with self._engine.connect() as conn:
-            return list((await conn.execute(statement, params)).all())
+    async def _rows(self, query_name: str, statement: str, params: dict[str, Any]) -> list[Any]:
+        self._counted[query_name].inc()
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(statement, params, prepare=True)
+                return await cursor.fetchall()
+        except (PoolTimeout, psycopg.OperationalError) as error:
+            # Busy (no connection within the pool timeout) or unreachable: a retry may succeed.
+            raise Unavailable("the database is busy or unreachable; retry") from error
 
     async def balance(self, account_id: str) -> BalanceSnapshot | None:
         rows = await self._rows("balance", _BALANCE_SQL, {"id": account_id})

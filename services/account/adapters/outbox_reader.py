@@ -4,34 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from shared.events import TOPIC_BALANCE_CHANGED
 from shared.metrics import DB_QUERIES
+from shared.pg_pool import PoolType
 
 # The newest row per account is enough: the cache only moves forward. For one account the rows'
 # ids follow its versions, because each row is inserted while that account's row lock is held.
-_CATCH_UP_SQL = text(
+_CATCH_UP_SQL = (
     "SELECT DISTINCT ON (aggregate_id) payload FROM outbox"
-    " WHERE topic = :topic AND partition = ANY(CAST(:partitions AS integer[]))"
-    "   AND created_at > now() - make_interval(secs => :window_s)"
+    " WHERE topic = %(topic)s AND partition = ANY(%(partitions)s::integer[])"
+    "   AND created_at > now() - make_interval(secs => %(window_s)s::float8)"
     " ORDER BY aggregate_id, id DESC"
 )
 
 
 class OutboxReader:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, pool: PoolType) -> None:
+        self._pool = pool
 
     async def balance_change_payloads(
         self, partitions: Sequence[int], window_s: float
     ) -> list[bytes]:
         DB_QUERIES.labels("account", "outbox_catch_up").inc()
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
                 _CATCH_UP_SQL,
                 {"topic": TOPIC_BALANCE_CHANGED, "partitions": list(partitions),
                  "window_s": window_s},
             )
-            return [bytes(row[0]) for row in rows]
+            return [bytes(row[0]) for row in await cursor.fetchall()]

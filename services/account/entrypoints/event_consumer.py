@@ -6,6 +6,8 @@ Two signals trigger a catch-up from the PostgreSQL outbox for a partition:
 - a gap in the partition's sequence (assigned inside Redis by the publish script).
 A failed apply is logged, kept, and retried by the catch-up loop until it succeeds: an event is
 never dropped silently. Every apply is the versioned compare-and-set, so replays are harmless.
+Each applied version is recorded in `AppliedVersions`, where a read that asked for it may be
+waiting (read-your-writes right after a transfer, served from the cache).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from services.account.adapters.event_subscription import Notice
 from services.account.domain import BalanceChange
 from services.account.service_layer.balance_events import BalanceEventApplier
 from services.account.service_layer.ports import OutboxReader
+from shared.cache import AppliedVersions
 from shared.events import channel_name, decode_balance_changed
 from shared.metrics import EVENT_LAG, EVENTS
 
@@ -58,6 +61,7 @@ class BalanceEventConsumer:
         partitions: int,
         catch_up_window_s: float,
         max_backoff_s: float = 1.0,
+        applied_versions: AppliedVersions | None = None,
     ) -> None:
         self._new_subscription = new_subscription
         self._applier = applier
@@ -65,6 +69,8 @@ class BalanceEventConsumer:
         self._channels = {channel_name(p): p for p in range(partitions)}
         self._window_s = catch_up_window_s
         self._max_backoff_s = max_backoff_s
+        self._applied_versions = applied_versions or AppliedVersions()
+        self._applied = EVENTS.labels("applied")
         self._last_sequence: dict[int, int] = {}
         self._dirty_partitions: set[int] = set()
         self._pending: dict[str, BalanceChange] = {}  # failed applies, newest per account
@@ -96,8 +102,7 @@ class BalanceEventConsumer:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._subscribed.clear()
-        self._all_subscribed.clear()
+        self._subscribed_to(False)
 
     async def wait_subscribed(self, timeout_s: float = 10.0) -> None:
         """For tests and start-up: until every partition channel is subscribed."""
@@ -131,8 +136,7 @@ class BalanceEventConsumer:
                 log.warning("balance event subscription lost (%s: %s); reconnecting",
                             type(err).__name__, err)
             finally:
-                self._subscribed.clear()
-                self._all_subscribed.clear()
+                self._subscribed_to(False)
                 await subscription.close()
             refresh_topology = True
             await asyncio.sleep(backoff)
@@ -147,7 +151,7 @@ class BalanceEventConsumer:
             self._last_sequence.pop(partition, None)
             self._subscribed.add(partition)
             if len(self._subscribed) == len(self._channels):
-                self._all_subscribed.set()
+                self._subscribed_to(True)
             self._request_catch_up(partition)
             return
         try:
@@ -179,10 +183,21 @@ class BalanceEventConsumer:
             self._keep_pending(change)
             self._request_catch_up(partition)
             return False
-        EVENTS.labels("applied").inc()
+        self._applied.inc()
+        self._applied_versions.record(change.account_id, change.version)
         if change.occurred_us:
             EVENT_LAG.observe(max(0.0, time.time() - change.occurred_us / 1_000_000))
         return True
+
+    def _subscribed_to(self, every_partition: bool) -> None:
+        """Readers wait for events only while every partition is subscribed: otherwise the event
+        they wait for may be published into the void (the catch-up will bring it, later)."""
+        if every_partition:
+            self._all_subscribed.set()
+        else:
+            self._subscribed.clear()
+            self._all_subscribed.clear()
+        self._applied_versions.live = every_partition
 
     def _keep_pending(self, change: BalanceChange) -> None:
         known = self._pending.get(change.account_id)

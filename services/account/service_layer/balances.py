@@ -53,6 +53,7 @@ async def get_balance(
         codec=BalanceCodec(account_id),
         load=lambda: reads.reader.balance(account_id),
         min_version=check_min_version(min_version),
+        wait_key=account_id,  # an event updates a cached balance in place: worth a short wait
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)
