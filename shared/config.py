@@ -86,6 +86,9 @@ class Settings:
     gateway_trusted_hops: int = 1
     # How long the gateway remembers a session's last transfer version (read-your-writes).
     read_your_writes_ttl_s: int = 60
+    # Shared by the gateway and the services (secret, >= 32 chars). Empty: the gateway forwards
+    # the bearer token and each service re-validates it (see shared/caller_assertion.py).
+    caller_assertion_key: str = ""
     edge_host: str = "127.0.0.1"
     edge_https_port: int = 8443
     edge_admin_port: int = 9901

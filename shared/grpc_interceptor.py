@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from shared.auth_context import Caller, set_caller
+from shared.caller_assertion import CALLER_ASSERTION_HEADER, CallerAssertions
 from shared.errors import BankError, ResourceExhausted, Unauthenticated
 from shared.logging import new_request_id, request_id_var
 from shared.metrics import GRPC_LATENCY, GRPC_REQUESTS
@@ -47,9 +48,11 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, service: str, authenticator: Authenticator | None) -> None:
+    def __init__(self, service: str, authenticator: Authenticator | None,
+                 assertions: CallerAssertions | None = None) -> None:
         self._service = service
         self._authenticator = authenticator
+        self._assertions = assertions
         self._needs_auth: dict[str, bool] = {}
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -92,6 +95,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         short_method = method.rsplit("/", 1)[-1]
         latency = GRPC_LATENCY.labels(self._service, short_method)
         authenticator = self._authenticator
+        assertions = self._assertions
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = context.invocation_metadata()
@@ -101,8 +105,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                token = bearer_token(metadata)
-                if needs_session:
+                asserted = (
+                    _metadata_value(metadata, CALLER_ASSERTION_HEADER)
+                    if assertions is not None else None
+                )
+                if needs_session and asserted is not None:
+                    assert assertions is not None
+                    set_caller(assertions.verify(asserted))  # vouched for by the gateway
+                elif needs_session:
+                    token = bearer_token(metadata)
                     if token is None:
                         raise Unauthenticated(
                             "this call needs a session: send 'authorization: Bearer <token>'"

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from shared.caller_assertion import CallerAssertions
 from shared.config import Settings
 from shared.grpc_interceptor import Authenticator, ServiceInterceptor
 
@@ -108,7 +109,10 @@ def build_grpc_service(
     health_poll_s: float = 1.0,
 ) -> GrpcService:
     """Create (not start) a server. `register` adds servicers and returns their full names."""
-    interceptor = ServiceInterceptor(settings.service_name, authenticator)
+    assertions = (
+        CallerAssertions(settings.caller_assertion_key) if settings.caller_assertion_key else None
+    )
+    interceptor = ServiceInterceptor(settings.service_name, authenticator, assertions)
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     names = list(register(server))
     health = HealthServicer()

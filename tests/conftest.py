@@ -69,11 +69,17 @@ def private_redis_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
         cluster.stop()
 
 
+TEST_CALLER_ASSERTION_KEY = "test-only-caller-assertion-key-0123456789abcdef"
+
+
 def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any) -> Settings:
     return Settings(
         database_url=pg.dsn,
         redis_nodes=cluster.startup_nodes_csv,
         log_json=False,
+        # The gateway vouches for callers with signed assertions, as in `make run`; direct gRPC
+        # calls in tests send bearer tokens and exercise the services' own session check.
+        caller_assertion_key=TEST_CALLER_ASSERTION_KEY,
         **overrides,
     )
 

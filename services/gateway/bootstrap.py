@@ -24,6 +24,7 @@ from services.gateway.redis_scripts import ClusterScripts
 from services.gateway.routes import RouteTable, build_route_table
 from services.gateway.session_gate import CircuitBreaker, SessionGate
 from services.gateway.upstreams import GrpcUpstreams, targets_from_settings
+from shared.caller_assertion import CallerAssertions
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,9 @@ def build_gateway_app(
         breaker=CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s),
     )
     handler = ApiHandler(table, gate, upstreams, max_body_bytes=settings.gateway_max_body_bytes,
-                         trusted_hops=settings.gateway_trusted_hops)
+                         trusted_hops=settings.gateway_trusted_hops,
+                         assertions=(CallerAssertions(settings.caller_assertion_key)
+                                     if settings.caller_assertion_key else None))
     app = GatewayApp(settings, table, openapi, scripts, upstreams, gate)
 
     @asynccontextmanager

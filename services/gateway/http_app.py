@@ -32,6 +32,7 @@ from services.gateway.routes import Binding, RouteTable
 from services.gateway.session_gate import GateResult
 from services.gateway.transcoding import build_request, reply_json
 from shared.auth_context import Caller
+from shared.caller_assertion import CALLER_ASSERTION_HEADER, CallerAssertions
 from shared.logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class Upstreams(Protocol):
 
 class ApiHandler:
     def __init__(self, table: RouteTable, gate: Gate, upstreams: Upstreams, *,
-                 max_body_bytes: int, trusted_hops: int) -> None:
+                 max_body_bytes: int, trusted_hops: int,
+                 assertions: CallerAssertions | None = None) -> None:
         self._table = table
+        self._assertions = assertions
         self._gate = gate
         self._upstreams = upstreams
         self._max_body_bytes = max_body_bytes
@@ -132,7 +135,10 @@ class ApiHandler:
         if min_version and binding.read_your_writes:
             request.min_version = max(request.min_version, min_version)  # type: ignore[attr-defined]
         metadata: list[tuple[str, str]] = [("x-request-id", rid), ("x-forwarded-for", address)]
-        if caller is not None:
+        if caller is not None and self._assertions is not None:
+            # One HMAC instead of a Redis round trip per service (shared/caller_assertion.py).
+            metadata.append((CALLER_ASSERTION_HEADER, self._assertions.mint(caller)))
+        elif caller is not None:
             metadata.append(("authorization", "Bearer " + token))
         agent = http_request.user_agent(headers)
         if agent:

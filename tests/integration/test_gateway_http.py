@@ -20,9 +20,11 @@ from devstack import seed
 from services.gateway.bootstrap import RunningGateway, serve_gateway
 from services.gateway.descriptors import load_catalog
 from services.gateway.fakes import FakeBankServer
+from shared.caller_assertion import CALLER_ASSERTION_HEADER, CallerAssertions
 from shared.config import Settings
 from shared.redis_client import create_redis_cluster
 from shared.sessions import NewSession, SessionStore, session_key
+from tests.conftest import TEST_CALLER_ASSERTION_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +129,10 @@ async def test_balance_read_forwards_session_client_and_request_id(
     assert reply.headers["ratelimit"].startswith('"user";r=')
     method, request, metadata = fake_bank.received[-1]
     assert method == BALANCE and request.account_id == "acc-1"
-    assert metadata["authorization"] == f"Bearer {session.token}"
+    # The gateway vouches for the caller with a signed assertion, not the raw token.
+    assert "authorization" not in metadata
+    vouched = CallerAssertions(TEST_CALLER_ASSERTION_KEY).verify(metadata[CALLER_ASSERTION_HEADER])
+    assert (vouched.user_id, vouched.session_id) == (session.user_id, session.session_id)
     assert metadata["x-forwarded-for"] == "198.51.100.7"  # the entry our own proxy appended
     assert metadata["x-request-id"] == "req-abc"
     assert metadata["x-user-agent"] == "tests/1.0"
