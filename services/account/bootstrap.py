@@ -47,6 +47,7 @@ class AccountApp:
     cache: VersionedCache
     reads: AccountReads
     events: BalanceEventConsumer | None  # None when the cache is disabled
+    applied_versions: AppliedVersions  # where reads wait for the events they need
 
     async def start(self) -> None:
         """Open the pool (connections are made in the background: a service started before
@@ -152,4 +153,5 @@ def build_account_app(
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AccountApp(settings, engine, pool, redis, service, cache, reads, events)
+    return AccountApp(settings, engine, pool, redis, service, cache, reads, events,
+                      applied_versions)

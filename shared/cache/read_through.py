@@ -25,7 +25,6 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from shared.cache.applied_versions import AppliedVersions
 from shared.cache.backend import LeaseOutcome
-from shared.cache.circuit_breaker import CircuitState
 from shared.cache.coalescer import SingleFlight
 from shared.cache.entry import CacheEntry, decode_entry
 from shared.cache.ttl import jittered_ttl_ms
@@ -158,9 +157,9 @@ class ReadThroughCache:
         """The entry at `min_version` or newer once the consumer applied it, else None."""
         versions = self._versions
         assert versions is not None
-        # With the subscription down no event can come; with the circuit not closed the entry
-        # probably cannot be read again: either way, waiting would only delay the load.
-        if not versions.live or cache.breaker.state is not CircuitState.CLOSED:
+        # With the subscription down no event can come: waiting would only delay the load. (The
+        # circuit is closed here: the lookup that found the older entry has just succeeded.)
+        if not versions.live:
             return None
         if not await versions.wait_for(wait_key, min_version, self._version_wait_s):
             counters.version_wait_expired.inc()

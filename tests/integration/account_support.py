@@ -177,3 +177,14 @@ class CountingReader:
     async def loans_of(self, user_id: str) -> UserLoans:
         self.loads["loans"] += 1
         return await self.inner.loans_of(user_id)
+
+
+def counting() -> tuple[list[CountingReader], Callable[[AccountReader], AccountReader]]:
+    """A `wrap_reader` for `build_account_app` and the CountingReaders it made (one per app)."""
+    made: list[CountingReader] = []
+
+    def wrap(inner: AccountReader) -> AccountReader:
+        made.append(CountingReader(inner))
+        return made[-1]
+
+    return made, wrap

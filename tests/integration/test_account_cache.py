@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
 from services.account.adapters.cache_layout import balance_key, recent_key
-from services.account.service_layer.ports import AccountReader
 from shared.cache import (
     CacheEntry,
     CircuitBreaker,
@@ -29,9 +28,9 @@ from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
 from shared.redis_client import create_redis_cluster
 from tests.integration.account_support import (
-    CountingReader,
     account_settings,
     cached_entry,
+    counting,
     eventually,
     metric,
     new_customer,
@@ -55,16 +54,6 @@ PATIENT_REDIS = {"redis_timeout_ms": 2_000}
 def loads_report() -> list[tuple[str, float]]:
     return [(result, metric("bank_cache_requests_total", kind="balance", result=result))
             for result in ("hit", "miss", "fallback", "lease_wait_expired")]
-
-
-def counting() -> tuple[list[CountingReader], Callable[[AccountReader], AccountReader]]:
-    made: list[CountingReader] = []
-
-    def wrap(inner: AccountReader) -> AccountReader:
-        made.append(CountingReader(inner))
-        return made[-1]
-
-    return made, wrap
 
 
 @pytest.mark.parametrize("kind", ["balance", "recent"])

@@ -20,6 +20,7 @@ from tests.integration.account_support import (
     Customer,
     account_settings,
     cached_entry,
+    counting,
     eventually,
     metric,
     new_customer,
@@ -152,3 +153,64 @@ async def test_a_sequence_gap_catches_up_from_the_outbox(
         await publish(engine, app.redis, [bob.account_id])  # the next message shows the gap
         await eventually(at_version(app.redis, balance_key(alice.account_id), 3), timeout_s=2)
         assert metric("bank_events_total", outcome="gap") == gaps + 1
+
+
+async def test_a_read_right_after_a_transfer_waits_for_its_event_and_hits_the_cache(
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+) -> None:
+    """Read-your-writes without the database: the cached entry is one version behind, the event
+    is in flight; the read waits for the consumer to apply it, then reads the cache again."""
+    readers, wrap = counting()
+    # Generous: the event is published only once the test has seen the read waiting.
+    settings = account_settings(base_settings, min_version_wait_ms=5_000)
+    async with serving(settings, wrap_reader=wrap) as (app, stub):
+        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis)
+        await warm(stub, alice)  # cached at version 2
+        loads = readers[0].loads["balance"]
+        hits_after_wait = metric("bank_cache_requests_total", kind="balance",
+                                 result="hit_after_wait")
+        await seed.deposit(engine, alice.account_id, 250)  # commits version 3...
+        read = asyncio.ensure_future(stub.GetBalance(
+            account_pb2.GetBalanceRequest(account_id=alice.account_id, min_version=3),
+            metadata=alice.metadata))
+
+        async def waiting() -> bool:
+            return app.applied_versions.waiting(alice.account_id) == 1
+
+        await eventually(waiting)
+        await publish_newest_events(engine, app.redis, [alice.account_id])  # ...its event
+        reply = await read
+        assert (reply.source, reply.version, reply.balance.minor_units) == (CACHE, 3, 1_250)
+        assert readers[0].loads["balance"] == loads  # PostgreSQL was not asked
+        assert metric("bank_cache_requests_total", kind="balance",
+                      result="hit_after_wait") == hits_after_wait + 1
+
+
+async def test_a_read_whose_event_does_not_come_in_time_reads_through(
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+) -> None:
+    readers, wrap = counting()
+    settings = account_settings(base_settings, min_version_wait_ms=50)
+    async with serving(settings, wrap_reader=wrap) as (app, stub):
+        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis)
+        await warm(stub, alice)
+        loads = readers[0].loads["balance"]
+        expired = metric("bank_cache_requests_total", kind="balance",
+                         result="version_wait_expired")
+        await seed.deposit(engine, alice.account_id, 250)  # its event is never published
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        reply = await stub.GetBalance(
+            account_pb2.GetBalanceRequest(account_id=alice.account_id, min_version=3),
+            metadata=alice.metadata)
+        assert loop.time() - started >= 0.05
+        assert (reply.source, reply.version, reply.balance.minor_units) == (DATABASE, 3, 1_250)
+        assert readers[0].loads["balance"] == loads + 1
+        assert metric("bank_cache_requests_total", kind="balance",
+                      result="version_wait_expired") == expired + 1
+        assert app.applied_versions.waiting(alice.account_id) == 0
+        # The read-through filled version 3: the next such read is a plain hit.
+        again = await stub.GetBalance(
+            account_pb2.GetBalanceRequest(account_id=alice.account_id, min_version=3),
+            metadata=alice.metadata)
+        assert (again.source, again.version) == (CACHE, 3)

@@ -15,7 +15,7 @@ from services.account.adapters.fakes import FakeOutboxReader, FakeSubscription
 from services.account.entrypoints.event_consumer import BalanceEventConsumer
 from services.account.service_layer.balance_events import BalanceEventApplier
 from services.account.service_layer.dependencies import CacheTtls
-from shared.cache import CacheEntry, CircuitBreaker, VersionedCache, decode_entry
+from shared.cache import AppliedVersions, CacheEntry, CircuitBreaker, VersionedCache, decode_entry
 from shared.cache.fake_backend import InMemoryCacheBackend
 from shared.events import channel_name, partition_of
 
@@ -29,6 +29,7 @@ class Rig:
     outbox: FakeOutboxReader
     backend: InMemoryCacheBackend
     cache: VersionedCache
+    versions: AppliedVersions
 
 
 def payload(account_id: str, version: int, minor: int, sequence: int = 0) -> bytes:
@@ -68,15 +69,17 @@ async def rig() -> AsyncIterator[Rig]:
     cache = VersionedCache(backend, CircuitBreaker(2, 0.05), 0.1)
     subscription = FakeSubscription()
     outbox = FakeOutboxReader()
+    versions = AppliedVersions()
     consumer = BalanceEventConsumer(
         new_subscription=lambda: subscription,
         applier=BalanceEventApplier(cache, CacheTtls(60, 120, 300, 0.1)),
         outbox=outbox, partitions=PARTITIONS, catch_up_window_s=200, max_backoff_s=0.05,
+        applied_versions=versions,
     )
     await consumer.start()
     await consumer.wait_subscribed(2.0)
     try:
-        yield Rig(consumer, subscription, outbox, backend, cache)
+        yield Rig(consumer, subscription, outbox, backend, cache, versions)
     finally:
         await consumer.stop()
 
@@ -169,3 +172,28 @@ async def test_garbage_on_a_channel_triggers_a_catch_up(rig: Rig) -> None:
     queries = rig.outbox.queries
     rig.subscription.deliver(channel_name(0), b"\xff\xff\xff")
     await eventually(lambda: rig.outbox.queries > queries)
+
+
+async def test_an_applied_event_wakes_the_readers_waiting_for_its_version(rig: Rig) -> None:
+    account = str(uuid.uuid4())
+    await fill(rig, account, 3, 100)
+    assert rig.versions.live  # every partition subscribed
+    waiter = asyncio.create_task(rig.versions.wait_for(account, 4, timeout_s=2))
+    await eventually(lambda: rig.versions.waiting(account) == 1)
+    rig.subscription.deliver(channel_of(account), payload(account, 4, 250, sequence=1))
+    assert await waiter
+    # By the time the reader wakes, the cache already holds that version.
+    assert entry(rig, balance_key(account)) == CacheEntry(4, "owner-1", b"EUR|250")
+
+
+async def test_a_caught_up_event_wakes_waiters_too_and_waits_stop_while_unsubscribed(
+    rig: Rig,
+) -> None:
+    account = account_in(2)
+    await fill(rig, account, 1, 10)
+    rig.outbox.rows.append((2, payload(account, 5, 500)))  # published while we were away
+    await rig.consumer.stop()
+    assert not rig.versions.live  # a reader would wait for an event nobody delivers
+    await rig.consumer.start()
+    assert await rig.versions.wait_for(account, 5, timeout_s=2)  # from the outbox catch-up
+    assert rig.versions.live
