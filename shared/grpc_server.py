@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -126,19 +125,3 @@ def build_grpc_service(
         f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
     )
     return GrpcService(server, bound, health, names, readiness_checks, health_poll_s)
-
-
-async def run_until_signalled(service: GrpcService, grace: float,
-                              on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then drain gracefully and release resources."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await service.start()
-    log.info("serving", extra={"fields": {"port": service.port}})
-    await stop.wait()
-    log.info("draining", extra={"fields": {"grace_s": grace}})
-    await service.stop(grace)
-    if on_stop is not None:
-        await on_stop()

@@ -3,21 +3,7 @@
 from __future__ import annotations
 
 from services.auth.bootstrap import build_auth_app
-from shared.config import Settings
-from shared.grpc_server import run_until_signalled
-from shared.logging import configure_logging
-from shared.metrics import start_metrics_server
-
-
-async def main() -> None:
-    settings = Settings.from_env(service_name="auth")
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    start_metrics_server(settings.metrics_port, settings.metrics_host)
-    app = build_auth_app(settings)
-    await run_until_signalled(app.grpc, settings.grpc_drain_grace_s, on_stop=app.close)
-
+from shared.service_main import run_service
 
 if __name__ == "__main__":
-    import uvloop
-
-    uvloop.run(main())
+    run_service("auth", build_auth_app)

@@ -2,36 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
-
 from services.transfer.bootstrap import build_transfer_app
-from shared.config import Settings
-from shared.logging import configure_logging
-from shared.metrics import start_metrics_server
-
-log = logging.getLogger(__name__)
-
-
-async def main() -> None:
-    settings = Settings.from_env(service_name="transfer")
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    start_metrics_server(settings.metrics_port)
-    app = build_transfer_app(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    log.info("serving", extra={"fields": {"port": app.grpc.port}})
-    await stop.wait()
-    # Drain: NOT_SERVING first, finish in-flight calls, publish queued events, close clients.
-    log.info("draining", extra={"fields": {"grace_s": settings.grpc_drain_grace_s}})
-    await app.stop(settings.grpc_drain_grace_s)
-
+from shared.service_main import run_service
 
 if __name__ == "__main__":
-    import uvloop
-
-    uvloop.run(main())
+    run_service("transfer", build_transfer_app)

@@ -118,7 +118,7 @@ class RelayApp:
         await self.pool.close()
         await self.redis.aclose()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
