@@ -32,3 +32,18 @@ async def redis_ready(client: RedisCluster) -> bool:
         return bool(await client.ping(target_nodes=RedisCluster.PRIMARIES))
     except Exception:
         return False
+
+
+class RedisReadyOnce:
+    """Readiness check: SERVING needs Redis once (the cluster must exist at start-up). After
+    that a Redis outage degrades the service (reads from PostgreSQL, events via the outbox relay,
+    sessions from PostgreSQL) instead of taking every replica out of rotation at once."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self._client = client
+        self._seen = False
+
+    async def __call__(self) -> bool:
+        if not self._seen:
+            self._seen = await redis_ready(self._client)
+        return self._seen

@@ -33,7 +33,7 @@ from shared.db import create_engine, database_ready
 from shared.grpc_server import GrpcService, build_grpc_service
 from shared.metrics import CIRCUIT_STATE
 from shared.pg_pool import PoolType, create_pool
-from shared.redis_client import create_redis_cluster, redis_ready
+from shared.redis_client import RedisReadyOnce, create_redis_cluster
 from shared.sessions import SessionStore
 
 
@@ -74,20 +74,6 @@ def catch_up_window_s(settings: Settings) -> float:
     the margin covers transactions that started (created_at) well before they committed."""
     longest_ttl = max(settings.balance_ttl_s, settings.recent_ttl_s) * (1 + settings.ttl_jitter)
     return longest_ttl + settings.db_statement_timeout_ms / 1000 + 5.0
-
-
-class _RedisReadiness:
-    """SERVING needs Redis once (the cluster must exist at start-up); afterwards a Redis outage
-    degrades reads to PostgreSQL instead of taking the replica out of rotation."""
-
-    def __init__(self, redis: RedisCluster) -> None:
-        self._redis = redis
-        self._seen = False
-
-    async def __call__(self) -> bool:
-        if not self._seen:
-            self._seen = await redis_ready(self._redis)
-        return self._seen
 
 
 def build_account_app(
@@ -148,7 +134,7 @@ def build_account_app(
     service = build_grpc_service(
         settings,
         register=register,
-        readiness_checks=[lambda: database_ready(engine), _RedisReadiness(redis)],
+        readiness_checks=[lambda: database_ready(engine), RedisReadyOnce(redis)],
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,

@@ -17,7 +17,7 @@ from shared.config import Settings
 from shared.db import create_engine, database_ready
 from shared.grpc_server import GrpcService, build_grpc_service
 from shared.passwords import hasher_from_settings
-from shared.redis_client import create_redis_cluster, redis_ready
+from shared.redis_client import RedisReadyOnce, create_redis_cluster
 from shared.sessions import SessionStore
 
 
@@ -62,7 +62,7 @@ def build_auth_app(settings: Settings, port: int | None = None,
     service = build_grpc_service(
         settings,
         register=register,
-        readiness_checks=[lambda: database_ready(engine), lambda: redis_ready(redis)],
+        readiness_checks=[lambda: database_ready(engine), RedisReadyOnce(redis)],
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,

@@ -23,7 +23,7 @@ from shared.db import create_engine, database_ready
 from shared.events import RedisEventPublisher
 from shared.grpc_server import GrpcService, build_grpc_service
 from shared.pg_pool import PoolType, create_pool
-from shared.redis_client import create_redis_cluster, redis_ready
+from shared.redis_client import RedisReadyOnce, create_redis_cluster
 from shared.sessions import SessionStore
 
 
@@ -93,7 +93,7 @@ def build_transfer_app(
         register=register,
         # Probed through the session engine's idle pool: a busy hot-path pool under load must
         # not turn the replica NOT_SERVING.
-        readiness_checks=[lambda: database_ready(engine), lambda: redis_ready(redis)],
+        readiness_checks=[lambda: database_ready(engine), RedisReadyOnce(redis)],
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,
