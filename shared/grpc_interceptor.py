@@ -94,6 +94,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         needs_session = self._requires_session(method)
         short_method = method.rsplit("/", 1)[-1]
         latency = GRPC_LATENCY.labels(self._service, short_method)
+        # Most calls succeed: their counter child is resolved once, not hashed per call.
+        succeeded = GRPC_REQUESTS.labels(self._service, short_method, grpc.StatusCode.OK.name)
         authenticator = self._authenticator
         assertions = self._assertions
 
@@ -137,7 +139,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 )
             finally:
                 latency.observe(time.perf_counter() - started)
-                GRPC_REQUESTS.labels(self._service, short_method, code.name).inc()
+                if code is grpc.StatusCode.OK:
+                    succeeded.inc()
+                else:
+                    GRPC_REQUESTS.labels(self._service, short_method, code.name).inc()
 
         return wrapped
 

@@ -164,3 +164,12 @@ async def test_accounts_are_read_from_the_database(world: World) -> None:
     assert [a.account_id for a in mine] == [account_id]
     assert await accounts.list_accounts(reads, MALLORY) == []
     assert (await accounts.get_account(reads, ALICE, account_id)).minor_units == 2500
+
+
+def test_account_ids_come_out_canonical_whatever_form_they_came_in() -> None:
+    canonical = new_id()
+    for given in (canonical, canonical.upper(), canonical.replace("-", ""),
+                  "{" + canonical + "}", "urn:uuid:" + canonical):
+        assert balances.parse_account_id(given) == canonical
+    with pytest.raises(InvalidArgument):
+        balances.parse_account_id(canonical + "\n")

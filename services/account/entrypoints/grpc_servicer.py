@@ -7,9 +7,9 @@ from bank.v1 import account_pb2, account_pb2_grpc
 
 from services.account.entrypoints.proto_mapping import (
     account_message,
+    balance_message,
     ledger_entry_message,
     loan_message,
-    money,
     source,
 )
 from services.account.service_layer import accounts, balances
@@ -41,12 +41,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
         snap = read.value
         assert snap is not None  # the use case raises NotFound instead
-        return account_pb2.Balance(
-            account_id=snap.account_id,
-            balance=money(snap.minor_units, snap.currency),
-            version=snap.version,
-            source=source(read.from_cache),
-        )
+        return balance_message(snap, read.from_cache)
 
     async def ListRecentTransactions(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bank.v1 import account_pb2, common_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.account.domain import AccountDetails, LedgerEntry, Loan
+from services.account.domain import AccountDetails, BalanceSnapshot, LedgerEntry, Loan
 from shared.money import format_minor_units
 
 _ACCOUNT_STATUS = {"open": account_pb2.ACCOUNT_STATUS_OPEN,
@@ -16,6 +16,17 @@ _LOAN_STATUS = {"active": account_pb2.LOAN_STATUS_ACTIVE, "repaid": account_pb2.
 def money(minor_units: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(minor_units=minor_units, currency=currency,
                             formatted=format_minor_units(minor_units, currency))
+
+
+def balance_message(snap: BalanceSnapshot, from_cache: bool) -> account_pb2.Balance:
+    """The GetBalance reply (the hot path): the Money is filled in place, not built and copied."""
+    reply = account_pb2.Balance(account_id=snap.account_id, version=snap.version,
+                                source=source(from_cache))
+    balance = reply.balance
+    balance.minor_units = snap.minor_units
+    balance.currency = snap.currency
+    balance.formatted = format_minor_units(snap.minor_units, snap.currency)
+    return reply
 
 
 def timestamp(micros: int) -> Timestamp:
