@@ -1,6 +1,7 @@
 """GetBalance over gRPC against one account-service process, cache on versus cache off.
 
     .venv/bin/python bench/account_cache.py [--seconds 8] [--concurrency 64] [--clients 1]
+                                            [--auth bearer|assertion]
 
 Starts its own PostgreSQL and Redis Cluster (devstack) in a temporary folder, seeds accounts and
 Redis-backed sessions, then for each mode (cache_enabled=true, then false) starts one
@@ -9,6 +10,9 @@ Redis-backed sessions, then for each mode (cache_enabled=true, then false) start
   check; with the cache on, every call after the warm-up is a hit;
 - throughput: a closed loop of `--concurrency` calls in flight for `--seconds`, and the service
   process's CPU use (from /proc) while it ran.
+`--auth bearer` (the default) sends the session token, which the service checks in Redis (what
+internal callers do); `--auth assertion` sends the signed caller assertion the gateway mints per
+request (x-bank-caller), verified in-process: the path behind the gateway in production.
 Everything it starts is stopped by pid at the end, also on errors.
 """
 
@@ -39,6 +43,8 @@ from devstack.ports import free_ports  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
 from devstack.processes import ManagedProcess, wait_for_port  # noqa: E402
 from devstack.redis_cluster import LocalRedisCluster  # noqa: E402
+from shared.auth_context import Caller  # noqa: E402
+from shared.caller_assertion import CALLER_ASSERTION_HEADER, CallerAssertions  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_engine  # noqa: E402
 from shared.migrate import upgrade_to_head  # noqa: E402
@@ -46,6 +52,8 @@ from shared.redis_client import create_redis_cluster  # noqa: E402
 from shared.sessions import SessionStore  # noqa: E402
 
 Credential = tuple[str, str]  # (account id, bearer token)
+# Only for the benchmark's own processes (the service it starts and its clients).
+BENCH_ASSERTION_KEY = "bench-only-caller-assertion-key-0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -79,19 +87,52 @@ async def seed_customers(settings: Settings, count: int) -> list[Credential]:
         await engine.dispose()
 
 
-def as_requests(
-    credentials: list[Credential],
-) -> list[tuple[account_pb2.GetBalanceRequest, tuple[tuple[str, str], ...]]]:
-    return [(account_pb2.GetBalanceRequest(account_id=account),
-             (("authorization", f"Bearer {token}"),)) for account, token in credentials]
+Metadata = tuple[tuple[str, str], ...]
 
 
-async def _latencies(target: str, credentials: list[Credential], calls: int) -> list[float]:
+def auth_metadata(token: str, auth: str, assertions: CallerAssertions) -> Metadata:
+    if auth == "bearer":
+        return (("authorization", f"Bearer {token}"),)
+    user_id, session_id, _ = token.split(".")
+    # Minted per request by the gateway; valid for 2 s, so the clients mint again as they go.
+    return ((CALLER_ASSERTION_HEADER, assertions.mint(Caller(user_id, session_id))),)
+
+
+class Requests:
+    """One GetBalance request and its metadata per account; assertions are renewed every second
+    (they expire after 2 s), outside the timed call."""
+
+    def __init__(self, credentials: list[Credential], auth: str) -> None:
+        self._credentials = credentials
+        self._auth = auth
+        self._assertions = CallerAssertions(BENCH_ASSERTION_KEY)
+        self._minted_at = 0.0
+        self._requests = [account_pb2.GetBalanceRequest(account_id=a) for a, _ in credentials]
+        self._metadata: list[Metadata] = []
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._minted_at = time.monotonic()
+        self._metadata = [auth_metadata(token, self._auth, self._assertions)
+                          for _, token in self._credentials]
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __getitem__(self, n: int) -> tuple[account_pb2.GetBalanceRequest, Metadata]:
+        if self._auth != "bearer" and time.monotonic() - self._minted_at > 1.0:
+            self._refresh()
+        return self._requests[n], self._metadata[n]
+
+
+async def _latencies(target: str, credentials: list[Credential], calls: int,
+                     auth: str) -> list[float]:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = account_pb2_grpc.AccountServiceStub(channel)
-        requests = as_requests(credentials)
-        for request, metadata in requests:  # warm-up: every entry cached, every session hot
+        requests = Requests(credentials, auth)
+        for n in range(len(requests)):  # warm-up: every entry cached, every session hot
             for _ in range(3):
+                request, metadata = requests[n]
                 await stub.GetBalance(request, metadata=metadata)
         samples = []
         for n in range(calls):
@@ -102,25 +143,26 @@ async def _latencies(target: str, credentials: list[Credential], calls: int) -> 
         return samples
 
 
-def latency_worker(target: str, credentials: list[Credential], calls: int) -> list[float]:
+def latency_worker(target: str, credentials: list[Credential], calls: int,
+                   auth: str = "bearer") -> list[float]:
     import uvloop
 
-    return uvloop.run(_latencies(target, credentials, calls))
+    return uvloop.run(_latencies(target, credentials, calls, auth))
 
 
 async def _closed_loop(target: str, credentials: list[Credential], concurrency: int,
-                       seconds: float) -> tuple[int, int]:
+                       seconds: float, auth: str) -> tuple[int, int]:
     calls = errors = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = account_pb2_grpc.AccountServiceStub(channel)
-        requests = as_requests(credentials)
+        requests = Requests(credentials, auth)
         deadline = time.perf_counter() + seconds
 
         async def loop() -> None:
             nonlocal calls, errors
             rng = random.Random()
             while time.perf_counter() < deadline:
-                request, metadata = rng.choice(requests)
+                request, metadata = requests[rng.randrange(len(requests))]
                 try:
                     await stub.GetBalance(request, metadata=metadata)
                     calls += 1
@@ -132,10 +174,10 @@ async def _closed_loop(target: str, credentials: list[Credential], concurrency: 
 
 
 def closed_loop_worker(target: str, credentials: list[Credential], concurrency: int,
-                       seconds: float) -> tuple[int, int]:
+                       seconds: float, auth: str = "bearer") -> tuple[int, int]:
     import uvloop
 
-    return uvloop.run(_closed_loop(target, credentials, concurrency, seconds))
+    return uvloop.run(_closed_loop(target, credentials, concurrency, seconds, auth))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -154,6 +196,7 @@ def start_service(folder: Path, pg: LocalPostgres, cluster: LocalRedisCluster, *
         "BANK_GRPC_PORT": str(port),
         "BANK_CACHE_ENABLED": "true" if cache_enabled else "false",
         "BANK_LOG_LEVEL": "WARNING",
+        "BANK_CALLER_ASSERTION_KEY": BENCH_ASSERTION_KEY,
     }
     proc = ManagedProcess([sys.executable, "-m", "services.account"],
                           log_path=folder / f"account-cache-{cache_enabled}.log",
@@ -166,7 +209,7 @@ def start_service(folder: Path, pg: LocalPostgres, cluster: LocalRedisCluster, *
 def measure(pool: multiprocessing.pool.Pool, target: str, service_pid: int,
             credentials: list[Credential], args: argparse.Namespace) -> tuple[list[float],
                                                                              Throughput]:
-    samples = pool.apply(latency_worker, (target, credentials[:50], args.latency_calls))
+    samples = pool.apply(latency_worker, (target, credentials[:50], args.latency_calls, args.auth))
     per_client = max(1, args.concurrency // args.clients)
     profiler = None
     if args.profile:  # py-spy on the service while the closed loop runs (where the CPU goes)
@@ -178,7 +221,8 @@ def measure(pool: multiprocessing.pool.Pool, target: str, service_pid: int,
     cpu_before = cpu_seconds(service_pid)
     started = time.perf_counter()
     results = pool.starmap(closed_loop_worker,
-                           [(target, credentials, per_client, args.seconds)] * args.clients)
+                           [(target, credentials, per_client, args.seconds, args.auth)]
+                           * args.clients)
     elapsed = time.perf_counter() - started
     cpu_used = cpu_seconds(service_pid) - cpu_before
     if profiler is not None:
@@ -199,6 +243,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1, help="client processes")
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--latency-calls", type=int, default=3000)
+    parser.add_argument("--auth", choices=("bearer", "assertion"), default="bearer",
+                        help="bearer: the service checks the session in Redis; assertion: the "
+                             "gateway's signed caller assertion (the production path)")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="also write py-spy raw stacks of the service to PREFIX-<pid>.txt")
     args = parser.parse_args()
@@ -231,16 +278,18 @@ def main() -> int:
             pg.stop()
 
     print(f"\nGetBalance over gRPC, one account-service process, {os.cpu_count()} CPUs "
-          f"(shared machine: figures vary with its load)")
+          f"(shared machine: figures vary with its load; load average "
+          f"{' '.join(f'{n:.2f}' for n in os.getloadavg())} at the end)")
     print(f"{'mode':<24}{'p50 ms':>9}{'p99 ms':>9}{'closed-loop req/s':>19}{'errors':>8}"
-          f"{'server CPU':>12}")
+          f"{'server CPU':>12}{'CPU/call us':>13}")
     for label, (samples, throughput) in rows.items():
         print(f"{label:<24}{percentile(samples, 0.50) * 1000:>9.3f}"
               f"{percentile(samples, 0.99) * 1000:>9.3f}{throughput.rate:>19.0f}"
-              f"{throughput.errors:>8}{throughput.server_cpu_s / throughput.seconds:>11.0%}")
+              f"{throughput.errors:>8}{throughput.server_cpu_s / throughput.seconds:>11.0%}"
+              f"{throughput.server_cpu_s / max(1, throughput.calls) * 1e6:>13.0f}")
     print(f"(latency: {args.latency_calls} sequential calls over 50 accounts after warm-up; "
           f"throughput: {args.concurrency} in flight from {args.clients} client process(es) "
-          f"for {args.seconds:.0f} s over {args.accounts} accounts)")
+          f"for {args.seconds:.0f} s over {args.accounts} accounts; auth: {args.auth})")
     return 0
 
 
