@@ -16,6 +16,15 @@ Decisions (what DESIGN.md left open):
   not cached) becomes a tombstone at n, so a fill read before the change is rejected.
   Tombstones live 2 x the statement timeout + 5 s (15 s), not a full TTL: they only have to
   outlive fills already in flight, and events write them for accounts nobody reads.
+- PostgreSQL reads go through psycopg's pool in autocommit mode (`shared/pg_pool.py`): one round
+  trip per read, statements prepared once per connection; SQLAlchemy's engine (2 connections)
+  only serves the shared SessionStore and the health probe.
+- Read-your-writes: a `min_version` newer than the cached balance usually means its event is a
+  few ms away, so the read waits up to `min_version_wait_ms` (25 ms) for the consumer to apply
+  it (`shared/cache/applied_versions.py`, in-process: every replica consumes every partition),
+  then reads the cache again (`hit_after_wait`); on timeout it reads PostgreSQL (`bypass`, and
+  `version_wait_expired`). No wait while the subscription is down. Not for the recent list: its
+  event only tombstones it.
 - Misses: in-process single flight per key, then one script that re-checks the entry and takes a
   lease (SET NX PX 1 s); a replica that finds the lease taken polls for the fill for 250 ms, then
   reads PostgreSQL itself. The fill releases the lease in the same round trip.
