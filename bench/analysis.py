@@ -16,11 +16,19 @@ MAX_ERROR_SHARE = 0.01
 LOGIN = Op.LOGIN.value
 
 
+# Lookup outcomes (shared/cache/read_through.py): a read-your-writes read answered after waiting
+# for the in-flight event is a hit; one that read through (bypass) or found Redis unavailable
+# (fallback) is a miss. Other results (lease_wait_expired, version_wait_expired) annotate a
+# lookup already counted, so they are left out of the rate.
+SERVED_FROM_CACHE = ("hit", "hit_after_wait")
+SERVED_FROM_DATABASE = ("miss", "bypass", "fallback")
+
+
 @dataclass(frozen=True)
 class HitCounts:
     hits: float
     misses: float
-    other: float  # bypass (cache off, read-your-writes), fallback (Redis unavailable), ...
+    other: float  # annotations of lookups counted above (lease/version wait expired)
 
     @property
     def hit_rate(self) -> float | None:
@@ -33,9 +41,10 @@ def cache_hits_by_kind(metrics: dict[SampleKey, float]) -> dict[str, HitCounts]:
     kinds = sorted({kind for kind, _ in grouped})
     out: dict[str, HitCounts] = {}
     for kind in kinds:
-        hits = grouped.get((kind, "hit"), 0.0)
-        misses = grouped.get((kind, "miss"), 0.0)
-        other = sum(v for (k, r), v in grouped.items() if k == kind and r not in ("hit", "miss"))
+        hits = sum(grouped.get((kind, r), 0.0) for r in SERVED_FROM_CACHE)
+        misses = sum(grouped.get((kind, r), 0.0) for r in SERVED_FROM_DATABASE)
+        other = sum(v for (k, r), v in grouped.items()
+                    if k == kind and r not in SERVED_FROM_CACHE + SERVED_FROM_DATABASE)
         out[kind] = HitCounts(hits, misses, other)
     return out
 
@@ -44,7 +53,7 @@ def other_results_by_kind(metrics: dict[SampleKey, float]) -> dict[str, dict[str
     grouped = sum_by(metrics, "bank_cache_requests_total", "kind", "result")
     out: dict[str, dict[str, float]] = {}
     for (kind, result), value in grouped.items():
-        if result not in ("hit", "miss") and value:
+        if result not in ("hit", "miss") and value:  # the detail behind the rate
             out.setdefault(kind, {})[result] = value
     return out
 

@@ -76,8 +76,12 @@ def _run() -> BenchRun:
         ("transfer", "none"): [0.020] * 10,
         ("login", "none"): [0.100] * 10,
     }, errors={("login", "http 429"): 3})
-    on_metrics = _metrics({("balance", "hit"): 960, ("balance", "miss"): 40,
-                           ("balance", "bypass"): 5, ("recent", "hit"): 600})
+    # hits: hit + hit_after_wait; misses: miss + bypass + fallback; version_wait_expired only
+    # annotates a bypass already counted.
+    on_metrics = _metrics({("balance", "hit"): 955, ("balance", "hit_after_wait"): 5,
+                           ("balance", "miss"): 30, ("balance", "bypass"): 8,
+                           ("balance", "fallback"): 2, ("balance", "version_wait_expired"): 5,
+                           ("recent", "hit"): 600})
     run = BenchRun("2026-01-01T00:00:00", True, "HTTP through the edge", "edge",
                    {"account": 2}, [], 300, 1.0, "balance 50%", 0.8)
     account_queries = ("127.0.0.1:9101", "bank_db_queries_total",
