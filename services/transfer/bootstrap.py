@@ -29,7 +29,7 @@ from shared.sessions import SessionStore
 
 def _session_engine(settings: Settings) -> AsyncEngine:
     """SQLAlchemy serves the shared SessionStore, which touches PostgreSQL only now and then;
-    the hot path has its own psycopg pool (adapters/pg_pool.py)."""
+    the hot path has its own psycopg pool (shared/pg_pool.py)."""
     return create_engine(dataclasses.replace(settings, db_pool_size=2))
 
 
