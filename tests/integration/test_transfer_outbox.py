@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from bank.v1 import common_pb2, events_pb2
+from bank.v1 import account_pb2, common_pb2, events_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -69,6 +69,15 @@ async def test_events_are_published_after_commit_and_marked(
         assert source.balance.currency == "EUR"
         assert source.partition_sequence > 0 and destination.partition_sequence > 0
         assert source.occurred_at.ToDatetime(dt.UTC) == reply.created_at.ToDatetime(dt.UTC)
+        # Each event carries its account's ledger entry (the account cache prepends it).
+        assert (source.entry.amount.minor_units, source.entry.balance_after.minor_units,
+                source.entry.counterparty_account_id) == (-1_234, 3_766, bob.accounts[0])
+        assert (destination.entry.amount.minor_units, destination.entry.account_id,
+                destination.entry.counterparty_account_id) == (1_234, bob.accounts[0],
+                                                               alice.accounts[0])
+        assert source.entry.transfer_id == destination.entry.transfer_id == reply.transfer_id
+        assert source.entry.entry_id > 0 and destination.entry.entry_id > 0
+        assert source.entry.created_at == source.occurred_at
 
         async def marked() -> bool:
             rows = await outbox_rows(engine, reply.transfer_id)
@@ -143,6 +152,35 @@ async def test_the_sql_payload_is_the_protobuf_consumers_parse(engine: AsyncEngi
             )
             expected.occurred_at.FromDatetime(when)
             assert bytes(payload) == expected.SerializeToString(), balance
+
+
+async def test_the_sql_payload_with_its_ledger_entry_is_the_protobuf(engine: AsyncEngine) -> None:
+    account, transfer, counterparty = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    when = dt.datetime(2026, 11, 27, 1, 2, 3, 456789, tzinfo=dt.UTC)
+    cases = [(0, 1, 0, ""), (1, -1, 1, "rent"), (300, 128, 2**62, "caf\u00e9 \u20ac"),
+             (2**63 - 1, -(2**63), 5, "x" * 200), (-123_456_789_012, 2**63 - 1, 127, "")]
+    async with engine.connect() as conn:
+        for balance, amount, entry_id, description in cases:
+            payload = (await conn.execute(
+                text("SELECT balance_changed_payload(CAST(:a AS uuid), 7, :b, 'EUR',"
+                     " CAST(:t AS uuid), 300, CAST(:w AS timestamptz), :e, :m,"
+                     " CAST(:c AS uuid), :d)"),
+                {"a": str(account), "b": balance, "t": str(transfer), "w": when,
+                 "e": entry_id, "m": amount, "c": str(counterparty), "d": description},
+            )).scalar_one()
+            expected = events_pb2.BalanceChanged(
+                account_id=str(account), version=7, transfer_id=str(transfer), outbox_id=300,
+                balance=common_pb2.Money(minor_units=balance, currency="EUR"),
+                entry=account_pb2.LedgerEntry(
+                    entry_id=entry_id, account_id=str(account), transfer_id=str(transfer),
+                    amount=common_pb2.Money(minor_units=amount, currency="EUR"),
+                    balance_after=common_pb2.Money(minor_units=balance, currency="EUR"),
+                    counterparty_account_id=str(counterparty), description=description,
+                ),
+            )
+            expected.occurred_at.FromDatetime(when)
+            expected.entry.created_at.FromDatetime(when)
+            assert bytes(payload) == expected.SerializeToString(), (balance, amount, entry_id)
 
 
 async def test_a_batch_gets_consecutive_sequences_like_single_publishes(
