@@ -123,14 +123,11 @@ def test_redis_cluster_failover_and_teardown(tmp_path: Path) -> None:
             for replica in replicas:
                 _wait_replicated(cluster, replica, key, "v1")
 
-            started = time.monotonic()
             cluster.kill_node(old_master)
             assert not cluster.node_alive(old_master)
-            new_masters = cluster.wait_masters(timeout=15)
-            elapsed = time.monotonic() - started
+            new_masters = cluster.wait_masters(timeout=15)  # raises if no failover by then
             assert old_master not in new_masters
             assert cluster.master_for_key(key) in replicas
-            assert elapsed < 15
             cluster.wait_healthy(15)
 
             # The same client object follows the failover (it refreshes its slot map).
