@@ -85,13 +85,15 @@ class UserLoans:
 
 @dataclass(frozen=True, slots=True)
 class BalanceChange:
-    """What a balance-changed event tells the cache: the account is now at `version`."""
+    """What a balance-changed event tells the cache: the account is now at `version`, and
+    (when the event carries it) `entry` is the ledger entry that made this version."""
 
     account_id: str
     version: int
     currency: str
     minor_units: int
     occurred_us: int  # 0 when unknown
+    entry: LedgerEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)

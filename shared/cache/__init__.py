@@ -3,6 +3,8 @@
 Layers, each in its own module:
 
 - `entry`: the wire format of a versioned entry (value or tombstone), pure.
+- `ordered_list`: the data format of a bounded newest-first list, which an event can extend
+  inside Redis (`UpdateMode.INSERT`), pure.
 - `scripts`: the Lua compare-and-set scripts; an entry only ever moves to a newer version.
 - `backend`: the `CacheBackend` port; `redis_backend` is the Redis Cluster adapter and
   `fake_backend` the in-memory fake with the same semantics (for unit tests).

@@ -30,10 +30,11 @@ class WriteOutcome(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class RawKeyUpdate:
     key: str
-    mode: bytes  # b"u" keep owner and set data, b"t" tombstone
+    mode: bytes  # b"u" keep owner and set data, b"t" tombstone, b"i" insert into a list
     data: bytes
     ttl_ms: int
     tombstone_ttl_ms: int
+    keep: int = 0  # b"i": the list keeps its newest `keep` items
 
 
 class CacheBackend(Protocol):

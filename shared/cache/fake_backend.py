@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from shared.cache.backend import LeaseOutcome, LeaseProbe, RawKeyUpdate, WriteOutcome
 from shared.cache.entry import decode_entry, encode_tombstone, encode_value
+from shared.cache.ordered_list import insert_item
 
 
 class FakeCacheError(ConnectionError):
@@ -71,10 +72,18 @@ class InMemoryCacheBackend:
         for update in updates:
             current = self.raw(update.key)
             entry = decode_entry(current) if current is not None else None
+            inserted = None
+            if (update.mode == b"i" and entry is not None and not entry.tombstone
+                    and entry.version == version - 1):
+                inserted = insert_item(entry.data, update.data, update.keep)
             if entry is not None and entry.version >= version:
                 outcomes.append(WriteOutcome.STALE)
             elif update.mode == b"u" and entry is not None and not entry.tombstone:
                 self._set(update.key, encode_value(version, entry.owner, update.data),
+                          update.ttl_ms)
+                outcomes.append(WriteOutcome.UPDATED)
+            elif entry is not None and inserted is not None:
+                self._set(update.key, encode_value(version, entry.owner, inserted),
                           update.ttl_ms)
                 outcomes.append(WriteOutcome.UPDATED)
             else:

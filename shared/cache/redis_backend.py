@@ -54,7 +54,8 @@ class RedisCacheBackend:
     ) -> list[WriteOutcome]:
         args: list[Any] = [version]
         for update in updates:
-            args.extend((update.mode, update.data, update.ttl_ms, update.tombstone_ttl_ms))
+            args.extend((update.mode, update.data, update.ttl_ms, update.tombstone_ttl_ms,
+                         update.keep))
         outcomes = await self._run(_APPLY_VERSION, [u.key for u in updates], args)
         return [WriteOutcome(int(o)) for o in outcomes]
 

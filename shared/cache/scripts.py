@@ -5,7 +5,8 @@ Ordering rule (the same in `fake_backend`):
 - a value at version n replaces nothing newer: an absent entry, a value below n, a tombstone at or
   below n (a tombstone at n means "the value at n is not cached"; the value at n is fine);
 - an event at version n replaces anything below n: a value keeps its owner and takes the event's
-  data, anything else becomes a tombstone at n, which rejects every older fill.
+  data (or, for a list, gains the event's item if it was at exactly n - 1), anything else
+  becomes a tombstone at n, which rejects every older fill.
 """
 
 from __future__ import annotations
@@ -27,25 +28,64 @@ if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL'
 return ok
 """
 
-# KEYS[1..n] entries of one entity. ARGV[1] version; then per key: mode ('u': keep the owner and
-# set the data; 't': tombstone), data, value ttl ms, tombstone ttl ms. Returns per key 0 (stale:
-# the entry is at or above the version), 1 (value updated) or 2 (tombstone written).
+# KEYS[1..n] entries of one entity. ARGV[1] version; then per key: mode, data, value ttl ms,
+# tombstone ttl ms, keep. Modes: 'u' keep the owner and set the data; 't' tombstone; 'i' insert
+# the item of `data` (an ordered_list insertion) into the cached list and keep its newest `keep`
+# items, but only onto a value at exactly version - 1: a list one step behind is that list plus
+# this change, while from any other state (older, missing, a tombstone) it would skip a change,
+# so it becomes a tombstone. Returns per key 0 (stale: the entry is at or above the version),
+# 1 (value updated) or 2 (tombstone written).
+# Order keys are compared as Lua numbers: exact below 2^53 (µs timestamps, row ids).
 APPLY_VERSION = """
+local function order_key(line)
+  local p, s = string.match(line, '^(%d+),(%d+),')
+  if p then return tonumber(p), tonumber(s) end
+end
+local function insert_item(list, insertion, keep)
+  local cut = string.find(insertion, '\\n', 1, true)
+  if not cut then return nil end
+  local header, new = string.sub(insertion, 1, cut - 1), string.sub(insertion, cut + 1)
+  local np, ns = order_key(new)
+  if not np or string.find(new, '\\n', 1, true) then return nil end
+  local lines = {}
+  for line in string.gmatch(list .. '\\n', '([^\\n]*)\\n') do lines[#lines + 1] = line end
+  if lines[1] ~= header then return nil end
+  local out, placed = {header}, false
+  for j = 2, #lines do
+    local p, s = order_key(lines[j])
+    if not p or (p == np and s == ns) then return nil end
+    if not placed and (p < np or (p == np and s < ns)) then
+      out[#out + 1] = new
+      placed = true
+    end
+    out[#out + 1] = lines[j]
+  end
+  if not placed then out[#out + 1] = new end
+  while #out > keep + 1 do out[#out] = nil end
+  return table.concat(out, '\\n')
+end
+
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS do
-  local mode, data = ARGV[4 * i - 2], ARGV[4 * i - 1]
-  local ttl, tombstone_ttl = ARGV[4 * i], ARGV[4 * i + 1]
+  local at = 5 * i - 3
+  local mode, data = ARGV[at], ARGV[at + 1]
+  local ttl, tombstone_ttl, keep = ARGV[at + 2], ARGV[at + 3], tonumber(ARGV[at + 4])
   local cur = redis.call('GET', KEYS[i])
-  local v, kind, owner
+  local v, kind, owner, body
   if cur then
-    v, kind, owner = string.match(cur, '^(%d+)|(%a)|([^|]*)|')
+    v, kind, owner, body = string.match(cur, '^(%d+)|(%a)|([^|]*)|(.*)$')
     v = tonumber(v)
   end
+  local list
+  if mode == 'i' and kind == 'v' and v == n - 1 then list = insert_item(body, data, keep) end
   if v and v >= n then
     out[i] = 0
   elseif mode == 'u' and kind == 'v' then
     redis.call('SET', KEYS[i], ARGV[1] .. '|v|' .. owner .. '|' .. data, 'PX', ttl)
+    out[i] = 1
+  elseif list then
+    redis.call('SET', KEYS[i], ARGV[1] .. '|v|' .. owner .. '|' .. list, 'PX', ttl)
     out[i] = 1
   else
     redis.call('SET', KEYS[i], ARGV[1] .. '|t||', 'PX', tombstone_ttl)

@@ -27,6 +27,9 @@ class CacheUnavailable(Exception):
 class UpdateMode(enum.Enum):
     SET_DATA = b"u"  # keep the cached owner, take the new data (a tombstone if nothing is cached)
     TOMBSTONE = b"t"  # the data cannot be derived from the event: reject fills below the version
+    # Insert the item of `data` (shared.cache.ordered_list) into a list cached at exactly the
+    # previous version, keeping its newest `keep` items; from any other state, a tombstone.
+    INSERT = b"i"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class KeyUpdate:
     # tombstones are written for every changed account, read or not: they can live shorter
     # than values and take less of Redis's memory (0: the value TTL).
     tombstone_ttl_ms: int = 0
+    keep: int = 0  # INSERT: how many items the list keeps
 
 
 _OUTCOME_LABEL = {
@@ -115,7 +119,8 @@ class VersionedCache:
     async def apply_version(self, version: int, updates: Sequence[KeyUpdate]) -> list[WriteOutcome]:
         """One compare-and-set over keys of one entity (one hash tag): an event's update."""
         raw = [RawKeyUpdate(u.key, u.mode.value, u.data, u.ttl_ms,
-                            min(u.tombstone_ttl_ms or u.ttl_ms, u.ttl_ms)) for u in updates]
+                            min(u.tombstone_ttl_ms or u.ttl_ms, u.ttl_ms), u.keep)
+               for u in updates]
         try:
             outcomes = await self._guarded(lambda: self._backend.apply_version(version, raw))
         except CacheUnavailable:

@@ -23,6 +23,7 @@ from shared.cache import (
 )
 from shared.cache.backend import CacheBackend, WriteOutcome
 from shared.cache.fake_backend import InMemoryCacheBackend
+from shared.cache.ordered_list import OrderedItem, encode_insertion, encode_ordered_list
 from shared.cache.read_through import LeaseTuning
 from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
@@ -216,5 +217,55 @@ async def test_compare_and_set_rules(
         assert await backend.get(lease) == b"other"
         await cache.release_lease(lease, "other")
         assert await backend.get(lease) is None
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("store", ["redis", "fake"])
+async def test_insert_rules(base_settings: Settings, unique: Callable[[str], str],
+                            store: str) -> None:
+    """An event's list item is inserted only onto the value at exactly the previous version;
+    every other state becomes a tombstone (a list never skips an entry). Both backends."""
+    redis = create_redis_cluster(base_settings)
+    try:
+        backend: CacheBackend = RedisCacheBackend(redis) if store == "redis" \
+            else InMemoryCacheBackend()
+        cache = VersionedCache(backend, CircuitBreaker(5, 1.0), 1.0)
+        key = f"transactions:{{{unique('ins')}}}:recent"
+
+        async def current() -> CacheEntry | None:
+            raw = await backend.get(key)
+            return decode_entry(raw) if raw is not None else None
+
+        def insert(when: int, entry_id: int, header: bytes = b"EUR") -> list[KeyUpdate]:
+            data = encode_insertion(header, OrderedItem(when, entry_id, b"[%d]" % entry_id))
+            return [KeyUpdate("recent", key, UpdateMode.INSERT, 60_000, data, keep=3)]
+
+        def listed(*items: tuple[int, int]) -> bytes:
+            return encode_ordered_list(b"EUR", [OrderedItem(w, i, b"[%d]" % i) for w, i in items])
+
+        assert await cache.apply_version(2, insert(20, 2)) == [WriteOutcome.TOMBSTONED]  # absent
+        assert await cache.put_if_newer("recent", key, CacheEntry(2, "u", listed()), 60_000)
+        assert await cache.apply_version(3, insert(30, 3)) == [WriteOutcome.UPDATED]
+        assert await current() == CacheEntry(3, "u", listed((30, 3)))
+        assert await cache.apply_version(3, insert(30, 3)) == [WriteOutcome.STALE]  # duplicate
+        assert await current() == CacheEntry(3, "u", listed((30, 3)))
+        # Committed later but stamped earlier (created_at is the transaction's start): placed
+        # where the database's (created_at, id) DESC order puts it, not necessarily first.
+        assert await cache.apply_version(4, insert(25, 4)) == [WriteOutcome.UPDATED]
+        assert await cache.apply_version(5, insert(40, 5)) == [WriteOutcome.UPDATED]
+        assert await cache.apply_version(6, insert(40, 6)) == [WriteOutcome.UPDATED]
+        assert await current() == CacheEntry(6, "u", listed((40, 6), (40, 5), (30, 3)))  # keep 3
+        assert await cache.apply_version(7, insert(1, 7)) == [WriteOutcome.UPDATED]  # too old
+        assert await current() == CacheEntry(7, "u", listed((40, 6), (40, 5), (30, 3)))
+        assert await cache.apply_version(9, insert(90, 9)) == [WriteOutcome.TOMBSTONED]  # gap
+        assert await current() == CacheEntry(9, "", b"", tombstone=True)
+        assert await cache.apply_version(10, insert(99, 10)) == [WriteOutcome.TOMBSTONED]
+        # Another header (another currency, or a list written in the older JSON format).
+        assert await cache.put_if_newer("recent", key, CacheEntry(11, "u", listed()), 60_000)
+        assert await cache.apply_version(12, insert(99, 12, b"USD")) == [WriteOutcome.TOMBSTONED]
+        legacy = b'{"c":"EUR","e":[]}'
+        assert await cache.put_if_newer("recent", key, CacheEntry(13, "u", legacy), 60_000)
+        assert await cache.apply_version(14, insert(99, 14)) == [WriteOutcome.TOMBSTONED]
     finally:
         await redis.aclose()

@@ -9,13 +9,18 @@ from collections.abc import Awaitable, Callable
 import pytest
 from bank.v1 import account_pb2, account_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
 from devstack.redis_cluster import LocalRedisCluster
 from services.account.adapters.cache_layout import balance_key, recent_key
+from services.account.entrypoints.event_consumer import change_from_event
+from services.account.service_layer.balance_events import BalanceEventApplier
+from services.account.service_layer.dependencies import CacheTtls
+from shared.cache.backend import WriteOutcome
 from shared.config import Settings
-from shared.events import partition_of, sequence_key
+from shared.events import decode_balance_changed, partition_of, sequence_key
 from tests.integration.account_support import (
     Customer,
     account_settings,
@@ -64,13 +69,12 @@ async def test_a_published_event_updates_the_cached_balance_in_place(
         balance = await stub.GetBalance(
             account_pb2.GetBalanceRequest(account_id=alice.account_id), metadata=alice.metadata)
         assert (balance.source, balance.version, balance.balance.minor_units) == (CACHE, 3, 1_250)
-        tombstone = await cached_entry(app.redis, recent_key(alice.account_id))
-        assert tombstone is not None and tombstone.tombstone and tombstone.version == 3
-        assert 0 < await app.redis.pttl(recent_key(alice.account_id)) <= 15_000
+        # The list was cached at version 2: the event's entry is added in place, no miss.
         recent = await stub.ListRecentTransactions(
             account_pb2.ListRecentTransactionsRequest(account_id=alice.account_id),
             metadata=alice.metadata)
-        assert (recent.source, recent.version, len(recent.entries)) == (DATABASE, 3, 2)
+        assert (recent.source, recent.version, len(recent.entries)) == (CACHE, 3, 2)
+        assert [e.amount.minor_units for e in recent.entries] == [250, 1_000]
         assert metric("bank_events_total", outcome="applied") >= applied + 1
         assert metric("bank_event_lag_seconds_count") >= lag_count + 1
 
@@ -214,3 +218,70 @@ async def test_a_read_whose_event_does_not_come_in_time_reads_through(
             account_pb2.GetBalanceRequest(account_id=alice.account_id, min_version=3),
             metadata=alice.metadata)
         assert (again.source, again.version) == (CACHE, 3)
+
+
+async def outbox_payloads(engine: AsyncEngine, account_id: str) -> list[bytes]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            text("SELECT payload FROM outbox WHERE aggregate_id = CAST(:a AS uuid) ORDER BY id"),
+            {"a": account_id},
+        )).scalars().all()
+    return [bytes(r) for r in rows]
+
+
+async def recent_from_database(
+    stub: account_pb2_grpc.AccountServiceStub, redis: RedisCluster, customer: Customer
+) -> account_pb2.ListRecentTransactionsReply:
+    await redis.delete(recent_key(customer.account_id))
+    reply = await stub.ListRecentTransactions(
+        account_pb2.ListRecentTransactionsRequest(account_id=customer.account_id),
+        metadata=customer.metadata)
+    assert reply.source == DATABASE
+    return reply
+
+
+async def test_a_transfer_event_keeps_the_recent_list_warm_and_equal_to_the_database(
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+) -> None:
+    async with serving(account_settings(base_settings)) as (app, stub):
+        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis)
+        for amount in range(101, 111):  # 11 entries: the list holds the newest 10
+            await seed.deposit(engine, alice.account_id, amount, description=f"d{amount}")
+        await warm(stub, alice)  # cached at version 12
+        await seed.deposit(engine, alice.account_id, 777, description="caf\u00e9, \"quoted\"\n")
+        await publish_newest_events(engine, app.redis, [alice.account_id])
+        await eventually(at_version(app.redis, recent_key(alice.account_id), 13))
+        cached = await stub.ListRecentTransactions(
+            account_pb2.ListRecentTransactionsRequest(account_id=alice.account_id, min_version=13),
+            metadata=alice.metadata)
+        assert (cached.source, cached.version, len(cached.entries)) == (CACHE, 13, 10)
+        assert (cached.entries[0].amount.minor_units, cached.entries[0].description) == (
+            777, "caf\u00e9, \"quoted\"\n")
+        assert cached.entries[0].balance_after.minor_units == 1_000 + sum(range(101, 111)) + 777
+        from_database = await recent_from_database(stub, app.redis, alice)
+        assert list(from_database.entries) == list(cached.entries)
+
+
+async def test_an_event_after_a_missed_one_tombstones_the_list(
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+) -> None:
+    """Never skip an entry: the list is at version 2, the event is version 4 (the event of
+    version 3 is not applied yet): the list is dropped, and version 3's event then is stale."""
+    async with serving(account_settings(base_settings)) as (app, stub):
+        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis)
+        await warm(stub, alice)
+        await app.events.stop()  # type: ignore[union-attr]
+        await seed.deposit(engine, alice.account_id, 10)
+        await seed.deposit(engine, alice.account_id, 20)
+        newest = await outbox_payloads(engine, alice.account_id)
+        applier = BalanceEventApplier(app.cache, CacheTtls(60, 120, 300, 0.1))
+        outcomes = await applier.apply(change_from_event(decode_balance_changed(
+            newest[-1])))  # version 4
+        assert outcomes == [WriteOutcome.UPDATED, WriteOutcome.TOMBSTONED]
+        assert await applier.apply(change_from_event(decode_balance_changed(
+            newest[-2]))) == [WriteOutcome.STALE, WriteOutcome.STALE]
+        again = await applier.apply(change_from_event(decode_balance_changed(
+            newest[-1])))
+        assert again == [WriteOutcome.STALE, WriteOutcome.STALE]  # a duplicate: nothing changes
+        entry = await cached_entry(app.redis, recent_key(alice.account_id))
+        assert entry is not None and entry.tombstone and entry.version == 4

@@ -8,10 +8,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
-from bank.v1 import common_pb2, events_pb2
+from bank.v1 import account_pb2, common_pb2, events_pb2
 
-from services.account.adapters.cache_layout import balance_key, recent_key
+from services.account.adapters.cache_layout import (
+    RecentTransactionsCodec,
+    balance_key,
+    recent_key,
+)
 from services.account.adapters.fakes import FakeOutboxReader, FakeSubscription
+from services.account.domain import LedgerEntry, RecentTransactions
 from services.account.entrypoints.event_consumer import BalanceEventConsumer
 from services.account.service_layer.balance_events import BalanceEventApplier
 from services.account.service_layer.dependencies import CacheTtls
@@ -197,3 +202,96 @@ async def test_a_caught_up_event_wakes_waiters_too_and_waits_stop_while_unsubscr
     await rig.consumer.start()
     assert await rig.versions.wait_for(account, 5, timeout_s=2)  # from the outbox catch-up
     assert rig.versions.live
+
+
+# The recent-transactions list: an event inserts its ledger entry onto the list at exactly the
+# previous version, and tombstones it otherwise.
+
+
+def ledger(n: int) -> LedgerEntry:
+    """Entry n of an account: id n, at second n, balance after 10 * n."""
+    return LedgerEntry(n, f"t{n}", 10, 10 * n, "cp", f"entry {n}", n * 1_000_000)
+
+
+def payload_with_entry(account_id: str, version: int, sequence: int = 0) -> bytes:
+    """The event of version n carries ledger entry n."""
+    event = events_pb2.BalanceChanged.FromString(payload(account_id, version, 10 * version,
+                                                         sequence))
+    event.entry.CopyFrom(account_pb2.LedgerEntry(
+        entry_id=version, account_id=account_id, transfer_id=f"t{version}",
+        amount=common_pb2.Money(minor_units=10, currency="EUR"),
+        balance_after=common_pb2.Money(minor_units=10 * version, currency="EUR"),
+        counterparty_account_id="cp", description=f"entry {version}",
+    ))
+    event.entry.created_at.FromMicroseconds(version * 1_000_000)
+    return event.SerializeToString()
+
+
+async def fill_recent(rig: Rig, account_id: str, version: int, newest: int) -> None:
+    """The list cached at `version`, holding entries newest, newest - 1, ... 1 (at most 10)."""
+    entries = tuple(ledger(n) for n in range(newest, max(newest - 10, 0), -1))
+    value = RecentTransactions(account_id, "owner-1", "EUR", version, entries)
+    await rig.cache.put_if_newer("recent", recent_key(account_id),
+                                 RecentTransactionsCodec(account_id).to_entry(value), 60_000)
+
+
+def recent(rig: Rig, account_id: str) -> RecentTransactions | None:
+    cached = entry(rig, recent_key(account_id))
+    if cached is None or cached.tombstone:
+        return None
+    return RecentTransactionsCodec(account_id).from_entry(cached)
+
+
+async def test_an_event_one_version_ahead_inserts_its_entry_and_keeps_ten(rig: Rig) -> None:
+    account = str(uuid.uuid4())
+    await fill_recent(rig, account, 11, newest=11)  # ten entries, 11..2
+    rig.subscription.deliver(channel_of(account), payload_with_entry(account, 12, sequence=1))
+    await eventually(lambda: rig.versions.reached(account, 12))
+    listed = recent(rig, account)
+    assert listed is not None and listed.version == 12
+    assert listed.entries == tuple(ledger(n) for n in range(12, 2, -1))
+
+
+async def test_an_event_after_a_gap_tombstones_the_list(rig: Rig) -> None:
+    account = str(uuid.uuid4())
+    await fill_recent(rig, account, 3, newest=3)
+    rig.subscription.deliver(channel_of(account), payload_with_entry(account, 5, sequence=1))
+    await eventually(lambda: rig.versions.reached(account, 5))
+    assert entry(rig, recent_key(account)) == CacheEntry(5, "", b"", tombstone=True)
+
+
+async def test_a_duplicate_event_changes_nothing(rig: Rig) -> None:
+    account = str(uuid.uuid4())
+    await fill_recent(rig, account, 3, newest=3)
+    event = payload_with_entry(account, 4, sequence=1)
+    rig.subscription.deliver(channel_of(account), event)
+    await eventually(lambda: rig.versions.reached(account, 4))
+    once = rig.backend.raw(recent_key(account))
+    rig.subscription.deliver(channel_of(account), event)
+    rig.subscription.deliver(channel_of(account), payload_with_entry(account, 4, sequence=2))
+    await asyncio.sleep(0.05)  # both deliveries applied (they are no-ops)
+    assert rig.backend.raw(recent_key(account)) == once
+    listed = recent(rig, account)
+    assert listed is not None and [e.entry_id for e in listed.entries] == [4, 3, 2, 1]
+
+
+async def test_a_catch_up_replays_an_accounts_missed_events_in_order(rig: Rig) -> None:
+    account = account_in(2)
+    await fill_recent(rig, account, 3, newest=3)
+    await rig.consumer.stop()
+    for version in (5, 4, 6):  # any order in the outbox
+        rig.outbox.rows.append((2, payload_with_entry(account, version)))
+    await rig.consumer.start()
+    assert await rig.versions.wait_for(account, 6, timeout_s=2)
+    listed = recent(rig, account)
+    assert listed is not None and listed.version == 6
+    assert [e.entry_id for e in listed.entries] == [6, 5, 4, 3, 2, 1]
+    assert entry(rig, balance_key(account)) == CacheEntry(6, "", b"", tombstone=True)  # unfilled
+
+
+async def test_an_event_without_its_entry_tombstones_the_list(rig: Rig) -> None:
+    account = str(uuid.uuid4())
+    await fill_recent(rig, account, 3, newest=3)
+    rig.subscription.deliver(channel_of(account), payload(account, 4, 40, sequence=1))
+    await eventually(lambda: rig.versions.reached(account, 4))
+    assert entry(rig, recent_key(account)) == CacheEntry(4, "", b"", tombstone=True)

@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 
 from shared.cache import CacheEntry, decode_entry, encode_tombstone, encode_value
+from shared.cache.ordered_list import (
+    OrderedItem,
+    decode_ordered_list,
+    encode_insertion,
+    encode_ordered_list,
+)
 from shared.cache.ttl import jittered_ttl_ms
 
 
@@ -43,3 +49,28 @@ def test_jitter_stays_within_ten_percent() -> None:
 
 def test_tiny_ttls_never_reach_zero() -> None:
     assert jittered_ttl_ms(0.0001, 0.1, uniform=lambda: 0.0) == 1
+
+
+def test_an_ordered_list_round_trips_and_refuses_what_its_framing_cannot_carry() -> None:
+    items = [OrderedItem(20, 2, b'["a,b",1]'), OrderedItem(10, 1, b"")]
+    data = encode_ordered_list(b"EUR", items)
+    assert decode_ordered_list(data) == (b"EUR", items)
+    assert decode_ordered_list(encode_ordered_list(b"EUR", [])) == (b"EUR", [])
+    assert decode_ordered_list(b'{"c":"EUR","e":[]}') == (b'{"c":"EUR","e":[]}', [])
+    assert decode_ordered_list(b"EUR\nnot-a-row") is None
+    with pytest.raises(ValueError):
+        encode_ordered_list(b"EUR", [OrderedItem(1, 1, b"two\nlines")])
+    with pytest.raises(ValueError):
+        encode_insertion(b"EUR", OrderedItem(-1, 1, b""))
+
+
+def test_a_recent_list_in_the_older_json_format_still_reads() -> None:
+    from services.account.adapters.cache_layout import RecentTransactionsCodec
+    from services.account.domain import LedgerEntry
+
+    legacy = b'{"c":"EUR","e":[[7,"t",-5,95,"cp","d",123]]}'
+    value = RecentTransactionsCodec("acc").from_entry(CacheEntry(3, "owner", legacy))
+    assert value.entries == (LedgerEntry(7, "t", -5, 95, "cp", "d", 123),)
+    again = RecentTransactionsCodec("acc").from_entry(
+        RecentTransactionsCodec("acc").to_entry(value))
+    assert again == value

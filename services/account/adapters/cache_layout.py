@@ -16,6 +16,12 @@ from services.account.domain import (
     UserLoans,
 )
 from shared.cache import CacheEntry
+from shared.cache.ordered_list import (
+    OrderedItem,
+    decode_ordered_list,
+    encode_insertion,
+    encode_ordered_list,
+)
 
 BALANCE = "balance"
 RECENT = "recent"
@@ -58,9 +64,28 @@ class BalanceCodec:
         return value.version
 
 
-def _entry_row(entry: LedgerEntry) -> list[object]:
-    return [entry.entry_id, entry.transfer_id, entry.amount, entry.balance_after,
-            entry.counterparty_account_id, entry.description, entry.created_us]
+# The recent list is a shared.cache.ordered_list: header = the currency, one item per ledger
+# entry, ordered by (created_us, entry_id) descending like the database query, so that a
+# balance-changed event can insert its entry inside Redis (services/account/.../balance_events).
+# An item is the JSON array of the entry's other fields (json.dumps escapes newlines).
+
+
+def _ledger_item(entry: LedgerEntry) -> OrderedItem:
+    rest = [entry.transfer_id, entry.amount, entry.balance_after,
+            entry.counterparty_account_id, entry.description]
+    return OrderedItem(entry.created_us, entry.entry_id,
+                       json.dumps(rest, separators=(",", ":")).encode())
+
+
+def _ledger_entry(item: OrderedItem) -> LedgerEntry:
+    transfer_id, amount, balance_after, counterparty, description = json.loads(item.item)
+    return LedgerEntry(item.secondary, transfer_id, amount, balance_after, counterparty,
+                       description, item.primary)
+
+
+def recent_insertion(currency: str, entry: LedgerEntry) -> bytes:
+    """The data of the event update that inserts `entry` into the cached recent list."""
+    return encode_insertion(currency.encode(), _ledger_item(entry))
 
 
 class RecentTransactionsCodec:
@@ -70,15 +95,22 @@ class RecentTransactionsCodec:
         self._account_id = account_id
 
     def to_entry(self, value: RecentTransactions) -> CacheEntry:
-        data = {"c": value.currency, "e": [_entry_row(e) for e in value.entries]}
-        return CacheEntry(value.version, value.owner_user_id,
-                          json.dumps(data, separators=(",", ":")).encode())
+        data = encode_ordered_list(value.currency.encode(),
+                                   [_ledger_item(e) for e in value.entries])
+        return CacheEntry(value.version, value.owner_user_id, data)
 
     def from_entry(self, entry: CacheEntry) -> RecentTransactions:
-        data = json.loads(entry.data)
-        entries = tuple(LedgerEntry(*row) for row in data["e"])
-        return RecentTransactions(self._account_id, entry.owner, data["c"], entry.version,
-                                  entries)
+        if entry.data.startswith(b"{"):
+            # Written by a replica before the ordered-list format (until its TTL ends).
+            legacy = json.loads(entry.data)
+            return RecentTransactions(self._account_id, entry.owner, legacy["c"], entry.version,
+                                      tuple(LedgerEntry(*row) for row in legacy["e"]))
+        decoded = decode_ordered_list(entry.data)
+        if decoded is None:
+            raise ValueError("not a recent-transactions list")
+        currency, items = decoded
+        return RecentTransactions(self._account_id, entry.owner, currency.decode(),
+                                  entry.version, tuple(_ledger_entry(i) for i in items))
 
     def version_of(self, value: RecentTransactions) -> int:
         return value.version
