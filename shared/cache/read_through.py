@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from shared.cache.versioned_cache import CacheUnavailable, VersionedCache
 from shared.metrics import CACHE_REQUESTS
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class EntryCodec(Protocol[T]):
@@ -127,15 +129,20 @@ class ReadThroughCache:
         else:
             if entry is not None and not entry.tombstone:
                 if entry.version >= min_version:
-                    counters.hit.inc()
-                    return Read(codec.from_entry(entry), True)
-                if wait_key is not None and self._versions is not None:
-                    newer = await self._wait_for_event(cache, counters, key, wait_key,
-                                                       min_version)
-                    if newer is not None:
-                        counters.hit_after_wait.inc()
-                        return Read(codec.from_entry(newer), True)
-                counters.bypass.inc()
+                    value = _readable(codec, key, entry)
+                    if value is not None:
+                        counters.hit.inc()
+                        return Read(value, True)
+                    counters.miss.inc()
+                else:
+                    if wait_key is not None and self._versions is not None:
+                        newer = await self._wait_for_event(cache, counters, key, wait_key,
+                                                           min_version)
+                        waited = None if newer is None else _readable(codec, key, newer)
+                        if waited is not None:
+                            counters.hit_after_wait.inc()
+                            return Read(waited, True)
+                    counters.bypass.inc()
             else:
                 counters.miss.inc()
         result, _ = await self._flights.run(
@@ -201,14 +208,16 @@ class ReadThroughCache:
         if probe is not None:
             if probe.outcome is LeaseOutcome.CACHED and probe.raw_entry is not None:
                 entry = decode_entry(probe.raw_entry)
-                if entry is not None:
-                    return codec.from_entry(entry), True
+                cached = None if entry is None else _readable(codec, key, entry)
+                if cached is not None:
+                    return cached, True
             elif probe.outcome is LeaseOutcome.ACQUIRED:
                 holds_lease = True
             else:
                 filled = await self._wait_for_fill(cache, key, min_version)
-                if filled is not None:
-                    return codec.from_entry(filled), True
+                readable = None if filled is None else _readable(codec, key, filled)
+                if readable is not None:
+                    return readable, True
                 self._count(kind).lease_wait_expired.inc()
         try:
             value = await load()
@@ -254,3 +263,14 @@ class ReadThroughCache:
 
 
 __all__ = ["EntryCodec", "LeaseTuning", "Read", "ReadThroughCache"]
+
+
+def _readable(codec: EntryCodec[T], key: str, entry: CacheEntry) -> T | None:
+    """An entry this release cannot decode (another release's format, corruption) is a miss,
+    never an error: PostgreSQL answers, and the next newer version replaces the entry."""
+    try:
+        return codec.from_entry(entry)
+    except Exception:
+        log.warning("unreadable cache entry %s at version %d; reading through", key,
+                    entry.version)
+        return None

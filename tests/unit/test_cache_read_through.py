@@ -248,3 +248,16 @@ async def test_expired_entries_are_misses(version: int) -> None:
     assert await cache.lookup(KEY) is not None
     now[0] = 1.001
     assert await cache.lookup(KEY) is None
+
+
+async def test_an_unreadable_entry_is_a_miss_not_an_error() -> None:
+    """An entry another release wrote in another format (or a corrupted one) must not fail
+    reads: the database answers instead."""
+    reads, cache, _ = build()
+    db = Database()
+    db.row = Row("u1", 3, 300)
+    assert await cache.put_if_newer("balance", KEY, CacheEntry(3, "u1", b"not-a-number"), 60_000)
+    read = await reads.read("balance", KEY, ttl_s=60, codec=RowCodec(), load=db.load)
+    assert read.value == Row("u1", 3, 300)
+    assert not read.from_cache
+    assert db.loads == 1
