@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.config import Settings
 
@@ -30,10 +30,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "application_name": settings.service_name,
         },
     )
-
-
-def create_session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
-    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 async def database_ready(engine: AsyncEngine) -> bool:

@@ -179,13 +179,6 @@ class ReadThroughCache:
             return None  # evicted, expired or tombstoned since: load it
         return entry
 
-    async def invalidate(self, key: str) -> None:
-        if self._cache is not None:
-            try:
-                await self._cache.delete(key)
-            except CacheUnavailable:
-                pass  # the TTL bounds it
-
     async def _load_once(
         self,
         cache: VersionedCache,

@@ -133,6 +133,3 @@ class VersionedCache:
 
     async def release_lease(self, lease_key: str, token: str) -> None:
         await self._guarded(lambda: self._backend.release_lease(lease_key, token))
-
-    async def delete(self, key: str) -> None:
-        await self._guarded(lambda: self._backend.delete(key))
