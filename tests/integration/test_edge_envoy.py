@@ -9,7 +9,7 @@ import dataclasses
 import ipaddress
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from devstack.ports import free_ports
 from edge import build_envoy_config, certificate_path, validate_config, write_edge_config
 from edge.runner import EnvoyProcess
 from services.gateway.bootstrap import serve_gateway
-from services.gateway.descriptors import load_catalog
 from services.gateway.fakes import FakeBankServer
 from shared.config import Settings
 
@@ -76,16 +75,6 @@ def test_config_needs_a_gateway() -> None:
 
     with pytest.raises(ValueError):
         build_envoy_config(EdgeSpec("127.0.0.1", 1, 2, [], Path("c"), Path("k")))
-
-
-@pytest.fixture(scope="module")
-async def fake_bank() -> AsyncIterator[FakeBankServer]:
-    server = FakeBankServer(load_catalog())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_envoy_terminates_https_and_balances_per_request(

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
 from services.gateway.bootstrap import RunningGateway, serve_gateway
-from services.gateway.descriptors import load_catalog
 from services.gateway.fakes import FakeBankServer
 from shared.caller_assertion import CALLER_ASSERTION_HEADER, CallerAssertions
 from shared.config import Settings
@@ -42,16 +41,6 @@ async def redis(base_settings: Settings) -> AsyncIterator[RedisCluster]:
         yield client
     finally:
         await client.aclose()
-
-
-@pytest.fixture(scope="module")
-async def fake_bank() -> AsyncIterator[FakeBankServer]:
-    server = FakeBankServer(load_catalog())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
 from services.gateway.bootstrap import serve_gateway
-from services.gateway.descriptors import load_catalog
 from services.gateway.fakes import FakeBankServer
 from services.gateway.session_gate import user_limit_key
 from shared.config import Settings
@@ -27,16 +26,6 @@ from shared.redis_client import create_redis_cluster
 from shared.sessions import NewSession, SessionStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def fake_bank() -> AsyncIterator[FakeBankServer]:
-    server = FakeBankServer(load_catalog())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
 from services.gateway.bootstrap import RunningGateway, serve_gateway
-from services.gateway.descriptors import load_catalog
 from services.gateway.fakes import FakeBankServer
 from shared.config import Settings
 from shared.redis_client import create_redis_cluster
@@ -45,16 +44,6 @@ TABLE = [
     (grpc.StatusCode.UNIMPLEMENTED, 500),
     (grpc.StatusCode.CANCELLED, 500),
 ]
-
-
-@pytest.fixture(scope="module")
-async def fake_bank() -> AsyncIterator[FakeBankServer]:
-    server = FakeBankServer(load_catalog())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="module")

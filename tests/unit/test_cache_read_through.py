@@ -4,7 +4,6 @@ stampedes, leases across replicas, and Redis faults (errors, slowness, the break
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import pytest
 
@@ -21,43 +20,9 @@ from shared.cache import (
 from shared.cache.backend import WriteOutcome
 from shared.cache.fake_backend import InMemoryCacheBackend
 from shared.cache.read_through import LeaseTuning
+from tests.unit.cache_doubles import Database, Row, RowCodec
 
 KEY = "account:{a1}:balance"
-
-
-@dataclass(frozen=True)
-class Row:
-    owner: str
-    version: int
-    amount: int
-
-
-class RowCodec:
-    def to_entry(self, value: Row) -> CacheEntry:
-        return CacheEntry(value.version, value.owner, str(value.amount).encode())
-
-    def from_entry(self, entry: CacheEntry) -> Row:
-        return Row(entry.owner, entry.version, int(entry.data))
-
-    def version_of(self, value: Row) -> int:
-        return value.version
-
-
-class Database:
-    def __init__(self) -> None:
-        self.row = Row("u1", 1, 100)
-        self.loads = 0
-        self.delay_s = 0.0
-        self.gate: asyncio.Event | None = None  # holds a load between its read and its return
-
-    async def load(self) -> Row | None:
-        self.loads += 1
-        row = self.row
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        if self.gate is not None:
-            await self.gate.wait()
-        return row
 
 
 def build(

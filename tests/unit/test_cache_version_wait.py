@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 
 from shared.cache import (
     AppliedVersions,
-    CacheEntry,
     CircuitBreaker,
     CircuitState,
     KeyUpdate,
@@ -21,37 +20,10 @@ from shared.cache import (
     VersionedCache,
 )
 from shared.cache.fake_backend import InMemoryCacheBackend
+from tests.unit.cache_doubles import Database, Row, RowCodec
 
 ACCOUNT = "a1"
 KEY = "account:{a1}:balance"
-
-
-@dataclass(frozen=True)
-class Row:
-    owner: str
-    version: int
-    amount: int
-
-
-class RowCodec:
-    def to_entry(self, value: Row) -> CacheEntry:
-        return CacheEntry(value.version, value.owner, str(value.amount).encode())
-
-    def from_entry(self, entry: CacheEntry) -> Row:
-        return Row(entry.owner, entry.version, int(entry.data))
-
-    def version_of(self, value: Row) -> int:
-        return value.version
-
-
-class Database:
-    def __init__(self, row: Row) -> None:
-        self.row = row
-        self.loads = 0
-
-    async def load(self) -> Row | None:
-        self.loads += 1
-        return self.row
 
 
 @dataclass
