@@ -10,15 +10,21 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio.cluster import RedisCluster
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.caller_assertion import CallerAssertions
 from shared.config import Settings
+from shared.db import database_ready
 from shared.grpc_interceptor import Authenticator, ServiceInterceptor
+from shared.redis_client import RedisReadyOnce
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,30 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 # Kubernetes' liveness probe asks for it, so an outage of a dependency makes pods unready (no
 # traffic) instead of restarting every pod at once. Readiness asks for "" (the readiness checks).
 LIVENESS_SERVICE = "liveness"
+
+
+def standard_readiness(engine: AsyncEngine, redis: RedisCluster) -> list[ReadinessCheck]:
+    """SERVING while PostgreSQL answers, once Redis has answered since start-up (a later Redis
+    outage degrades instead of draining every replica: docs/decisions.md, Readiness)."""
+
+    async def database() -> bool:
+        return await database_ready(engine)
+
+    return [database, RedisReadyOnce(redis)]
+
+
+def servicer_registration(
+    add_to_server: Callable[[Any, grpc.aio.Server], None],
+    servicer: object,
+    service: ServiceDescriptor,
+) -> Callable[[grpc.aio.Server], list[str]]:
+    """The `register` argument of build_grpc_service for one generated servicer."""
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        add_to_server(servicer, server)
+        return [service.full_name]
+
+    return register
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:

@@ -6,7 +6,6 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
 from bank.v1 import account_pb2, account_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,11 +28,16 @@ from shared.cache import (
 from shared.cache.read_through import LeaseTuning
 from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
-from shared.db import create_engine, database_ready
-from shared.grpc_server import GrpcService, build_grpc_service
+from shared.db import create_engine
+from shared.grpc_server import (
+    GrpcService,
+    build_grpc_service,
+    servicer_registration,
+    standard_readiness,
+)
 from shared.metrics import CIRCUIT_STATE
 from shared.pg_pool import PoolType, create_pool
-from shared.redis_client import RedisReadyOnce, create_redis_cluster
+from shared.redis_client import create_redis_cluster
 from shared.sessions import SessionStore
 
 
@@ -127,14 +131,13 @@ def build_account_app(
 
     servicer = AccountServicer(reads)
 
-    def register(server: grpc.aio.Server) -> list[str]:
-        account_pb2_grpc.add_AccountServiceServicer_to_server(servicer, server)
-        return [account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name]
-
     service = build_grpc_service(
         settings,
-        register=register,
-        readiness_checks=[lambda: database_ready(engine), RedisReadyOnce(redis)],
+        register=servicer_registration(
+            account_pb2_grpc.add_AccountServiceServicer_to_server, servicer,
+            account_pb2.DESCRIPTOR.services_by_name["AccountService"],
+        ),
+        readiness_checks=standard_readiness(engine, redis),
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,

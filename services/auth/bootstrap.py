@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
 from bank.v1 import auth_pb2, auth_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,10 +13,15 @@ from services.auth.adapters.user_repository import PostgresUserRepository
 from services.auth.entrypoints.grpc_servicer import AuthServicer
 from services.auth.service_layer.ports import AuthDependencies
 from shared.config import Settings
-from shared.db import create_engine, database_ready
-from shared.grpc_server import GrpcService, build_grpc_service
+from shared.db import create_engine
+from shared.grpc_server import (
+    GrpcService,
+    build_grpc_service,
+    servicer_registration,
+    standard_readiness,
+)
 from shared.passwords import hasher_from_settings
-from shared.redis_client import RedisReadyOnce, create_redis_cluster
+from shared.redis_client import create_redis_cluster
 from shared.sessions import SessionStore
 
 
@@ -55,14 +59,13 @@ def build_auth_app(settings: Settings, port: int | None = None,
     )
     servicer = AuthServicer(deps)
 
-    def register(server: grpc.aio.Server) -> list[str]:
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
-        return [auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name]
-
     service = build_grpc_service(
         settings,
-        register=register,
-        readiness_checks=[lambda: database_ready(engine), RedisReadyOnce(redis)],
+        register=servicer_registration(
+            auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer,
+            auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+        ),
+        readiness_checks=standard_readiness(engine, redis),
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,

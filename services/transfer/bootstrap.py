@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
-import grpc
 from bank.v1 import transfer_pb2, transfer_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,11 +18,16 @@ from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay
 from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
 from shared.config import Settings
-from shared.db import create_engine, database_ready
+from shared.db import create_engine
 from shared.events import RedisEventPublisher
-from shared.grpc_server import GrpcService, build_grpc_service
+from shared.grpc_server import (
+    GrpcService,
+    build_grpc_service,
+    servicer_registration,
+    standard_readiness,
+)
 from shared.pg_pool import PoolType, create_pool
-from shared.redis_client import RedisReadyOnce, create_redis_cluster
+from shared.redis_client import create_redis_cluster
 from shared.sessions import SessionStore
 
 
@@ -84,16 +88,15 @@ def build_transfer_app(
     )
     servicer = TransferServicer(service)
 
-    def register(server: grpc.aio.Server) -> list[str]:
-        transfer_pb2_grpc.add_TransferServiceServicer_to_server(servicer, server)
-        return [transfer_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name]
-
     grpc_service = build_grpc_service(
         settings,
-        register=register,
+        register=servicer_registration(
+            transfer_pb2_grpc.add_TransferServiceServicer_to_server, servicer,
+            transfer_pb2.DESCRIPTOR.services_by_name["TransferService"],
+        ),
         # Probed through the session engine's idle pool: a busy hot-path pool under load must
         # not turn the replica NOT_SERVING.
-        readiness_checks=[lambda: database_ready(engine), RedisReadyOnce(redis)],
+        readiness_checks=standard_readiness(engine, redis),
         authenticator=sessions,
         port=port,
         health_poll_s=health_poll_s,
