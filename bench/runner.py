@@ -46,7 +46,6 @@ from shared.config import Settings
 from shared.db import create_engine
 
 Log = Callable[[str], None]
-_START_ATTEMPTS = 3
 
 
 def choose_target(via: str, endpoints: Endpoints) -> Target:
@@ -106,25 +105,18 @@ class Runner:
             self.log("attaching to the stack ...")
             running = RunningStack()
             return running, running.start()
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            self.log("starting the stack ...")
-            stack = OwnStack(cfg.run_dir, production_argon2=cfg.production_argon2)
-            try:
-                return stack, stack.start()
-            except DevstackError as err:
-                stack.stop()
-                # The services' fixed ports (devstack/components.py) lie in the kernel's
-                # ephemeral range: a busy machine's outgoing connection can hold one for a
-                # moment. Another stack (`make run`, another benchmark) holds it for good.
-                reason = str(err).splitlines()[0]
-                if attempt == _START_ATTEMPTS:
-                    raise SystemExit(
-                        f"the stack did not start: {reason}\n(logs under {cfg.run_dir / 'logs'};"
-                        " is another stack or benchmark running? `--use-running` measures a "
-                        "running one)") from None
-                self.log(f"the stack did not start ({reason}); trying again")
-                time.sleep(2.0)
-        raise AssertionError("unreachable")
+        self.log("starting the stack ...")
+        stack = OwnStack(cfg.run_dir, production_argon2=cfg.production_argon2)
+        try:
+            return stack, stack.start()
+        except DevstackError as err:
+            stack.stop()
+            # The fixed ports (devstack/components.py) lie below the kernel's ephemeral range,
+            # so a busy port means another stack (`make run`, another benchmark) holds it.
+            raise SystemExit(
+                f"the stack did not start: {str(err).splitlines()[0]}\n(logs under "
+                f"{cfg.run_dir / 'logs'}; is another stack or benchmark running? "
+                "`--use-running` measures a running one)") from None
 
     def _run_on(self, stack: OwnStack | RunningStack, endpoints: Endpoints,
                 generator: LoadGenerator) -> BenchRun:
