@@ -51,7 +51,8 @@ class OutboxRelay:
         self.batch_size = batch_size
         self._retention_s = idempotency_retention_s
         self._purge_every_s = purge_every_s
-        self._last_purge = 0.0
+        # None: purge on the first cycle (monotonic time starts near 0 on a fresh machine).
+        self._last_purge: float | None = None
 
     async def run_cycle(self) -> int:
         """Drain what is stale now, refresh the backlog gauge, purge expired rejections."""
@@ -65,7 +66,7 @@ class OutboxRelay:
             if claimed < self.batch_size or published < claimed:
                 break
         OUTBOX_BACKLOG.set(await self._store.backlog())
-        if time.monotonic() - self._last_purge >= self._purge_every_s:
+        if self._last_purge is None or time.monotonic() - self._last_purge >= self._purge_every_s:
             self._last_purge = time.monotonic()
             purged = await self._store.purge_rejections(self._retention_s)
             if purged:
