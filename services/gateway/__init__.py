@@ -7,7 +7,7 @@ transcoded to gRPC calls on the account, transfer and auth services.
     transcoding     HTTP request -> request message, reply message -> JSON
     errors          gRPC status -> HTTP status, google.rpc.Status bodies
     session_gate    one Redis round trip: session check + rate limit + read-your-writes version
-    redis_scripts   the gate's Lua scripts over one pipelined connection per cluster primary
+    (the pipelined Redis client and the rate-limit policy now live in shared/)
     rate_limit      rate-limit decisions, headers, and the in-memory fallback limiter
     upstreams       grpc.aio channels (round robin, deadlines, retries for idempotent RPCs)
     openapi         the OpenAPI 3 document and the docs page

@@ -20,12 +20,12 @@ import uvicorn
 from services.gateway.descriptors import load_catalog
 from services.gateway.http_app import ApiHandler, GatewayASGI, build_asgi
 from services.gateway.openapi import build_openapi, docs_page
-from services.gateway.redis_scripts import ClusterScripts
 from services.gateway.routes import RouteTable, build_route_table
 from services.gateway.session_gate import CircuitBreaker, SessionGate
 from services.gateway.upstreams import GrpcUpstreams, targets_from_settings
 from shared.caller_assertion import CallerAssertions
 from shared.config import Settings
+from shared.redis_pipeline import ClusterScripts
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from grpc_health.v1._async import HealthServicer
 
 from services.gateway.descriptors import ProtoCatalog
 from services.gateway.errors import unauthenticated
-from services.gateway.rate_limit import (
+from services.gateway.session_gate import WINDOW_S, GateResult
+from shared.auth_context import Caller
+from shared.rate_limit import (
     ADDRESS_SCOPE,
     USER_SCOPE,
     InMemoryRateLimiter,
     LimitDecision,
 )
-from services.gateway.session_gate import WINDOW_S, GateResult
-from shared.auth_context import Caller
 
 # (request, context) -> reply; raise via `await context.abort(code, message)` for errors.
 RpcBehaviour = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]

@@ -27,13 +27,13 @@ from starlette.types import Receive, Scope, Send
 from services.gateway import http_request
 from services.gateway.errors import HttpError, error_body, from_rpc_error, retry_info
 from services.gateway.metrics import RATE_LIMITED, RouteMetrics
-from services.gateway.rate_limit import LimitDecision
 from services.gateway.routes import Binding, RouteTable
 from services.gateway.session_gate import GateResult
 from services.gateway.transcoding import build_request, reply_json
 from shared.auth_context import Caller
 from shared.caller_assertion import CALLER_ASSERTION_HEADER, CallerAssertions
 from shared.logging import request_id_var
+from shared.rate_limit import LimitDecision
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ from typing import Any, Protocol
 
 from services.gateway.errors import unauthenticated
 from services.gateway.metrics import REDIS_FALLBACKS, SESSION_CHECKS
-from services.gateway.rate_limit import (
+from shared.auth_context import Caller
+from shared.errors import Unauthenticated
+from shared.rate_limit import (
     ADDRESS_SCOPE,
     USER_SCOPE,
     InMemoryRateLimiter,
     LimitDecision,
 )
-from services.gateway.redis_scripts import ClusterScripts, Script
-from shared.auth_context import Caller
-from shared.errors import Unauthenticated
+from shared.redis_pipeline import ClusterScripts, Script
 from shared.sessions import REVOKED, ParsedToken, parse_token, secret_matches, session_key
 
 log = logging.getLogger(__name__)

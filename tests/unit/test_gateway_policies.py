@@ -13,9 +13,9 @@ from services.gateway import http_request
 from services.gateway.descriptors import load_catalog
 from services.gateway.errors import HttpError, http_status_for
 from services.gateway.openapi import build_openapi, docs_page
-from services.gateway.rate_limit import InMemoryRateLimiter, LimitDecision
 from services.gateway.routes import build_route_table
 from services.gateway.session_gate import CircuitBreaker
+from shared.rate_limit import InMemoryRateLimiter, LimitDecision
 
 
 def test_unnamed_codes_are_500() -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from devstack.redis_cluster import LocalRedisCluster
-from services.gateway.redis_scripts import ClusterScripts, RedisScriptError, Script
+from shared.redis_pipeline import ClusterScripts, RedisScriptError, Script
 
 pytestmark = pytest.mark.integration
 
