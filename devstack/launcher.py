@@ -43,7 +43,7 @@ def _component_by_name(name: str) -> Component:
 
 
 def service_env(pg: LocalPostgres, cluster: LocalRedisCluster, component: Component,
-                replica: int, caller_assertion_key: str = "") -> dict[str, str]:
+                replica: int, session_signing_key: str) -> dict[str, str]:
     ports = component.ports(replica)
     env = {
         **os.environ,
@@ -51,14 +51,12 @@ def service_env(pg: LocalPostgres, cluster: LocalRedisCluster, component: Compon
         "BANK_DATABASE_URL": pg.dsn,
         "BANK_REDIS_NODES": cluster.startup_nodes_csv,
         "BANK_SERVICE_NAME": component.name,
+        "BANK_SESSION_SIGNING_KEY": session_signing_key,
         "BANK_LOG_JSON": "true",
         "BANK_ACCOUNT_TARGET": grpc_target(_component_by_name("account")),
         "BANK_TRANSFER_TARGET": grpc_target(_component_by_name("transfer")),
         "BANK_AUTH_TARGET": grpc_target(_component_by_name("auth")),
     }
-    if "grpc" in ports or "http" in ports:
-        # The gateway signs caller assertions, the gRPC services verify them.
-        env["BANK_CALLER_ASSERTION_KEY"] = caller_assertion_key
     if "grpc" in ports:
         env["BANK_GRPC_PORT"] = str(ports["grpc"])
     if "http" in ports:
@@ -87,8 +85,8 @@ class Stack:
                  extra_env: dict[str, str] | None = None) -> None:
         self.run_dir = run_dir
         self.extra_env = dict(extra_env or {})
-        # A fresh secret per run: only this run's gateway and services share it.
-        self.caller_assertion_key = secrets.token_hex(32)
+        # A fresh secret per run: sessions of an earlier run are not signed with it.
+        self.session_signing_key = secrets.token_hex(32)
         self.pg = LocalPostgres(run_dir / "postgres", durable=True,
                                 port=None if free_ports else POSTGRES_PORT)
         self.redis = LocalRedisCluster(run_dir / "redis",
@@ -136,7 +134,7 @@ class Stack:
             name=name,
             cwd=ROOT,
             env={**service_env(self.pg, self.redis, component, replica,
-                               self.caller_assertion_key), **self.extra_env},
+                               self.session_signing_key), **self.extra_env},
         )
         (self.run_dir / "logs").mkdir(exist_ok=True)
         proc.start()

@@ -58,6 +58,11 @@ class Settings:
     min_version_wait_ms: int = 25
 
     session_ttl_s: int = 900
+    # However active, a session ends this long after login (OWASP ASVS 3.3: 12 h at L2).
+    session_absolute_ttl_s: int = 43_200
+    # Signs session entries in Redis (shared/sessions.py); secret, >= 32 characters. Required by
+    # every process that creates or checks sessions (`require`), hence no default.
+    session_signing_key: str = ""
     login_max_failures: int = 5
     login_window_s: int = 900
     # argon2id cost: RFC 9106's second recommended option (64 MiB, 3 passes, 4 lanes), which is
@@ -84,11 +89,8 @@ class Settings:
     # X-Forwarded-For entries added by proxies we run (Envoy appends the client's address): the
     # gateway takes the client address from that many entries from the right.
     gateway_trusted_hops: int = 1
-    # How long the gateway remembers a session's last transfer version (read-your-writes).
+    # How long a user's read-your-writes floors (the versions of their last transfers) last.
     read_your_writes_ttl_s: int = 60
-    # Shared by the gateway and the services (secret, >= 32 chars). Empty: the gateway forwards
-    # the bearer token and each service re-validates it (see shared/caller_assertion.py).
-    caller_assertion_key: str = ""
     edge_host: str = "127.0.0.1"
     edge_https_port: int = 8443
     edge_admin_port: int = 9901
@@ -117,6 +119,12 @@ class Settings:
                 continue
             values[f.name] = _parse(name, raw, f.type)
         return cls(**values)
+
+    def require(self, *names: str) -> None:
+        """Fail at start-up, naming the variable, when a setting this process needs is empty."""
+        for name in names:
+            if not getattr(self, name):
+                raise ConfigError(f"{_env_name(name)} is required and not set")
 
     @property
     def redis_startup_nodes(self) -> list[tuple[str, int]]:

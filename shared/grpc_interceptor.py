@@ -1,71 +1,76 @@
 """One server interceptor instead of a stack of them: every extra layer costs CPU on each call,
-and the hot path (a cached balance read) is only a few hundred microseconds of work."""
+and the hot path (a cached balance read) is only a few hundred microseconds of work.
+
+Per call: the request id, the request gate (session + per-user limit + read-your-writes floor in
+one Redis call, shared/request_gate.py) for methods that need a session, the per-address limit
+for public methods called through the edge, error mapping (each BankError knows its status) and
+metrics. The floor raises the request's `min_version` for methods that have one.
+
+A method may register a prefetch: a cache read that does not depend on the session check is sent
+in the same event-loop tick as the gate's script, so both round trips overlap. The handler only
+runs once the gate admitted the call; a refused call's prefetched read is dropped unread.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool
+from google.protobuf import any_pb2, descriptor_pool, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
-from shared.auth_context import Caller, set_caller
-from shared.caller_assertion import CALLER_ASSERTION_HEADER, CallerAssertions
+from shared.auth_context import set_caller
+from shared.call_metadata import CallHeaders, set_call_headers
 from shared.errors import BankError, ResourceExhausted, Unauthenticated
+from shared.identifiers import canonical_uuid
 from shared.logging import new_request_id, request_id_var
 from shared.metrics import GRPC_LATENCY, GRPC_REQUESTS
+from shared.rate_limit import RateLimited
+from shared.request_gate import RequestGate
 
 log = logging.getLogger(__name__)
 
+# Called with the deserialized request before the gate's answer; must not raise or block.
+Prefetch = Callable[[Any], None]
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
-class Authenticator(Protocol):
-    async def authenticate(self, token: str) -> Caller: ...
+
+@dataclass(frozen=True)
+class MethodPolicy:
+    needs_session: bool
+    public: bool
+    has_floor: bool  # the request has account_id and min_version (read-your-writes)
 
 
-def _method_flag(full_method: str, flag: str) -> bool:
-    """Read a bank.v1 method option (public/internal) from the compiled descriptors."""
+def method_policy(full_method: str) -> MethodPolicy:
+    """From the compiled descriptors: bank.* methods need a session unless marked public."""
     from bank.v1 import options_pb2  # generated; imported lazily so shared/ imports without it
 
+    if not full_method.startswith("/bank."):
+        return MethodPolicy(False, False, False)
     _, service, method = full_method.split("/")
     try:
         desc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
     except KeyError:
-        return False
-    return bool(desc.GetOptions().Extensions[getattr(options_pb2, flag)])
-
-
-def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
-            return token.strip()
-    return None
+        return MethodPolicy(True, False, False)
+    public_option: Any = options_pb2.public  # the stubs type extensions too narrowly
+    public = bool(desc.GetOptions().Extensions[public_option])
+    fields = desc.input_type.fields_by_name
+    return MethodPolicy(not public, public, "account_id" in fields and "min_version" in fields)
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, service: str, authenticator: Authenticator | None,
-                 assertions: CallerAssertions | None = None) -> None:
+    def __init__(self, service: str, gate: RequestGate | None,
+                 prefetch: Mapping[str, Prefetch] | None = None) -> None:
+        """`gate=None` serves without sessions (only for servers that expose no bank method)."""
         self._service = service
-        self._authenticator = authenticator
-        self._assertions = assertions
-        self._needs_auth: dict[str, bool] = {}
+        self._gate = gate
+        self._prefetch = dict(prefetch or {})
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    def _requires_session(self, method: str) -> bool:
-        needs = self._needs_auth.get(method)
-        if needs is None:
-            needs = (
-                self._authenticator is not None
-                and method.startswith("/bank.")
-                and not _method_flag(method, "public")
-            )
-            self._needs_auth[method] = needs
-        return needs
 
     async def intercept_service(
         self,
@@ -88,45 +93,50 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(
-        self, method: str, inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        needs_session = self._requires_session(method)
+    def _wrap(self, method: str, inner: Handler) -> Handler:
+        policy = method_policy(method)
+        gate = self._gate
+        if policy.needs_session and gate is None:
+            raise RuntimeError(f"{method} needs a session but this server has no request gate")
+        prefetch = self._prefetch.get(method)
         short_method = method.rsplit("/", 1)[-1]
         latency = GRPC_LATENCY.labels(self._service, short_method)
         # Most calls succeed: their counter child is resolved once, not hashed per call.
         succeeded = GRPC_REQUESTS.labels(self._service, short_method, grpc.StatusCode.OK.name)
-        authenticator = self._authenticator
-        assertions = self._assertions
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            metadata = context.invocation_metadata()
-            request_id = _metadata_value(metadata, "x-request-id") or new_request_id()
+            headers = CallHeaders.parse(context.invocation_metadata())
+            request_id = headers.request_id or new_request_id()
             request_id_var.set(request_id)
+            set_call_headers(headers)
             set_caller(None)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                asserted = (
-                    _metadata_value(metadata, CALLER_ASSERTION_HEADER)
-                    if assertions is not None else None
-                )
-                if needs_session and asserted is not None:
-                    assert assertions is not None
-                    set_caller(assertions.verify(asserted))  # vouched for by the gateway
-                elif needs_session:
-                    token = bearer_token(metadata)
+                if policy.needs_session:
+                    assert gate is not None
+                    token = headers.bearer_token()
                     if token is None:
                         raise Unauthenticated(
                             "this call needs a session: send 'authorization: Bearer <token>'"
                         )
-                    assert authenticator is not None
-                    set_caller(await authenticator.authenticate(token))
+                    floor_of = (canonical_uuid(request.account_id) or ""
+                                if policy.has_floor else "")
+                    pending = gate.admit(token, count=headers.from_edge, account_id=floor_of)
+                    if prefetch is not None:
+                        _run_prefetch(prefetch, request)
+                    admission = await pending
+                    set_caller(admission.caller)
+                    if admission.floor and admission.floor > request.min_version:
+                        request.min_version = admission.floor  # only floors for has_floor
+                elif policy.public and headers.from_edge and gate is not None:
+                    await gate.admit_address(headers.client_address(context.peer() or ""))
                 return await inner(request, context)
             except BankError as err:
                 code = err.code
-                if isinstance(err, ResourceExhausted):
-                    context.set_trailing_metadata((("retry-after", str(err.retry_after_s)),))
+                trailers = _trailers_for(err)
+                if trailers:
+                    context.set_trailing_metadata(trailers)
                 await context.abort(err.code, err.message)
             except Exception as err:
                 if isinstance(err, grpc.aio.AbortError):
@@ -147,8 +157,26 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
 
-def _metadata_value(metadata: Any, key: str) -> str | None:
-    for k, v in metadata or ():
-        if k == key:
-            return v.decode() if isinstance(v, bytes) else str(v)
-    return None
+def _run_prefetch(prefetch: Prefetch, request: Any) -> None:
+    try:
+        prefetch(request)
+    except Exception:  # an optimisation: the handler reads normally without it
+        log.debug("prefetch failed", exc_info=True)
+
+
+def _trailers_for(err: BankError) -> tuple[tuple[str, str | bytes], ...]:
+    """Retry advice for RESOURCE_EXHAUSTED: Retry-After and the RateLimit headers (Envoy turns
+    trailing metadata into response headers) and a google.rpc.RetryInfo detail."""
+    if not isinstance(err, ResourceExhausted):
+        return ()
+    trailers: list[tuple[str, str | bytes]] = []
+    if isinstance(err, RateLimited):
+        trailers.extend(err.decision.headers())
+    else:
+        trailers.append(("retry-after", str(err.retry_after_s)))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=err.retry_after_s)))
+    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+    trailers.append(("grpc-status-details-bin", status.SerializeToString()))
+    return tuple(trailers)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +20,11 @@ from grpc_reflection.v1alpha import reflection
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.caller_assertion import CallerAssertions
 from shared.config import Settings
 from shared.db import database_ready
-from shared.grpc_interceptor import Authenticator, ServiceInterceptor
+from shared.grpc_interceptor import Prefetch, ServiceInterceptor
 from shared.redis_client import RedisReadyOnce
+from shared.request_gate import RequestGate
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +133,14 @@ def build_grpc_service(
     *,
     register: Callable[[grpc.aio.Server], Iterable[str]],
     readiness_checks: Sequence[ReadinessCheck],
-    authenticator: Authenticator | None,
+    gate: RequestGate | None,
+    prefetch: Mapping[str, Prefetch] | None = None,
     port: int | None = None,
     health_poll_s: float = 1.0,
 ) -> GrpcService:
-    """Create (not start) a server. `register` adds servicers and returns their full names."""
-    assertions = (
-        CallerAssertions(settings.caller_assertion_key) if settings.caller_assertion_key else None
-    )
-    interceptor = ServiceInterceptor(settings.service_name, authenticator, assertions)
+    """Create (not start) a server. `register` adds servicers and returns their full names;
+    `prefetch` maps full method names to their prefetch (shared/grpc_interceptor.py)."""
+    interceptor = ServiceInterceptor(settings.service_name, gate, prefetch)
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     names = list(register(server))
     health = HealthServicer()

@@ -37,6 +37,21 @@ EVENTS = Counter(
     ["outcome"],
 )
 OUTBOX_BACKLOG = Gauge("bank_outbox_backlog", "Outbox rows not yet published")
+SESSION_CHECKS = Counter(
+    "bank_session_checks_total",
+    "Session checks of the request gate by outcome (redis_hit, confirmed by PostgreSQL,"
+    " redis_down, refused)",
+    ["outcome"],
+)
+RATE_LIMITED = Counter(
+    "bank_rate_limited_total", "Requests refused by a rate limit, by scope (user, address)",
+    ["scope"],
+)
+REDIS_FALLBACKS = Counter(
+    "bank_redis_fallbacks_total",
+    "Redis calls not made or failed, answered by the fallback instead, by component and reason",
+    ["component", "reason"],
+)
 
 
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:

@@ -1,7 +1,7 @@
 """Rate-limit decisions, their HTTP headers, and the per-replica limiter used when Redis is down.
 
 The limit is a sliding window (a log of admitted request times): "100 requests in any 60 s", with
-no burst of 2x at a fixed window's edge. The shared limiter is the Lua script in session_gate;
+no burst of 2x at a fixed window's edge. The shared limiter is the Lua script in request_gate;
 this module only holds what does not touch Redis.
 
 Headers follow draft-ietf-httpapi-ratelimit-headers (-10): `RateLimit-Policy: "user";q=100;w=60`
@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from shared.errors import ResourceExhausted
 
 USER_SCOPE = "user"
 ADDRESS_SCOPE = "address"
@@ -34,20 +36,35 @@ class LimitDecision:
     def retry_after_s(self) -> int:
         return max(1, math.ceil(self.reset_ms / 1000))
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        policy = f'"{self.scope}";q={self.limit};w={self.window_s}'.encode()
-        current = f'"{self.scope}";r={self.remaining};t={self.retry_after_s}'.encode()
-        out = [(b"ratelimit-policy", policy), (b"ratelimit", current)]
+    def headers(self) -> list[tuple[str, str]]:
+        """The response headers (sent as gRPC metadata, which Envoy turns into headers)."""
+        out = [
+            ("ratelimit-policy", f'"{self.scope}";q={self.limit};w={self.window_s}'),
+            ("ratelimit", f'"{self.scope}";r={self.remaining};t={self.retry_after_s}'),
+        ]
         if not self.allowed:
-            out.append((b"retry-after", str(self.retry_after_s).encode()))
+            out.append(("retry-after", str(self.retry_after_s)))
         return out
+
+
+class RateLimited(ResourceExhausted):
+    """Over a request limit: RESOURCE_EXHAUSTED carrying the decision's headers."""
+
+    def __init__(self, decision: LimitDecision) -> None:
+        super().__init__(
+            f"rate limit of {decision.limit} requests per {decision.window_s} s exceeded;"
+            f" retry in {decision.retry_after_s} s",
+            decision.retry_after_s,
+        )
+        self.decision = decision
 
 
 class InMemoryRateLimiter:
     """Sliding-window log per key, for one replica only: the fallback while Redis is unreachable.
 
-    Failing open to this keeps the API up when the cache tier is down; the cost is that N replicas
-    together admit up to N times the limit during the outage (see services/gateway/README.md).
+    Failing open to this keeps the API up when the cache tier is down; the cost is that N
+    replicas together admit up to N times the limit during the outage (docs/architecture.md,
+    Failure behaviour).
     """
 
     def __init__(self, limit: int, window_s: int,

@@ -6,7 +6,10 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from shared.cache.circuit_breaker import CircuitBreaker, CircuitState
 from shared.config import Settings
+from shared.metrics import CIRCUIT_STATE
+from shared.redis_pipeline import ClusterPipeline
 
 
 def create_redis_cluster(settings: Settings) -> RedisCluster:
@@ -47,3 +50,19 @@ class RedisReadyOnce:
         if not self._seen:
             self._seen = await redis_ready(self._client)
         return self._seen
+
+
+def create_redis_pipeline(settings: Settings) -> ClusterPipeline:
+    """The hot-path client (shared/redis_pipeline.py): one connection per primary, a hard
+    deadline on every call."""
+    return ClusterPipeline(settings.redis_startup_nodes, settings.redis_timeout_ms / 1000)
+
+
+def create_redis_breaker(settings: Settings) -> CircuitBreaker:
+    """One breaker per process for Redis: after a run of failures every Redis use (sessions,
+    limits, cache) goes straight to its fallback, then one call probes."""
+    return CircuitBreaker(
+        settings.circuit_failure_threshold,
+        settings.circuit_reset_s,
+        on_state_change=lambda state: CIRCUIT_STATE.set(state is not CircuitState.CLOSED),
+    )

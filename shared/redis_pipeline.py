@@ -1,15 +1,20 @@
-"""Lua scripts on a Redis Cluster over ONE pipelined connection per primary.
+"""The services' hot-path Redis Cluster client: ONE pipelined connection per primary.
 
 Why not redis-py's cluster client on this path: it takes a pooled connection per command, routes
 through several layers, writes each command with its own system call, and drops the connection
-on a timeout (so a slow moment turns into reconnect storms). Measured on the gate's script at 32
-concurrent calls: ~58 us of client CPU per call with redis-py (+hiredis), ~15 us here, where the
-commands issued in one event-loop tick leave in one write and replies are matched in order.
+on a timeout (so a slow moment turns into reconnect storms). Measured on the session gate's
+script at 32 concurrent calls: ~58 us of client CPU per call with redis-py (+hiredis), ~15 us
+here, where the commands issued in one event-loop tick leave in one write and replies are
+matched in order.
 
-Scope is deliberately small: EVALSHA (loading the script on NOSCRIPT), slot routing from
-CLUSTER SLOTS, MOVED (re-route and retry once: the script did not run), ASK, and timeouts that
-abandon a reply without closing the connection. Anything else is an error for the caller, which
-falls back (see session_gate).
+Every call has a hard deadline (`timeout_s`), connecting and the CLUSTER SLOTS refresh included:
+a hung Redis costs a caller at most that, never a stalled request. A timed-out reply is
+abandoned without closing the connection, so the stream stays in step when Redis wakes up.
+
+Scope is deliberately small: single-key commands and EVALSHA (loading the script on NOSCRIPT),
+slot routing from CLUSTER SLOTS, MOVED (re-route and retry: the command did not run), ASK, AUTH
+with an ACL user, and TLS. Anything else is an error for the caller, which falls back to
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,10 +35,14 @@ from redis.crc import key_slot
 _SLOTS = 16384
 _MAX_WAITING = 10_000  # replies owed by one connection before it is considered wedged
 _REFRESH_MIN_INTERVAL_S = 0.5
+_MAX_REDIRECTIONS = 3
+
+Node = tuple[str, int]
 
 
-class RedisScriptError(Exception):
-    """Redis could not run the script (connection, timeout, cluster state, script error)."""
+class RedisCallError(Exception):
+    """Redis could not answer (connection, timeout, cluster state); script errors are raised as
+    hiredis.ReplyError."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,12 @@ class Script:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class RedisCredentials:
+    username: str
+    password: str
 
 
 def encode_command(args: Sequence[Any]) -> bytes:
@@ -76,6 +92,9 @@ class _Pipe(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if not self._waiting:
+                self.close()  # a reply nobody asked for: out of step, start afresh
+                return
             waiter = self._waiting.popleft()
             if waiter.done():
                 continue  # its caller timed out; the reply is dropped, the stream stays in step
@@ -89,14 +108,14 @@ class _Pipe(asyncio.Protocol):
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
-                waiter.set_exception(RedisScriptError(f"connection lost: {exc!r}"))
+                waiter.set_exception(RedisCallError(f"connection lost: {exc!r}"))
 
     def send(self, *commands: bytes) -> list[asyncio.Future[Any]]:
         if self.closed or self._transport is None:
-            raise RedisScriptError("connection closed")
+            raise RedisCallError("connection closed")
         if len(self._waiting) > _MAX_WAITING:
             self.close()
-            raise RedisScriptError("connection wedged: too many replies outstanding")
+            raise RedisCallError("connection wedged: too many replies outstanding")
         loop = asyncio.get_running_loop()
         if not self._outgoing:
             loop.call_soon(self._flush)
@@ -118,46 +137,83 @@ class _Pipe(asyncio.Protocol):
             self._transport.close()
 
 
-class ClusterScripts:
-    def __init__(self, startup_nodes: Sequence[tuple[str, int]], timeout_s: float) -> None:
+class ClusterPipeline:
+    def __init__(
+        self,
+        startup_nodes: Sequence[Node],
+        timeout_s: float,
+        *,
+        credentials: RedisCredentials | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._startup_nodes = list(startup_nodes)
         self._timeout_s = timeout_s
-        self._slots: list[tuple[str, int]] | None = None
-        self._pipes: dict[tuple[str, int], _Pipe] = {}
-        self._connecting: dict[tuple[str, int], asyncio.Future[_Pipe]] = {}
+        self._credentials = credentials
+        self._tls = tls
+        self._slots: list[Node] | None = None
+        self._pipes: dict[Node, _Pipe] = {}
+        self._connecting: dict[Node, asyncio.Future[_Pipe]] = {}
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
+        self.topology_changes = 0  # bumped when a refresh finds another slot layout
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """The script's reply. Raises RedisScriptError (or a hiredis.ReplyError from the script)."""
+        """The script's reply. Raises RedisCallError, or hiredis.ReplyError from the script."""
+        command = encode_command(["EVALSHA", script.sha, len(keys), *keys, *args])
+        return await self._routed(keys[0], command, script)
+
+    async def execute(self, key: str, *args: Any) -> Any:
+        """A single-key command (`execute(key, "GET", key)`), routed by `key`."""
+        return await self._routed(key, encode_command(args))
+
+    def send_now(self, key: str, *args: Any) -> asyncio.Future[Any] | None:
+        """Queue a single-key command without waiting (it leaves with this tick's other
+        commands); None when the layout or the connection is not ready yet (use `execute`).
+        The caller must await the future or retrieve its exception; it carries the deadline."""
+        if self._slots is None:
+            return None
+        pipe = self._pipes.get(self._slots[key_slot(key.encode())])
+        if pipe is None or pipe.closed:
+            return None
+        try:
+            (future,) = pipe.send(encode_command(args))
+        except RedisCallError:
+            return None
+        handle = asyncio.get_running_loop().call_later(self._timeout_s, _expire, future)
+        future.add_done_callback(lambda _: handle.cancel())
+        return future
+
+    async def _routed(self, key: str, command: bytes, script: Script | None = None) -> Any:
         if self._slots is None:
             await self._first_topology()
         assert self._slots is not None
-        node = self._slots[key_slot(keys[0].encode())]
-        command = encode_command(["EVALSHA", script.sha, len(keys), *keys, *args])
+        node = self._slots[key_slot(key.encode())]
         asking = False
-        for _attempt in range(3):
+        for _attempt in range(_MAX_REDIRECTIONS):
             try:
                 return await self._call(node, command, asking=asking)
             except hiredis.ReplyError as err:
                 text = str(err)
-                if text.startswith("NOSCRIPT"):
+                if script is not None and text.startswith("NOSCRIPT"):
                     await self._call(node, encode_command(["SCRIPT", "LOAD", script.source]))
                     asking = False
                     continue
-                if text.startswith(("MOVED ", "ASK ")):
-                    kind, slot, address = text.split(" ")
-                    host, _, port = address.rpartition(":")
-                    node = (host or node[0], int(port))
-                    asking = kind == "ASK"
-                    if not asking and self._slots is not None:
-                        self._slots[int(slot)] = node  # the cluster told us; a refresh follows
-                        self._refresh_soon()
-                    continue
-                raise
-        raise RedisScriptError("too many redirections")
+                redirected = redirection(text)
+                if redirected is None:
+                    raise
+                kind, slot, target = redirected
+                node = (target[0] or node[0], target[1])
+                asking = kind == "ASK"
+                if not asking and self._slots is not None:
+                    self._slots[slot] = node  # the cluster told us; a refresh follows
+                    self._refresh_soon()
+        raise RedisCallError("too many redirections")
 
-    async def _call(self, node: tuple[str, int], command: bytes, *, asking: bool = False) -> Any:
+    async def _call(self, node: Node, command: bytes, *, asking: bool = False) -> Any:
         pipe = await self._pipe(node)
         if asking:
             _, future = pipe.send(encode_command(["ASKING"]), command)
@@ -170,7 +226,7 @@ class ClusterScripts:
         finally:
             expiry.cancel()
 
-    async def _pipe(self, node: tuple[str, int]) -> _Pipe:
+    async def _pipe(self, node: Node) -> _Pipe:
         pipe = self._pipes.get(node)
         if pipe is not None and not pipe.closed:
             return pipe
@@ -181,21 +237,34 @@ class ClusterScripts:
             pending.add_done_callback(lambda _: self._connecting.pop(node, None))
         return await asyncio.shield(pending)
 
-    async def _connect(self, node: tuple[str, int]) -> _Pipe:
+    async def _connect(self, node: Node) -> _Pipe:
         loop = asyncio.get_running_loop()
         try:
             _, pipe = await asyncio.wait_for(
-                loop.create_connection(_Pipe, node[0], node[1]), self._timeout_s
+                loop.create_connection(_Pipe, node[0], node[1], ssl=self._tls),
+                self._timeout_s,
             )
         except (OSError, TimeoutError) as err:
             self._refresh_soon()  # a node we cannot reach may have been failed over
-            raise RedisScriptError(f"cannot connect to {node[0]}:{node[1]}: {err!r}") from None
+            raise RedisCallError(f"cannot connect to {node[0]}:{node[1]}: {err!r}") from None
+        if self._credentials is not None:
+            (hello,) = pipe.send(encode_command(
+                ["AUTH", self._credentials.username, self._credentials.password]
+            ))
+            try:
+                await asyncio.wait_for(hello, self._timeout_s)
+            except (hiredis.ReplyError, RedisCallError, TimeoutError) as err:
+                pipe.close()
+                raise RedisCallError(f"AUTH at {node[0]}:{node[1]} failed: {err!r}") from None
         self._pipes[node] = pipe
         return pipe
 
     async def _first_topology(self) -> None:
-        """One CLUSTER SLOTS for a burst of first calls, not one each."""
-        await asyncio.shield(self._start_refresh())
+        """One CLUSTER SLOTS for a burst of first calls, not one each; bounded like a call."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._start_refresh()), self._timeout_s * 2)
+        except TimeoutError:
+            raise RedisCallError("the cluster layout is not known yet") from None
 
     def _refresh_soon(self) -> None:
         if time.monotonic() - self._last_refresh > _REFRESH_MIN_INTERVAL_S:
@@ -225,21 +294,26 @@ class ClusterScripts:
             except Exception as err:
                 last_error = err
                 continue
-            slots: list[tuple[str, int]] = [node] * _SLOTS
+            slots: list[Node] = [node] * _SLOTS
             for start, end, primary, *_replicas in layout:
                 host = primary[0].decode() or node[0]
                 for slot in range(int(start), int(end) + 1):
                     slots[slot] = (host, int(primary[1]))
-            self._slots = slots
+            if slots != self._slots:
+                if self._slots is not None:
+                    self.topology_changes += 1
+                self._slots = slots
             return
-        raise RedisScriptError(f"no Redis node answered CLUSTER SLOTS: {last_error!r}")
+        raise RedisCallError(f"no Redis node answered CLUSTER SLOTS: {last_error!r}")
+
+    def primaries(self) -> list[Node]:
+        return list(dict.fromkeys(self._slots or ()))
 
     async def load(self, script: Script) -> None:
         """SCRIPT LOAD on every primary, so the first requests do not each meet NOSCRIPT."""
         if self._slots is None:
-            await self.refresh_topology()
-        assert self._slots is not None
-        for node in dict.fromkeys(self._slots):
+            await self._first_topology()
+        for node in self.primaries():
             await self._call(node, encode_command(["SCRIPT", "LOAD", script.source]))
 
     async def close(self) -> None:
@@ -253,11 +327,20 @@ class ClusterScripts:
         await asyncio.sleep(0)  # let the transports finish closing
 
 
+def redirection(error_text: str) -> tuple[str, int, Node] | None:
+    """("MOVED"|"ASK", slot, (host, port)) from a redirection error, else None."""
+    if not error_text.startswith(("MOVED ", "ASK ")):
+        return None
+    kind, slot, address = error_text.split(" ")
+    host, _, port = address.rpartition(":")
+    return kind, int(slot), (host, int(port))
+
+
 def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
-        future.set_exception(RedisScriptError("timed out"))
+        future.set_exception(RedisCallError("timed out"))
 
 
-def _ignore_result(future: asyncio.Future[None]) -> None:
+def _ignore_result(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved, so asyncio does not log "never retrieved"

@@ -18,6 +18,7 @@ from devstack.redis_cluster import LocalRedisCluster
 from shared.config import Settings
 from shared.db import create_engine
 from shared.migrate import upgrade_to_head
+from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 
 
 def _start_postgres(folder: Path) -> LocalPostgres:
@@ -69,17 +70,12 @@ def private_redis_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
         cluster.stop()
 
 
-TEST_CALLER_ASSERTION_KEY = "test-only-caller-assertion-key-0123456789abcdef"
-
-
 def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any) -> Settings:
     return Settings(
         database_url=pg.dsn,
         redis_nodes=cluster.startup_nodes_csv,
         log_json=False,
-        # The gateway vouches for callers with signed assertions, as in `make run`; direct gRPC
-        # calls in tests send bearer tokens and exercise the services' own session check.
-        caller_assertion_key=TEST_CALLER_ASSERTION_KEY,
+        session_signing_key=TEST_SESSION_SIGNING_KEY,
         **overrides,
     )
 

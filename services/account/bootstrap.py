@@ -14,17 +14,11 @@ from services.account.adapters.account_repository import AccountRepository
 from services.account.adapters.event_subscription import ShardedSubscription
 from services.account.adapters.outbox_reader import OutboxReader
 from services.account.entrypoints.event_consumer import BalanceEventConsumer
-from services.account.entrypoints.grpc_servicer import AccountServicer
+from services.account.entrypoints.grpc_servicer import AccountServicer, prefetchers
 from services.account.service_layer.balance_events import BalanceEventApplier
 from services.account.service_layer.dependencies import AccountReads, CacheTtls
 from services.account.service_layer.ports import AccountReader
-from shared.cache import (
-    AppliedVersions,
-    CircuitBreaker,
-    CircuitState,
-    ReadThroughCache,
-    VersionedCache,
-)
+from shared.cache import AppliedVersions, ReadThroughCache, VersionedCache
 from shared.cache.read_through import LeaseTuning
 from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
@@ -35,18 +29,20 @@ from shared.grpc_server import (
     servicer_registration,
     standard_readiness,
 )
-from shared.metrics import CIRCUIT_STATE
 from shared.pg_pool import PoolType, create_pool
-from shared.redis_client import create_redis_cluster
-from shared.sessions import SessionStore
+from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
+from shared.redis_pipeline import ClusterPipeline
+from shared.request_gate import RequestGate, build_request_gate
 
 
 @dataclass
 class AccountApp:
     settings: Settings
-    engine: AsyncEngine  # sessions and the health probe only
-    pool: PoolType  # every account read
-    redis: RedisCluster
+    engine: AsyncEngine  # the health probe only
+    pool: PoolType  # every account read, and session confirmations
+    redis: RedisCluster  # the event subscription (sharded pub/sub)
+    redis_pipeline: ClusterPipeline  # sessions, limits and the cache
+    gate: RequestGate
     grpc: GrpcService
     cache: VersionedCache
     reads: AccountReads
@@ -57,6 +53,7 @@ class AccountApp:
         """Open the pool (connections are made in the background: a service started before
         PostgreSQL answers once it does), subscribe to the events, then serve."""
         await self.pool.open(wait=False)
+        await self.gate.warm_up()
         if self.events is not None:
             await self.events.start()
         await self.grpc.start()
@@ -65,6 +62,7 @@ class AccountApp:
         if self.events is not None:
             await self.events.stop()
         await self.pool.close()
+        await self.redis_pipeline.close()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -89,20 +87,15 @@ def build_account_app(
     lease: LeaseTuning | None = None,
 ) -> AccountApp:
     """`wrap_reader` lets tests count or pause database loads (the race and stampede tests)."""
-    # SQLAlchemy serves the shared SessionStore (PostgreSQL only on a session-cache miss) and the
-    # health probe, through its own small pool: a busy read pool must not fail the probe.
+    # The health probe has its own small pool: a busy read pool must not fail the probe.
     engine = create_engine(dataclasses.replace(settings, db_pool_size=2))
     pool = create_pool(settings)
     redis = create_redis_cluster(settings)
-    sessions = SessionStore(engine, redis, settings.session_ttl_s)
-
-    breaker = CircuitBreaker(
-        settings.circuit_failure_threshold,
-        settings.circuit_reset_s,
-        on_state_change=lambda state: CIRCUIT_STATE.set(state is not CircuitState.CLOSED),
-    )
-    cache = VersionedCache(RedisCacheBackend(redis), breaker, settings.redis_timeout_ms / 1000,
-                           max_in_flight=max(1, settings.redis_max_connections // 2))
+    pipeline = create_redis_pipeline(settings)
+    breaker = create_redis_breaker(settings)
+    gate = build_request_gate(settings, pipeline, pool, breaker)
+    # The pipeline enforces the deadline of every call: no second timer around it.
+    cache = VersionedCache(RedisCacheBackend(pipeline), breaker, None)
     ttls = CacheTtls(settings.balance_ttl_s, settings.recent_ttl_s, settings.api_ttl_s,
                      settings.ttl_jitter,
                      tombstone_s=2 * settings.db_statement_timeout_ms / 1000 + 5)
@@ -138,9 +131,10 @@ def build_account_app(
             account_pb2.DESCRIPTOR.services_by_name["AccountService"],
         ),
         readiness_checks=standard_readiness(engine, redis),
-        authenticator=sessions,
+        gate=gate,
+        prefetch=prefetchers(reads),
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AccountApp(settings, engine, pool, redis, service, cache, reads, events,
+    return AccountApp(settings, engine, pool, redis, pipeline, gate, service, cache, reads, events,
                       applied_versions)

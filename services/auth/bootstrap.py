@@ -9,6 +9,7 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.auth.adapters.login_limiter import RedisLoginLimiter
+from services.auth.adapters.session_store import SessionStore
 from services.auth.adapters.user_repository import PostgresUserRepository
 from services.auth.entrypoints.grpc_servicer import AuthServicer
 from services.auth.service_layer.ports import AuthDependencies
@@ -21,23 +22,36 @@ from shared.grpc_server import (
     standard_readiness,
 )
 from shared.passwords import hasher_from_settings
-from shared.redis_client import create_redis_cluster
-from shared.sessions import SessionStore
+from shared.pg_pool import PoolType, create_pool
+from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
+from shared.redis_pipeline import ClusterPipeline
+from shared.request_gate import RequestGate, build_request_gate
+from shared.sessions import SessionEntrySigner
+
+# Session confirmations only (a Redis miss or a stale entry): a few connections suffice.
+_GATE_POOL_SIZE = 4
 
 
 @dataclass
 class AuthApp:
     settings: Settings
     engine: AsyncEngine
-    redis: RedisCluster
+    pool: PoolType
+    redis: RedisCluster  # the login limiter
+    redis_pipeline: ClusterPipeline  # sessions and the request gate
+    gate: RequestGate
     sessions: SessionStore
     grpc: GrpcService
 
     async def start(self) -> None:
+        await self.pool.open(wait=False)
+        await self.gate.warm_up()
         await self.grpc.start()
 
     async def close(self) -> None:
         await self.sessions.aclose()
+        await self.pool.close()
+        await self.redis_pipeline.close()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -48,12 +62,19 @@ class AuthApp:
 
 def build_auth_app(settings: Settings, port: int | None = None,
                    health_poll_s: float = 1.0) -> AuthApp:
+    settings.require("session_signing_key")
     engine = create_engine(settings)
+    pool = create_pool(settings, size=_GATE_POOL_SIZE)
     redis = create_redis_cluster(settings)
-    sessions = SessionStore(engine, redis, settings.session_ttl_s)
+    pipeline = create_redis_pipeline(settings)
+    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
+    sessions = SessionStore(engine, pipeline, SessionEntrySigner(settings.session_signing_key),
+                            ttl_s=settings.session_ttl_s,
+                            absolute_ttl_s=settings.session_absolute_ttl_s)
     deps = AuthDependencies(
         users=PostgresUserRepository(engine),
         sessions=sessions,
+        checker=gate,
         limiter=RedisLoginLimiter(redis, settings.login_max_failures, settings.login_window_s),
         hasher=hasher_from_settings(settings),
     )
@@ -66,8 +87,8 @@ def build_auth_app(settings: Settings, port: int | None = None,
             auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         ),
         readiness_checks=standard_readiness(engine, redis),
-        authenticator=sessions,
+        gate=gate,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AuthApp(settings, engine, redis, sessions, service)
+    return AuthApp(settings, engine, pool, redis, pipeline, gate, sessions, service)

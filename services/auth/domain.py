@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 
 from shared.errors import AlreadyExists, InvalidArgument, Unauthenticated
 
@@ -86,3 +87,20 @@ def normalize_currency(raw: str) -> str:
     if not _CURRENCY.fullmatch(currency):
         raise InvalidArgument("currency must be a three-letter ISO 4217 code such as EUR")
     return currency
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str
+    user_id: str
+    session_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    created_at: datetime
+    last_used_at: datetime
+    client_address: str
+    user_agent: str

@@ -35,7 +35,7 @@ from shared.rate_limit import (
     InMemoryRateLimiter,
     LimitDecision,
 )
-from shared.redis_pipeline import ClusterScripts, Script
+from shared.redis_pipeline import ClusterPipeline as ClusterScripts, Script  # replaced by Envoy
 from shared.sessions import REVOKED, ParsedToken, parse_token, secret_matches, session_key
 
 log = logging.getLogger(__name__)

@@ -27,13 +27,13 @@ from shared.grpc_server import (
     standard_readiness,
 )
 from shared.pg_pool import PoolType, create_pool
-from shared.redis_client import create_redis_cluster
-from shared.sessions import SessionStore
+from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
+from shared.redis_pipeline import ClusterPipeline
+from shared.request_gate import RequestGate, build_request_gate
 
 
-def _session_engine(settings: Settings) -> AsyncEngine:
-    """SQLAlchemy serves the shared SessionStore, which touches PostgreSQL only now and then;
-    the hot path has its own psycopg pool (shared/pg_pool.py)."""
+def _probe_engine(settings: Settings) -> AsyncEngine:
+    """The health probe's own small pool: a busy hot-path pool must not fail the probe."""
     return create_engine(dataclasses.replace(settings, db_pool_size=2))
 
 
@@ -42,7 +42,9 @@ class TransferApp:
     settings: Settings
     engine: AsyncEngine
     pool: PoolType
-    redis: RedisCluster
+    redis: RedisCluster  # event publishing
+    redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors
+    gate: RequestGate
     grpc: GrpcService
     dispatcher: EventDispatcher
     service: TransferService
@@ -51,6 +53,7 @@ class TransferApp:
         """Open the pool (connections are made in the background, so a service started before
         PostgreSQL serves NOT_SERVING until it answers), start the dispatcher, then serve."""
         await self.pool.open(wait=False)
+        await self.gate.warm_up()
         self.dispatcher.start()
         await self.grpc.start()
 
@@ -58,6 +61,7 @@ class TransferApp:
         """Publish what is still queued, then release the clients."""
         await self.dispatcher.stop()
         await self.pool.close()
+        await self.redis_pipeline.close()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -74,14 +78,16 @@ def build_transfer_app(
     after_commit: AfterCommitHook | None = None,
 ) -> TransferApp:
     """`after_commit` is for the crash test only (see service_layer.transfers)."""
-    engine = _session_engine(settings)
+    engine = _probe_engine(settings)
     pool = create_pool(settings)
     redis = create_redis_cluster(settings)
-    sessions = SessionStore(engine, redis, settings.session_ttl_s)
+    pipeline = create_redis_pipeline(settings)
+    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
     dispatcher = EventDispatcher(RedisEventPublisher(redis), PostgresOutboxStore(pool))
     service = TransferService(
         PostgresTransferRepository(pool),
         dispatcher,
+        gate,
         max_amount=settings.max_transfer_minor_units,
         event_partitions=settings.event_partitions,
         after_commit=after_commit,
@@ -94,14 +100,13 @@ def build_transfer_app(
             transfer_pb2_grpc.add_TransferServiceServicer_to_server, servicer,
             transfer_pb2.DESCRIPTOR.services_by_name["TransferService"],
         ),
-        # Probed through the session engine's idle pool: a busy hot-path pool under load must
-        # not turn the replica NOT_SERVING.
         readiness_checks=standard_readiness(engine, redis),
-        authenticator=sessions,
+        gate=gate,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return TransferApp(settings, engine, pool, redis, grpc_service, dispatcher, service)
+    return TransferApp(settings, engine, pool, redis, pipeline, gate, grpc_service, dispatcher,
+                       service)
 
 
 @dataclass

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +39,11 @@ class RawKeyUpdate:
 
 class CacheBackend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
+
+    def send_get(self, key: str) -> Awaitable[bytes | None] | None:
+        """Send a GET now and return its pending reply, or None when that cannot be done
+        without waiting (the caller then uses `get`)."""
+        ...
 
     async def put_if_newer(
         self, key: str, lease_key: str, version: int, raw_entry: bytes, ttl_ms: int, token: str

@@ -47,6 +47,9 @@ class InMemoryCacheBackend:
         await self._enter()
         return self.raw(key)
 
+    def send_get(self, key: str) -> asyncio.Future[bytes | None] | None:
+        return asyncio.ensure_future(self.get(key))
+
     async def put_if_newer(
         self, key: str, lease_key: str, version: int, raw_entry: bytes, ttl_ms: int, token: str
     ) -> bool:

@@ -99,6 +99,11 @@ class ReadThroughCache:
     def enabled(self) -> bool:
         return self._cache is not None
 
+    def prefetch(self, key: str) -> None:
+        """Send the lookup of `key` ahead; this call's `read` of it takes the reply."""
+        if self._cache is not None:
+            self._cache.prefetch(key)
+
     def _count(self, kind: str) -> _RequestCounters:
         counters = self._counters.get(kind)
         if counters is None:

@@ -8,16 +8,22 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from shared.cache.backend import CacheBackend, LeaseProbe, RawKeyUpdate, WriteOutcome
-from shared.cache.circuit_breaker import CircuitBreaker
+from shared.cache.circuit_breaker import CircuitBreaker, CircuitState
 from shared.cache.entry import CacheEntry, decode_entry, encode_value
 from shared.metrics import CACHE_WRITES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+# Replies of reads sent ahead (`prefetch`), per call: each gRPC call runs in its own task, hence
+# its own copy of the context.
+_prefetched: ContextVar[dict[str, Awaitable[Any]] | None] = ContextVar("prefetched", default=None)
 
 
 class CacheUnavailable(Exception):
@@ -58,18 +64,13 @@ class VersionedCache:
         self,
         backend: CacheBackend,
         breaker: CircuitBreaker,
-        timeout_s: float,
-        *,
-        max_in_flight: int = 32,
+        timeout_s: float | None,
     ) -> None:
-        """`max_in_flight` bounds concurrent cache calls of this process. The cluster client
-        refuses a command outright once its per-node pool is exhausted; past the bound, calls
-        queue here instead (within their timeout), and a burst is not mistaken for a dead Redis.
-        Keep it below the client's max_connections: the session checks share the pools."""
+        """`timeout_s`: a deadline around each backend call; None when the backend enforces its
+        own (the Redis adapter does, connecting included)."""
         self._backend = backend
         self._breaker = breaker
         self._timeout_s = timeout_s
-        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -79,8 +80,11 @@ class VersionedCache:
         if not self._breaker.allow_request():
             raise CacheUnavailable("circuit open")
         try:
-            async with asyncio.timeout(self._timeout_s), self._in_flight:
+            if self._timeout_s is None:
                 result = await call()
+            else:
+                async with asyncio.timeout(self._timeout_s):
+                    result = await call()
         except Exception as err:
             self._breaker.record_failure()
             log.debug("cache call failed: %r", err)
@@ -88,8 +92,28 @@ class VersionedCache:
         self._breaker.record_success()
         return result
 
+    def prefetch(self, key: str) -> None:
+        """Send the GET of `key` now, without waiting; this call's next `lookup(key)` takes its
+        reply (shared/grpc_interceptor.py overlaps it with the session check). Only while the
+        circuit is closed: a prefetch must never take the probe that would close it."""
+        if self._breaker.state is not CircuitState.CLOSED:
+            return
+        pending = self._backend.send_get(key)
+        if pending is None:
+            return
+        prefetched = _prefetched.get()
+        if prefetched is None:
+            prefetched = {}
+            _prefetched.set(prefetched)
+        prefetched[key] = pending
+
     async def lookup(self, key: str) -> CacheEntry | None:
-        raw = await self._guarded(lambda: self._backend.get(key))
+        prefetched = _prefetched.get()
+        pending = prefetched.pop(key, None) if prefetched else None
+        if pending is not None:
+            raw = await self._guarded(lambda: pending)
+        else:
+            raw = await self._guarded(lambda: self._backend.get(key))
         return decode_entry(raw) if raw is not None else None
 
     async def probe_or_lease(

@@ -32,7 +32,8 @@ from services.account.service_layer.ports import AccountReader
 from shared.cache import CacheEntry, decode_entry
 from shared.config import Settings
 from shared.events import RedisEventPublisher
-from shared.sessions import SessionStore
+from shared.redis_pipeline import ClusterPipeline
+from tests.support.sessions import open_session
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Customer:
 
 async def new_customer(
     engine: AsyncEngine, unique: Callable[[str], str], *, deposit: int = 10_000,
-    redis: RedisCluster | None = None,
+    redis: ClusterPipeline | None = None,
 ) -> Customer:
     """A user with one EUR account (funded unless deposit=0) and a session token. With `redis`,
     the session is cached there too, so the interceptor's check is a Redis hit."""
@@ -58,7 +59,7 @@ async def new_customer(
     account = await seed.create_account(engine, user)
     if deposit:
         await seed.deposit(engine, account, deposit)
-    token = (await SessionStore(engine, redis, 900).create(user)).token
+    token = await open_session(engine, user, redis)
     return Customer(user, account, token)
 
 

@@ -27,7 +27,7 @@ from shared.cache.ordered_list import OrderedItem, encode_insertion, encode_orde
 from shared.cache.read_through import LeaseTuning
 from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
-from shared.redis_client import create_redis_cluster
+from shared.redis_client import create_redis_pipeline
 from tests.integration.account_support import (
     account_settings,
     cached_entry,
@@ -112,7 +112,7 @@ async def test_400_concurrent_cold_reads_load_the_database_once(
     readers, wrap = counting()
     settings = account_settings(base_settings, **PATIENT_REDIS)
     async with serving(settings, wrap_reader=wrap) as (app, stub):
-        alice = await new_customer(engine, unique, deposit=4_000, redis=app.redis)
+        alice = await new_customer(engine, unique, deposit=4_000, redis=app.redis_pipeline)
         request = account_pb2.GetBalanceRequest(account_id=alice.account_id)
         replies = await asyncio.gather(*(stub.GetBalance(request, metadata=alice.metadata)
                                          for _ in range(400)))
@@ -128,7 +128,7 @@ async def test_two_replicas_share_one_load_through_the_redis_lease(
     lease = LeaseTuning(lease_ms=5_000, wait_s=5.0)  # generous: the machine is shared
     async with serving(settings, wrap_reader=wrap, lease=lease) as (first_app, first), \
             serving(settings, wrap_reader=wrap, lease=lease) as (_, second):
-        alice = await new_customer(engine, unique, deposit=4_000, redis=first_app.redis)
+        alice = await new_customer(engine, unique, deposit=4_000, redis=first_app.redis_pipeline)
         request = account_pb2.GetBalanceRequest(account_id=alice.account_id)
         replies = await asyncio.gather(
             *(stub.GetBalance(request, metadata=alice.metadata)
@@ -174,7 +174,7 @@ async def test_compare_and_set_rules(
 ) -> None:
     """Both backends, same script of operations, same outcomes: the fake the unit tests use
     behaves like the Lua scripts."""
-    redis = create_redis_cluster(base_settings)
+    redis = create_redis_pipeline(base_settings)
     try:
         backend: CacheBackend = RedisCacheBackend(redis) if store == "redis" \
             else InMemoryCacheBackend()
@@ -218,7 +218,7 @@ async def test_compare_and_set_rules(
         await cache.release_lease(lease, "other")
         assert await backend.get(lease) is None
     finally:
-        await redis.aclose()
+        await redis.close()
 
 
 @pytest.mark.parametrize("store", ["redis", "fake"])
@@ -226,7 +226,7 @@ async def test_insert_rules(base_settings: Settings, unique: Callable[[str], str
                             store: str) -> None:
     """An event's list item is inserted only onto the value at exactly the previous version;
     every other state becomes a tombstone (a list never skips an entry). Both backends."""
-    redis = create_redis_cluster(base_settings)
+    redis = create_redis_pipeline(base_settings)
     try:
         backend: CacheBackend = RedisCacheBackend(redis) if store == "redis" \
             else InMemoryCacheBackend()
@@ -268,4 +268,4 @@ async def test_insert_rules(base_settings: Settings, unique: Callable[[str], str
         assert await cache.put_if_newer("recent", key, CacheEntry(13, "u", legacy), 60_000)
         assert await cache.apply_version(14, insert(99, 14)) == [WriteOutcome.TOMBSTONED]
     finally:
-        await redis.aclose()
+        await redis.close()

@@ -168,7 +168,7 @@ async def test_a_read_right_after_a_transfer_waits_for_its_event_and_hits_the_ca
     # Generous: the event is published only once the test has seen the read waiting.
     settings = account_settings(base_settings, min_version_wait_ms=5_000)
     async with serving(settings, wrap_reader=wrap) as (app, stub):
-        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis)
+        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis_pipeline)
         await warm(stub, alice)  # cached at version 2
         loads = readers[0].loads["balance"]
         hits_after_wait = metric("bank_cache_requests_total", kind="balance",
@@ -196,7 +196,7 @@ async def test_a_read_whose_event_does_not_come_in_time_reads_through(
     readers, wrap = counting()
     settings = account_settings(base_settings, min_version_wait_ms=50)
     async with serving(settings, wrap_reader=wrap) as (app, stub):
-        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis)
+        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis_pipeline)
         await warm(stub, alice)
         loads = readers[0].loads["balance"]
         expired = metric("bank_cache_requests_total", kind="balance",
@@ -244,7 +244,7 @@ async def test_a_transfer_event_keeps_the_recent_list_warm_and_equal_to_the_data
     base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
 ) -> None:
     async with serving(account_settings(base_settings)) as (app, stub):
-        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis)
+        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis_pipeline)
         for amount in range(101, 111):  # 11 entries: the list holds the newest 10
             await seed.deposit(engine, alice.account_id, amount, description=f"d{amount}")
         await warm(stub, alice)  # cached at version 12
@@ -268,7 +268,7 @@ async def test_an_event_after_a_missed_one_tombstones_the_list(
     """Never skip an entry: the list is at version 2, the event is version 4 (the event of
     version 3 is not applied yet): the list is dropped, and version 3's event then is stale."""
     async with serving(account_settings(base_settings)) as (app, stub):
-        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis)
+        alice = await new_customer(engine, unique, deposit=1_000, redis=app.redis_pipeline)
         await warm(stub, alice)
         await app.events.stop()  # type: ignore[union-attr]
         await seed.deposit(engine, alice.account_id, 10)

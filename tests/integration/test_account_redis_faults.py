@@ -59,7 +59,7 @@ async def test_every_redis_node_stopped_reads_come_from_postgres(
     settings = account_settings(settings_for(postgres, private_redis_cluster),
                                 circuit_reset_s=0.3)
     async with serving(settings) as (app, stub):
-        alice = await new_customer(engine, unique, deposit=2_000, redis=app.redis)
+        alice = await new_customer(engine, unique, deposit=2_000, redis=app.redis_pipeline)
         await every_read(stub, alice)
         assert await every_read(stub, alice) == [CACHE, CACHE]
 
@@ -92,7 +92,7 @@ async def test_a_killed_master_fails_over_without_failing_reads(
     settings = account_settings(settings_for(postgres, private_redis_cluster),
                                 circuit_reset_s=0.3)
     async with serving(settings) as (app, stub):
-        alice = await new_customer(engine, unique, deposit=3_000, redis=app.redis)
+        alice = await new_customer(engine, unique, deposit=3_000, redis=app.redis_pipeline)
         request = account_pb2.GetBalanceRequest(account_id=alice.account_id)
         await stub.GetBalance(request, metadata=alice.metadata)
         assert (await stub.GetBalance(request, metadata=alice.metadata)).source == CACHE

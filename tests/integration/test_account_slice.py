@@ -18,8 +18,8 @@ from devstack.postgres import LocalPostgres
 from devstack.redis_cluster import LocalRedisCluster
 from services.account.bootstrap import build_account_app
 from shared.config import Settings
-from shared.sessions import SessionStore
 from tests.conftest import settings_for
+from tests.support.sessions import open_session
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ async def test_get_balance_over_grpc(
                                   password_hash="!")
     account = await seed.create_account(engine, user)
     await seed.deposit(engine, account, 12_345)
-    token = (await SessionStore(engine, None, 900).create(user)).token
+    token = await open_session(engine, user)
 
     app = build_account_app(make_settings(service_name="account"), port=0)
     await app.start()

@@ -1,5 +1,6 @@
-"""Sessions when Redis fails: flushed, down, failing over in the middle of a revocation. Each test
-has its own Redis Cluster (it breaks it); PostgreSQL is the shared one."""
+"""Sessions when Redis fails: flushed, down, failing over in the middle of a revocation, a lost
+tombstone. The reader is the request gate every service runs. Each test has its own Redis
+Cluster (it breaks it); PostgreSQL is the shared one."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from devstack import seed
 from devstack.postgres import LocalPostgres
 from devstack.redis_cluster import LocalRedisCluster
 from services.auth.bootstrap import AuthApp, build_auth_app
+from services.auth.domain import NewSession
 from shared.auth_context import Caller
 from shared.errors import Unauthenticated
-from shared.redis_client import create_redis_cluster
-from shared.sessions import REVOKED, NewSession, SessionStore, hash_secret, session_key
+from shared.redis_client import create_redis_cluster, create_redis_pipeline
+from shared.request_gate import RequestGate
+from shared.sessions import REVOKED, SessionEntrySigner, hash_secret, session_key
 from tests.conftest import settings_for
 from tests.integration.auth_support import PASSWORD, auth_settings, random_address, rpc_error
+from tests.support.sessions import TEST_SESSION_SIGNING_KEY, request_gate, session_store
 
 pytestmark = pytest.mark.integration
 
@@ -44,29 +48,35 @@ async def new_user(engine: AsyncEngine, unique: Callable[[str], str]) -> str:
                                   password_hash="!")
 
 
-async def assert_refused(store: SessionStore, token: str) -> None:
+async def assert_refused(gate: RequestGate, token: str) -> None:
     with pytest.raises(Unauthenticated):
-        await store.authenticate(token)
+        await gate.authenticate(token)
+
+
+def secret_of(session: NewSession) -> str:
+    return session.token.split(".")[2]
 
 
 async def test_flushed_redis_keeps_sessions_and_revocations(
     auth_on_private_redis: AuthApp, private_redis_cluster: LocalRedisCluster,
     engine: AsyncEngine, unique: Callable[[str], str],
 ) -> None:
-    store = auth_on_private_redis.sessions
+    app = auth_on_private_redis
+    store, gate = app.sessions, app.gate
     user = await new_user(engine, unique)
     alive, revoked = await store.create(user), await store.create(user)
     await store.revoke(user, [revoked.session_id])
 
     await asyncio.to_thread(private_redis_cluster.flushall)
-    assert await auth_on_private_redis.redis.get(session_key(user, alive.session_id)) is None
+    assert await app.redis.get(session_key(user, alive.session_id)) is None
 
-    assert await store.authenticate(alive.token) == Caller(user, alive.session_id)
-    await assert_refused(store, revoked.token)
-    # Both entries are back in Redis: the session verified, the tombstone restored.
-    cached = await auth_on_private_redis.redis.get(session_key(user, alive.session_id))
-    assert cached is not None and cached.startswith(hash_secret(alive.token.split(".")[2]).encode())
-    assert await auth_on_private_redis.redis.get(session_key(user, revoked.session_id)) == REVOKED
+    assert await gate.authenticate(alive.token) == Caller(user, alive.session_id)
+    await assert_refused(gate, revoked.token)
+    # The confirmed session is back in Redis, signed; the refused one left nothing behind.
+    cached = await app.redis.get(session_key(user, alive.session_id))
+    entry = SessionEntrySigner(TEST_SESSION_SIGNING_KEY).decode(cached or b"")
+    assert entry is not None and entry.secret_hash == hash_secret(secret_of(alive))
+    assert await app.redis.get(session_key(user, revoked.session_id)) is None
 
 
 async def test_redis_down_sessions_validate_through_postgres_and_revocations_hold(
@@ -121,42 +131,43 @@ async def test_a_lost_tombstone_cannot_keep_a_revoked_session_alive(
     engine: AsyncEngine, unique: Callable[[str], str],
 ) -> None:
     """The entry survives while the tombstone is lost (the revoker crashed while Redis was
-    unreachable): re-confirmation against PostgreSQL ends it within recheck_interval_s."""
-    settings = settings_for(postgres, private_redis_cluster)
+    unreachable): re-confirmation against PostgreSQL ends it within the recheck interval."""
+    settings = settings_for(postgres, private_redis_cluster, session_ttl_s=3)  # recheck: 1 s
     redis = create_redis_cluster(settings)
-    store = SessionStore(engine, redis, ttl_s=3)  # re-confirmed every second
+    pipeline = create_redis_pipeline(settings)
+    store = session_store(engine, pipeline, ttl_s=3)
+    signer = SessionEntrySigner(TEST_SESSION_SIGNING_KEY)
     try:
-        user = await new_user(engine, unique)
-        stale, fresh = await store.create(user), await store.create(user)
-        entries = {s.session_id: await redis.get(session_key(user, s.session_id))
-                   for s in (stale, fresh)}
-        # Revoke in PostgreSQL only (as if every tombstone write had failed), then put the old
-        # valid entries back, one already old enough to be re-confirmed.
-        no_redis = SessionStore(engine, None, ttl_s=3)
-        await no_redis.revoke(user, [stale.session_id, fresh.session_id])
-        old_value = entries[stale.session_id]
-        assert old_value is not None
-        hash_part = old_value.partition(b"|")[0]
-        await redis.set(session_key(user, stale.session_id),
-                        hash_part + b"|" + str(int(time.time()) - 5).encode(), ex=3)
-        await redis.set(session_key(user, fresh.session_id), entries[fresh.session_id] or b"",
-                        ex=3)
+        async with request_gate(settings) as gate:
+            user = await new_user(engine, unique)
+            stale, fresh = await store.create(user), await store.create(user)
+            entries = {s.session_id: await redis.get(session_key(user, s.session_id))
+                       for s in (stale, fresh)}
+            # Revoke in PostgreSQL only (as if every tombstone write had failed), then put the
+            # valid entries back, one already old enough to be re-confirmed.
+            await session_store(engine, None, ttl_s=3).revoke(
+                user, [stale.session_id, fresh.session_id])
+            created = int(time.time())
+            await redis.set(session_key(user, stale.session_id),
+                            signer.encode(hash_secret(secret_of(stale)), created - 5, created),
+                            ex=3)
+            await redis.set(session_key(user, fresh.session_id),
+                            entries[fresh.session_id] or b"", ex=3)
 
-        await assert_refused(store, stale.token)
-        assert await redis.get(session_key(user, stale.session_id)) == REVOKED
+            await assert_refused(gate, stale.token)
 
-        accepted_until = time.monotonic()
-        while time.monotonic() - accepted_until < 3:
-            try:
-                await store.authenticate(fresh.token)
-            except Unauthenticated:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("a revoked session outlived its re-confirmation interval")
-        assert await redis.get(session_key(user, fresh.session_id)) == REVOKED
+            accepted_until = time.monotonic()
+            while time.monotonic() - accepted_until < 3:
+                try:
+                    await gate.authenticate(fresh.token)
+                except Unauthenticated:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("a revoked session outlived its re-confirmation interval")
     finally:
         await store.aclose()
+        await pipeline.close()
         await redis.aclose()
 
 
@@ -168,33 +179,32 @@ async def test_revocation_during_a_failover_takes_effect_when_the_slot_is_back(
     has the valid entry) takes over. The revoker's retry writes the tombstone on the new master:
     the session is refused within a second of the slot answering again."""
     settings = settings_for(postgres, private_redis_cluster)
-    revoker_redis, reader_redis = create_redis_cluster(settings), create_redis_cluster(settings)
-    revoker = SessionStore(engine, revoker_redis, settings.session_ttl_s)
-    reader = SessionStore(engine, reader_redis, settings.session_ttl_s)
+    revoker_redis, reader_redis = create_redis_pipeline(settings), create_redis_cluster(settings)
+    revoker = session_store(engine, revoker_redis)
     try:
-        user = await new_user(engine, unique)
-        session: NewSession = await revoker.create(user)
-        key = session_key(user, session.session_id)
-        master = await asyncio.to_thread(private_redis_cluster.master_for_key, key)
-        with private_redis_cluster.client(master) as direct:
-            assert await asyncio.to_thread(direct.execute_command, "WAIT", 1, 2000) == 1
-        assert await reader.authenticate(session.token) == Caller(user, session.session_id)
+        async with request_gate(settings) as reader:
+            user = await new_user(engine, unique)
+            session: NewSession = await revoker.create(user)
+            key = session_key(user, session.session_id)
+            master = await asyncio.to_thread(private_redis_cluster.master_for_key, key)
+            with private_redis_cluster.client(master) as direct:
+                assert await asyncio.to_thread(direct.execute_command, "WAIT", 1, 2000) == 1
+            assert await reader.authenticate(session.token) == Caller(user, session.session_id)
 
-        await asyncio.to_thread(private_redis_cluster.kill_node, master)
-        await revoker.revoke(user, [session.session_id])
-        assert revoker.pending_tombstones == 1
-        await assert_refused(reader, session.token)  # the slot is down: PostgreSQL answers
+            await asyncio.to_thread(private_redis_cluster.kill_node, master)
+            await revoker.revoke(user, [session.session_id])
+            assert revoker.pending_tombstones == 1
+            await assert_refused(reader, session.token)  # the slot is down: PostgreSQL answers
 
-        await asyncio.to_thread(private_redis_cluster.wait_healthy, 30)
-        back_at = time.monotonic()
-        while revoker.pending_tombstones and time.monotonic() - back_at < 5:
-            await asyncio.sleep(0.05)
-        assert revoker.pending_tombstones == 0
-        assert time.monotonic() - back_at < 1.0, "tombstone written late after the failover"
-        await assert_refused(reader, session.token)
-        assert await reader_redis.get(key) == REVOKED
+            await asyncio.to_thread(private_redis_cluster.wait_healthy, 30)
+            back_at = time.monotonic()
+            while revoker.pending_tombstones and time.monotonic() - back_at < 5:
+                await asyncio.sleep(0.05)
+            assert revoker.pending_tombstones == 0
+            assert time.monotonic() - back_at < 1.0, "tombstone written late after the failover"
+            await assert_refused(reader, session.token)
+            assert await reader_redis.get(key) == REVOKED
     finally:
         await revoker.aclose()
-        await reader.aclose()
-        await revoker_redis.aclose()
+        await revoker_redis.close()
         await reader_redis.aclose()

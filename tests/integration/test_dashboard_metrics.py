@@ -32,6 +32,7 @@ from devstack.ports import free_ports
 from devstack.postgres import LocalPostgres
 from devstack.processes import ManagedProcess, wait_for_port
 from devstack.redis_cluster import LocalRedisCluster
+from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +98,7 @@ def services(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
                 "BANK_DATABASE_URL": postgres.dsn,
                 "BANK_REDIS_NODES": redis_cluster.startup_nodes_csv,
                 "BANK_SERVICE_NAME": name,
+                "BANK_SESSION_SIGNING_KEY": TEST_SESSION_SIGNING_KEY,
                 "BANK_ACCOUNT_TARGET": target("account"),
                 "BANK_TRANSFER_TARGET": target("transfer"),
                 "BANK_AUTH_TARGET": target("auth"),
@@ -152,9 +154,9 @@ async def _exercise_gateway(base_url: str, email: str, account: str, other: str)
 
 async def _exercise_account_over_grpc(port: int, engine: AsyncEngine, account: str,
                                       user_id: str) -> None:
-    from shared.sessions import SessionStore
+    from tests.support.sessions import open_session
 
-    token = (await SessionStore(engine, None, 900).create(user_id)).token
+    token = await open_session(engine, user_id)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = account_pb2_grpc.AccountServiceStub(channel)
         for _ in range(2):

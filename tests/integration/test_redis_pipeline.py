@@ -1,4 +1,4 @@
-"""The gateway's pipelined cluster script runner on a real Redis Cluster: routing by slot,
+"""The pipelined Redis Cluster client on a real Redis Cluster: routing by slot,
 MOVED after a stale layout, NOSCRIPT after a flush, a timed-out reply that does not shift the
 stream, and a primary's failover."""
 
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from devstack.redis_cluster import LocalRedisCluster
-from shared.redis_pipeline import ClusterScripts, RedisScriptError, Script
+from shared.redis_pipeline import ClusterPipeline, RedisCallError, Script
 
 pytestmark = pytest.mark.integration
 
@@ -22,15 +22,15 @@ SLOW = Script("local t = redis.call('TIME') local start = t[1] * 1e6 + t[2] "
 
 
 @pytest.fixture
-async def scripts(redis_cluster: LocalRedisCluster) -> AsyncIterator[ClusterScripts]:
-    runner = ClusterScripts(redis_cluster.startup_nodes, timeout_s=1.0)
+async def scripts(redis_cluster: LocalRedisCluster) -> AsyncIterator[ClusterPipeline]:
+    runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=1.0)
     try:
         yield runner
     finally:
         await runner.close()
 
 
-async def test_many_keys_concurrently_each_on_its_slot(scripts: ClusterScripts) -> None:
+async def test_many_keys_concurrently_each_on_its_slot(scripts: ClusterPipeline) -> None:
     keys = [f"gwtest:{{{uuid.uuid4().hex}}}" for _ in range(200)]
     replies = await asyncio.gather(*(scripts.run(ECHO, [k], [i]) for i, k in enumerate(keys)))
     assert replies == [[k.encode(), str(i).encode(), 1] for i, k in enumerate(keys)]
@@ -41,7 +41,7 @@ def test_runs_on_uvloop_as_in_production(redis_cluster: LocalRedisCluster) -> No
     import uvloop
 
     async def main() -> list[object]:
-        runner = ClusterScripts(redis_cluster.startup_nodes, timeout_s=1.0)
+        runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=1.0)
         try:
             keys = [f"gwtest:{{{uuid.uuid4().hex}}}" for _ in range(20)]
             return await asyncio.gather(*(runner.run(ECHO, [k], ["u"]) for k in keys))
@@ -52,7 +52,7 @@ def test_runs_on_uvloop_as_in_production(redis_cluster: LocalRedisCluster) -> No
     assert [r[2] for r in replies] == [1] * 20  # type: ignore[index]
 
 
-async def test_moved_after_a_stale_layout_is_followed(scripts: ClusterScripts) -> None:
+async def test_moved_after_a_stale_layout_is_followed(scripts: ClusterPipeline) -> None:
     await scripts.refresh_topology()
     wrong = ("127.0.0.1", scripts._slots[0][1])  # type: ignore[index]
     scripts._slots = [wrong] * 16384  # every slot "on" one node: the others answer MOVED
@@ -62,7 +62,7 @@ async def test_moved_after_a_stale_layout_is_followed(scripts: ClusterScripts) -
 
 
 async def test_noscript_after_a_flush_loads_the_script(
-    scripts: ClusterScripts, redis_cluster: LocalRedisCluster
+    scripts: ClusterPipeline, redis_cluster: LocalRedisCluster
 ) -> None:
     key = f"gwtest:{{{uuid.uuid4().hex}}}"
     await scripts.run(ECHO, [key], ["a"])
@@ -74,11 +74,11 @@ async def test_noscript_after_a_flush_loads_the_script(
 async def test_a_timed_out_reply_does_not_shift_later_replies(
     redis_cluster: LocalRedisCluster
 ) -> None:
-    runner = ClusterScripts(redis_cluster.startup_nodes, timeout_s=0.05)
+    runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=0.05)
     key = f"gwtest:{{{uuid.uuid4().hex}}}"
     try:
         await runner.run(ECHO, [key], ["warm"])
-        with pytest.raises(RedisScriptError, match="timed out"):
+        with pytest.raises(RedisCallError, match="timed out"):
             await runner.run(SLOW, [key], [])
         runner._timeout_s = 2.0
         assert await runner.run(ECHO, [key], ["after"]) == [key.encode(), b"after", 2]
@@ -90,7 +90,7 @@ async def test_a_failed_over_primary_is_found_again(
     private_redis_cluster: LocalRedisCluster
 ) -> None:
     cluster = private_redis_cluster
-    runner = ClusterScripts(cluster.startup_nodes, timeout_s=0.5)
+    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5)
     key = f"gwtest:{{{uuid.uuid4().hex}}}"
     try:
         assert (await runner.run(ECHO, [key], ["x"]))[2] == 1

@@ -21,7 +21,7 @@ from services.transfer.bootstrap import TransferApp, build_transfer_app
 from shared.config import Settings
 from shared.events import channel_name, decode_balance_changed
 from shared.redis_client import create_redis_cluster
-from shared.sessions import SessionStore
+from tests.support.sessions import open_session
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ async def new_customer(
     for account in ids:
         if deposit:
             await seed.deposit(engine, account, deposit, currency)
-    token = (await SessionStore(engine, None, 900).create(user)).token
+    token = await open_session(engine, user)
     return Customer(user, token, ids)
 
 

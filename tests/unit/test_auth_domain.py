@@ -6,7 +6,6 @@ import pytest
 
 from services.auth.adapters.login_limiter import address_counter_key, email_counter_key
 from services.auth.domain import normalize_currency, normalize_email, normalize_name
-from services.auth.entrypoints.grpc_servicer import peer_host
 from shared.errors import InvalidArgument
 
 
@@ -50,12 +49,6 @@ def test_currency_defaults_to_eur_and_must_be_three_letters() -> None:
     for bad in ("EURO", "E1R", "€"):
         with pytest.raises(InvalidArgument, match="ISO 4217"):
             normalize_currency(bad)
-
-
-def test_peer_host_drops_the_port() -> None:
-    assert peer_host("ipv4:10.1.2.3:55012") == "10.1.2.3"
-    assert peer_host("ipv6:[::1]:55012") == "::1"
-    assert peer_host("unix:/tmp/sock") == "unix:/tmp/sock"
 
 
 def test_limiter_keys_hide_the_email_and_carry_a_hash_tag() -> None:

@@ -42,7 +42,7 @@ def make_deps(params: Argon2Params = CHEAP, clock: Clock | None = None,
     users = users or FakeUserRepository()
     users.sessions = sessions
     limiter = FakeLoginLimiter(max_failures=5, window_s=900, clock=clock or Clock())
-    return AuthDependencies(users, sessions, limiter,
+    return AuthDependencies(users, sessions, sessions, limiter,
                             CountingHasher(Argon2PasswordHasher(params)))
 
 

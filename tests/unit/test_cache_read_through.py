@@ -226,3 +226,27 @@ async def test_an_unreadable_entry_is_a_miss_not_an_error() -> None:
     assert read.value == Row("u1", 3, 300)
     assert not read.from_cache
     assert db.loads == 1
+
+
+async def test_a_prefetch_never_takes_the_probe_that_would_close_the_circuit() -> None:
+    rt, cache, backend = build(threshold=1, reset_s=0.05)
+    backend.down = True
+    db = Database()
+    await read(rt, db)
+    assert cache.breaker.state is CircuitState.OPEN
+    backend.down = False
+    await asyncio.sleep(0.06)
+    rt.prefetch(KEY)  # skipped while the circuit is not closed
+    assert cache.breaker.state is CircuitState.OPEN
+    assert await read(rt, db) == (Row("u1", 1, 100), False)  # the read itself probes
+    assert cache.breaker.state is CircuitState.CLOSED
+
+
+async def test_a_prefetched_lookup_is_read_once() -> None:
+    rt, _, backend = build()
+    db = Database()
+    await read(rt, db)  # fills
+    calls = backend.calls
+    rt.prefetch(KEY)
+    assert await read(rt, db) == (Row("u1", 1, 100), True)
+    assert backend.calls == calls + 1  # the prefetched GET answered the read

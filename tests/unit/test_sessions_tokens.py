@@ -1,4 +1,4 @@
-"""Token parsing and the cache entry format: pure functions, no servers."""
+"""Token parsing and the signed cache entry format: pure functions, no servers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from shared.errors import Unauthenticated
 from shared.sessions import (
     REVOKED,
-    decode_cached_entry,
+    SessionEntrySigner,
     hash_secret,
     parse_token,
     recheck_interval_for,
@@ -59,13 +59,41 @@ def test_secret_comparison() -> None:
     assert not secret_matches(b"\xff\xfe", SECRET)
 
 
-def test_key_and_entry_formats_match_docs_decisions() -> None:
+KEY = "k" * 32
+
+
+def test_key_and_entry_formats() -> None:
     assert session_key(USER, SESSION) == f"session:{{{USER}}}:{SESSION}"
-    stored = hash_secret(SECRET).encode()
-    assert decode_cached_entry(stored + b"|1700000000") == (stored, 1700000000.0)
-    assert decode_cached_entry(REVOKED) is None
-    assert decode_cached_entry(b"short|1") is None
-    assert decode_cached_entry(stored + b"|not-a-number") is None
+    signer = SessionEntrySigner(KEY)
+    stored = hash_secret(SECRET)
+    entry = signer.encode(stored, 1_700_000_060, 1_700_000_000)
+    assert entry.startswith(b"v2|" + stored.encode() + b"|1700000060|1700000000|")
+    decoded = signer.decode(entry)
+    assert decoded is not None
+    assert (decoded.secret_hash, decoded.checked_at, decoded.created_at) == (
+        stored, 1_700_000_060, 1_700_000_000)
+
+
+@pytest.mark.parametrize("value", [
+    REVOKED, b"", b"short|1", b"v2|" + b"a" * 64 + b"|1|2",
+    hash_secret(SECRET).encode() + b"|1700000000",  # the unsigned format of earlier releases
+])
+def test_anything_else_is_not_an_entry(value: bytes) -> None:
+    assert SessionEntrySigner(KEY).decode(value) is None
+
+
+def test_an_entry_written_without_the_key_is_refused() -> None:
+    """Someone who can write to Redis but lacks the key cannot make a session."""
+    forged = SessionEntrySigner("another-key-" + "x" * 32).encode(hash_secret(SECRET), 1, 1)
+    assert SessionEntrySigner(KEY).decode(forged) is None
+    tampered = bytearray(SessionEntrySigner(KEY).encode(hash_secret(SECRET), 1, 1))
+    tampered[70] = ord("9") if tampered[70] != ord("9") else ord("8")  # the checked time
+    assert SessionEntrySigner(KEY).decode(bytes(tampered)) is None
+
+
+def test_the_signing_key_must_be_long() -> None:
+    with pytest.raises(ValueError, match="at least 32"):
+        SessionEntrySigner("short")
 
 
 def test_recheck_interval() -> None:

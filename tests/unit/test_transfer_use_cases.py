@@ -12,6 +12,7 @@ from services.transfer.adapters.fakes import (
     FakeAccount,
     FakeEventPublisher,
     FakeOutboxStore,
+    FakeReadYourWritesFloors,
     FakeTransferRepository,
 )
 from services.transfer.domain import OutboxEvent, TransferOutcome
@@ -22,6 +23,9 @@ from shared.auth_context import Caller
 from shared.errors import BankError
 
 ALICE, BOB = Caller("alice", "s1"), Caller("bob", "s2")
+
+
+FLOORS = FakeReadYourWritesFloors()
 
 
 def ids() -> tuple[str, str, str]:
@@ -36,7 +40,7 @@ def world(after_commit=None):  # type: ignore[no-untyped-def]
     })
     publisher, store = FakeEventPublisher(), FakeOutboxStore()
     dispatcher = EventDispatcher(publisher, store)
-    service = TransferService(repo, dispatcher, max_amount=10_000, event_partitions=16,
+    service = TransferService(repo, dispatcher, FLOORS, max_amount=10_000, event_partitions=16,
                               after_commit=after_commit)
     return service, repo, dispatcher, publisher, store, (a1, a2, b1)
 
@@ -57,6 +61,9 @@ async def test_a_transfer_moves_money_and_its_events_are_published_then_marked()
     assert repo.accounts[a2].balance == 300
     assert [e.outbox_id for e in publisher.published] == store.marked
     assert len(store.marked) == 2
+    # Every session of the writer reads both accounts at least at their new versions.
+    assert FLOORS.floors[ALICE.user_id][a1] == 2
+    assert FLOORS.floors[ALICE.user_id][a2] == 2
 
 
 async def test_a_retry_replays_and_moves_nothing_twice() -> None:

@@ -15,6 +15,19 @@ from services.account.entrypoints.proto_mapping import (
 from services.account.service_layer import accounts, balances
 from services.account.service_layer.dependencies import AccountReads
 from shared.auth_context import current_caller
+from shared.grpc_interceptor import Prefetch
+
+_SERVICE = "/bank.v1.AccountService/"
+
+
+def prefetchers(reads: AccountReads) -> dict[str, Prefetch]:
+    """Cache reads that can leave with the session check (shared/grpc_interceptor.py)."""
+    return {
+        _SERVICE + "GetBalance":
+            lambda request: balances.prefetch_balance(reads, request.account_id),
+        _SERVICE + "ListRecentTransactions":
+            lambda request: balances.prefetch_recent_transactions(reads, request.account_id),
+    }
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):

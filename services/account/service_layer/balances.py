@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-
 from services.account.adapters.cache_layout import (
     BALANCE,
     RECENT,
@@ -22,20 +19,29 @@ from services.account.service_layer.dependencies import AccountReads
 from shared.auth_context import Caller
 from shared.cache import Read
 from shared.errors import InvalidArgument, NotFound
-
-# How ids leave this API (str(uuid) is lower case), so what clients send back: kept as they are.
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+from shared.identifiers import canonical_uuid
 
 
 def parse_account_id(raw: str) -> str:
     """The canonical form of an account id, or InvalidArgument."""
-    if _CANONICAL_UUID.fullmatch(raw):
-        return raw  # a regex match costs a fifth of parsing the UUID and printing it again
-    try:
-        parsed = uuid.UUID(raw)
-    except ValueError:
-        raise InvalidArgument(f"account_id {raw[:64]!r} is not a valid account id") from None
-    return str(parsed)
+    canonical = canonical_uuid(raw)
+    if canonical is None:
+        raise InvalidArgument(f"account_id {raw[:64]!r} is not a valid account id")
+    return canonical
+
+
+def prefetch_balance(reads: AccountReads, raw_account_id: str) -> None:
+    """Send the balance's cache read ahead (it overlaps the session check); skipped for an id
+    the read itself will refuse."""
+    account_id = canonical_uuid(raw_account_id)
+    if account_id is not None:
+        reads.cache.prefetch(balance_key(account_id))
+
+
+def prefetch_recent_transactions(reads: AccountReads, raw_account_id: str) -> None:
+    account_id = canonical_uuid(raw_account_id)
+    if account_id is not None:
+        reads.cache.prefetch(recent_key(account_id))
 
 
 def check_min_version(min_version: int) -> int:

@@ -9,11 +9,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.auth.domain import EmailAlreadyRegistered, Registration, StoredCredentials
+from services.auth.domain import (
+    EmailAlreadyRegistered,
+    NewSession,
+    Registration,
+    SessionInfo,
+    StoredCredentials,
+)
 from services.auth.service_layer.ports import AttemptReservation, PasswordHasher
 from shared.auth_context import Caller
 from shared.errors import ResourceExhausted, Unauthenticated, Unavailable
-from shared.sessions import NewSession, SessionInfo, parse_token
+from shared.sessions import parse_token
 
 
 class FakeUserRepository:

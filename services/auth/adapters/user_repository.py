@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.auth.adapters.session_store import revoke_other_sessions_in
 from services.auth.domain import EmailAlreadyRegistered, Registration, StoredCredentials
 from shared.metrics import DB_QUERIES
-from shared.sessions import revoke_other_sessions_in
 
 # One statement, one round trip: the user and the first account commit together or not at all.
 # ON CONFLICT DO NOTHING makes a duplicate email an empty result instead of an aborted

@@ -2,57 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any
-
 import grpc
 from bank.v1 import auth_pb2, auth_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.auth.domain import LoginRequest
+from services.auth.domain import LoginRequest, SessionInfo
 from services.auth.service_layer import credentials, session_management
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import current_caller
-from shared.grpc_interceptor import bearer_token
-from shared.sessions import SessionInfo
-
-
-def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
-    for item in context.invocation_metadata() or ():
-        if item[0] == key:
-            value = item[1]
-            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return ""
-
-
-def client_address(context: grpc.aio.ServicerContext) -> str:
-    """The end user's address: the first hop of x-forwarded-for (set by the gateway), else the
-    peer. Only the gateway should reach this service (network policy): a caller that reaches it
-    directly could name any address, and the per-email limit is what still holds then."""
-    forwarded = _metadata(context, "x-forwarded-for").split(",", 1)[0].strip()
-    if forwarded:
-        try:
-            return str(ipaddress.ip_address(forwarded))
-        except ValueError:
-            pass  # not an address: ignore it rather than key a counter by attacker text
-    return peer_host(context.peer() or "")
-
-
-def peer_host(peer: str) -> str:
-    """'ipv4:10.0.0.1:5342' -> '10.0.0.1', 'ipv6:[::1]:5342' -> '::1'; other forms as given.
-    The port changes on every connection, so it must not be part of a rate-limit key."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rsplit(":", 1)[0]
-    if kind == "ipv6":
-        return rest.rsplit(":", 1)[0].strip("[]")
-    return peer[:64]
-
-
-def _user_agent(context: grpc.aio.ServicerContext) -> str:
-    # The gateway forwards the browser's User-Agent as x-user-agent; gRPC's own user-agent only
-    # names the client library.
-    return _metadata(context, "x-user-agent") or _metadata(context, "user-agent")
+from shared.call_metadata import current_call_headers
 
 
 def _timestamp(epoch_s: float) -> Timestamp:
@@ -84,8 +42,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def Login(self, request: auth_pb2.LoginRequest,
                     context: grpc.aio.ServicerContext) -> auth_pb2.LoginResponse:
+        headers = current_call_headers()
         session = await credentials.login(self._deps, LoginRequest(
-            request.email, request.password, client_address(context), _user_agent(context)
+            request.email, request.password, headers.client_address(context.peer() or ""),
+            headers.user_agent,
         ))
         return auth_pb2.LoginResponse(token=session.token, user_id=session.user_id,
                                       session_id=session.session_id,
@@ -101,7 +61,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                              ) -> auth_pb2.ChangePasswordResponse:
         revoked = await credentials.change_password(
             self._deps, current_caller(), request.current_password, request.new_password,
-            client_address(context),
+            current_call_headers().client_address(context.peer() or ""),
         )
         return auth_pb2.ChangePasswordResponse(revoked_sessions=revoked)
 
@@ -117,8 +77,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                               context: grpc.aio.ServicerContext
                               ) -> auth_pb2.ValidateSessionResponse:
         # The token to check is the request's; a caller may send it as metadata instead.
-        metadata: Any = context.invocation_metadata()
-        token = request.token or bearer_token(metadata) or ""
+        token = request.token or current_call_headers().bearer_token() or ""
         checked = await session_management.validate_session(self._deps, token)
         return auth_pb2.ValidateSessionResponse(
             user_id=checked.caller.user_id, session_id=checked.caller.session_id,

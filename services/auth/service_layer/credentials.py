@@ -7,6 +7,7 @@ import logging
 from services.auth.domain import (
     InvalidCredentials,
     LoginRequest,
+    NewSession,
     Registration,
     StoredCredentials,
     normalize_currency,
@@ -17,7 +18,6 @@ from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
 from shared.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated
 from shared.passwords import check_password_length, check_password_strength
-from shared.sessions import NewSession
 
 log = logging.getLogger(__name__)
 

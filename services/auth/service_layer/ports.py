@@ -7,9 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.auth.domain import Registration, StoredCredentials
+from services.auth.domain import NewSession, Registration, SessionInfo, StoredCredentials
 from shared.auth_context import Caller
-from shared.sessions import NewSession, SessionInfo
 
 
 class UserRepository(Protocol):
@@ -40,13 +39,18 @@ class Sessions(Protocol):
     async def create(self, user_id: str, client_address: str = "",
                      user_agent: str = "") -> NewSession: ...
 
-    async def authenticate(self, token: str) -> Caller: ...
-
     async def revoke(self, user_id: str, session_ids: list[str]) -> None: ...
 
     async def write_tombstones(self, user_id: str, session_ids: Iterable[str]) -> None: ...
 
     async def list_active(self, user_id: str, limit: int = 100) -> list[SessionInfo]: ...
+
+
+class SessionChecker(Protocol):
+    async def authenticate(self, token: str) -> Caller:
+        """The token's session as every service's request gate sees it (shared/request_gate.py),
+        without counting a request; Unauthenticated when it does not stand."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -81,5 +85,6 @@ class PasswordHasher(Protocol):
 class AuthDependencies:
     users: UserRepository
     sessions: Sessions
+    checker: SessionChecker
     limiter: LoginLimiter
     hasher: PasswordHasher

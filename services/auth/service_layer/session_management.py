@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from services.auth.domain import SessionInfo
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
-from shared.sessions import SessionInfo
 
 MAX_LISTED_SESSIONS = 100
 
@@ -28,5 +28,5 @@ async def list_sessions(deps: AuthDependencies, caller: Caller) -> list[SessionI
 
 async def validate_session(deps: AuthDependencies, token: str) -> ValidatedSession:
     """A successful check is a use: it slides the idle timeout, hence the new expiry."""
-    caller = await deps.sessions.authenticate(token)
+    caller = await deps.checker.authenticate(token)
     return ValidatedSession(caller, time.time() + deps.sessions.ttl_s)

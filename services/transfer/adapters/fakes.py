@@ -5,10 +5,12 @@ rules (locks, constraints) are tested against PostgreSQL in tests/integration.""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from bank.v1 import common_pb2, events_pb2
 
 from services.transfer.domain import (
     OutboxEvent,
@@ -26,6 +28,25 @@ class FakeAccount:
     balance: int = 0
     version: int = 1
     open: bool = True
+
+
+def _event(account_id: str, account: FakeAccount) -> bytes:
+    return events_pb2.BalanceChanged(
+        account_id=account_id, version=account.version,
+        balance=common_pb2.Money(minor_units=account.balance, currency=account.currency),
+    ).SerializeToString()
+
+
+@dataclass
+class FakeReadYourWritesFloors:
+    """The floors each user's reads must reach, as the request gate keeps them in Redis."""
+
+    floors: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    async def remember_writes(self, user_id: str, versions: Mapping[str, int]) -> None:
+        mine = self.floors.setdefault(user_id, {})
+        for account_id, version in versions.items():
+            mine[account_id] = max(version, mine.get(account_id, 0))
 
 
 @dataclass
@@ -71,8 +92,9 @@ class FakeTransferRepository:
         )
         self.transfers.append(transfer)
         events = (
-            OutboxEvent(next(self._ids), from_partition, b"source"),
-            OutboxEvent(next(self._ids), to_partition, b"destination"),
+            OutboxEvent(next(self._ids), from_partition, _event(command.from_account_id, source)),
+            OutboxEvent(next(self._ids), to_partition,
+                        _event(command.to_account_id, destination)),
         )
         return TransferOutcome(transfer, False, None, events)
 

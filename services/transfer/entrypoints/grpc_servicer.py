@@ -8,6 +8,8 @@ from bank.v1 import account_pb2, common_pb2, transfer_pb2, transfer_pb2_grpc
 from services.transfer.domain import Transfer
 from services.transfer.service_layer.transfers import TransferService
 from shared.auth_context import current_caller
+from shared.call_metadata import current_call_headers
+from shared.errors import InvalidArgument
 from shared.money import format_minor_units
 
 
@@ -42,6 +44,17 @@ def transfer_to_proto(transfer: Transfer) -> transfer_pb2.Transfer:
     return reply
 
 
+def idempotency_key(in_body: str) -> str:
+    """The body's key, else the `Idempotency-Key` HTTP header (metadata through the edge);
+    both present must agree, or the client would not know which one guards its retry."""
+    in_header = current_call_headers().idempotency_key
+    if in_header is None:
+        return in_body
+    if in_body and in_body != in_header:
+        raise InvalidArgument("the Idempotency-Key header and the body's idempotencyKey differ")
+    return in_header
+
+
 class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
     def __init__(self, service: TransferService) -> None:
         self._service = service
@@ -55,7 +68,7 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
             to_account_id=request.to_account_id,
             amount=request.amount.minor_units,
             currency=request.amount.currency,
-            idempotency_key=request.idempotency_key,
+            idempotency_key=idempotency_key(request.idempotency_key),
             description=request.description,
         )
         return transfer_to_proto(transfer)

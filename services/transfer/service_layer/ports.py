@@ -3,7 +3,7 @@ these, and so do the in-memory fakes beside them (services/transfer/adapters/fak
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
@@ -52,3 +52,10 @@ class OutboxStore(Protocol):
     async def backlog(self) -> int: ...
 
     async def purge_rejections(self, older_than_s: int) -> int: ...
+
+
+class ReadYourWritesFloors(Protocol):
+    async def remember_writes(self, user_id: str, versions: Mapping[str, int]) -> None:
+        """Every session of the user reads at least these account versions from now on (for a
+        while). Best effort, bounded in time; never raises."""
+        ...

@@ -17,10 +17,10 @@ from services.transfer.domain import (
     validate_transfer,
 )
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
-from services.transfer.service_layer.ports import TransferRepository
+from services.transfer.service_layer.ports import ReadYourWritesFloors, TransferRepository
 from shared.auth_context import Caller
 from shared.errors import InvalidArgument
-from shared.events import partition_of
+from shared.events import decode_balance_changed, partition_of
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -41,6 +41,7 @@ class TransferService:
         self,
         repository: TransferRepository,
         dispatcher: EventDispatcher,
+        floors: ReadYourWritesFloors,
         *,
         max_amount: int,
         event_partitions: int,
@@ -48,6 +49,7 @@ class TransferService:
     ) -> None:
         self._repository = repository
         self._dispatcher = dispatcher
+        self._floors = floors
         self._max_amount = max_amount
         self._partitions = event_partitions
         self._after_commit = after_commit
@@ -84,6 +86,7 @@ class TransferService:
         if self._after_commit is not None:
             self._after_commit(outcome)
         self._dispatcher.submit(outcome.events)
+        await self._floors.remember_writes(caller.user_id, versions_written(outcome))
         return outcome.transfer
 
     async def get_transfer(self, caller: Caller, transfer_id: str) -> Transfer:
@@ -104,6 +107,20 @@ class TransferService:
         page, more = rows[:limit], len(rows) > limit
         token = encode_page_token(page[-1].created_at, page[-1].transfer_id) if more else ""
         return TransferPage(page, token)
+
+
+def versions_written(outcome: TransferOutcome) -> dict[str, int]:
+    """The account versions a transfer produced: both accounts of a new transfer (from its
+    events), the source of a replayed one. The caller's reads of either account, in any of its
+    sessions, must show at least these (the destination may be the caller's own account too)."""
+    versions: dict[str, int] = {}
+    for event in outcome.events:
+        changed = decode_balance_changed(event.payload)
+        versions[changed.account_id] = max(changed.version, versions.get(changed.account_id, 0))
+    source = outcome.transfer.source_balance if outcome.transfer is not None else None
+    if source is not None:
+        versions[source.account_id] = max(source.version, versions.get(source.account_id, 0))
+    return versions
 
 
 def encode_page_token(created_at: datetime, transfer_id: str) -> str:
