@@ -98,7 +98,8 @@ class Stack:
                                 port=None if free_ports else POSTGRES_PORT)
         self.redis = LocalRedisCluster(run_dir / "redis",
                                        ports=None if free_ports else list(REDIS_PORTS))
-        self.processes: list[ManagedProcess | EnvoyProcess] = []
+        self.processes: list[ManagedProcess] = []
+        self.edge: EnvoyProcess | None = None
         self.lines: list[str] = []
         self.edge_url: str | None = None
 
@@ -156,11 +157,13 @@ class Stack:
     def _start_edge(self) -> None:
         envoy = start_edge(self.run_dir / "gateway", local_upstreams(), EDGE_HTTPS_PORT,
                            EDGE_ADMIN_PORT, log_path=self.run_dir / "logs" / "gateway.log")
-        self.processes.append(envoy)
+        self.edge = envoy
         self.edge_url = f"https://127.0.0.1:{EDGE_HTTPS_PORT}"
         self.lines.append(f"{'gateway (Envoy)':<15} pid {envoy.pid:<7} {self.edge_url} (admin :{EDGE_ADMIN_PORT})")
 
     def stop(self) -> None:
+        if self.edge is not None:
+            self.edge.stop(timeout=15)
         for proc in reversed(self.processes):
             proc.stop(timeout=15)
         self.redis.stop()
@@ -240,7 +243,9 @@ def main() -> int:
         print(_usage(stack.edge_url or f"https://127.0.0.1:{EDGE_HTTPS_PORT}", users))
         print("Ctrl-C stops everything.", flush=True)
         while not stopping.wait(1.0):
-            dead = [p for p in stack.processes if not p.alive]
+            dead: list[ManagedProcess | EnvoyProcess] = [p for p in stack.processes if not p.alive]
+            if stack.edge is not None and not stack.edge.alive:
+                dead.append(stack.edge)
             if dead:
                 for p in dead:
                     print(p.describe_failure("exited"), file=sys.stderr)
