@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for every role of the bank: account, transfer, auth, gateway, outbox-relay, migrate.
+# One image for every role of the bank: account, transfer, auth, outbox-relay, migrate (the
+# gateway is Envoy, from its own image, running the bundle services/gateway generates).
 # The role is the first argument (see deploy/docker/entrypoint.sh):
 #   docker run IMAGE account        docker run IMAGE migrate
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -37,7 +38,7 @@ RUN python -m compileall -q /app /opt/venv \
 # ---- runtime: the interpreter, the venv and the code; no compiler, no pip, not root ----
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="cachebank" \
-      org.opencontainers.image.description="Banking backend: gRPC services, gateway, outbox relay, migrations"
+      org.opencontainers.image.description="Banking backend: gRPC services, outbox relay, migrations"
 # The base image's own pip goes too: nothing is installed at run time.
 RUN python -m pip uninstall --yes --disable-pip-version-check pip setuptools wheel \
  && groupadd --system --gid 10001 bank \
@@ -52,6 +53,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
-EXPOSE 7051 7052 7053 8080
+EXPOSE 7051 7052 7053
 ENTRYPOINT ["/app/deploy/docker/entrypoint.sh"]
 CMD ["help"]

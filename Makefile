@@ -39,7 +39,7 @@ test-unit: setup ## unit tests only (fakes, no servers)
 
 lint: setup ## ruff + mypy --strict on the source
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services devstack edge bench
+	$(VENV)/bin/mypy shared services devstack bench
 
 bench: setup ## benchmarks: cache off vs on, ratios to raw PostgreSQL and Redis (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)

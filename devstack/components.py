@@ -39,9 +39,9 @@ COMPONENTS: tuple[Component, ...] = (
     Component("transfer", "services.transfer", replicas=2, grpc_port=7052, metrics_port=9102),
     Component("auth", "services.auth", replicas=2, grpc_port=7053, metrics_port=9103),
     Component("outbox-relay", "services.transfer.relay", replicas=1, metrics_port=9104),
-    # The gateway serves /metrics on its HTTP port.
-    Component("gateway", "services.gateway", replicas=2, http_port=8080),
 )
+# The gateway is Envoy (EDGE_HTTPS_PORT), in front of the replicas of these components.
+GATEWAY_UPSTREAMS = ("account", "transfer", "auth")
 
 
 def grpc_target(component: Component) -> str:

@@ -21,6 +21,7 @@ from devstack.components import (
     COMPONENTS,
     EDGE_ADMIN_PORT,
     EDGE_HTTPS_PORT,
+    GATEWAY_UPSTREAMS,
     POSTGRES_PORT,
     REDIS_PORTS,
     Component,
@@ -28,8 +29,12 @@ from devstack.components import (
 )
 from devstack.demo_data import DEMO_PASSWORD, DemoUser, load_demo_data
 from devstack.postgres import LocalPostgres
-from devstack.processes import ManagedProcess, wait_for_port
+from devstack.processes import DevstackError, ManagedProcess, wait_for_port
 from devstack.redis_cluster import LocalRedisCluster
+from services.gateway.bundle import render_local
+from services.gateway.envoy_binary import validate_config
+from services.gateway.envoy_clusters import Upstream
+from services.gateway.envoy_process import EnvoyProcess
 from shared.config import Settings
 from shared.db import create_engine
 from shared.migrate import upgrade_to_head
@@ -92,6 +97,7 @@ class Stack:
         self.redis = LocalRedisCluster(run_dir / "redis",
                                        ports=None if free_ports else list(REDIS_PORTS))
         self.processes: list[ManagedProcess] = []
+        self.edge: EnvoyProcess | None = None
         self.lines: list[str] = []
         self.edge_url: str | None = None
 
@@ -147,23 +153,55 @@ class Stack:
         self.lines.append(f"{name:<15} pid {proc.pid:<7} {described}")
 
     def _start_edge(self) -> None:
-        if not _module_exists("edge.launch"):
-            self.lines.append("edge (Envoy)    (not built yet)")
-            return
-        from edge.launch import start_edge  # the gateway issue's edge tool
-
-        gateway = _component_by_name("gateway")
-        gateway_ports = [gateway.ports(i)["http"] for i in range(gateway.replicas)]
-        proc, url = start_edge(self.run_dir / "edge", EDGE_HTTPS_PORT, EDGE_ADMIN_PORT, gateway_ports)
-        self.processes.append(proc)
-        self.edge_url = url
-        self.lines.append(f"{'edge (Envoy)':<15} pid {proc.pid:<7} {url} (admin :{EDGE_ADMIN_PORT})")
+        envoy = start_edge(self.run_dir / "gateway", local_upstreams(), EDGE_HTTPS_PORT,
+                           EDGE_ADMIN_PORT, log_path=self.run_dir / "logs" / "gateway.log")
+        self.edge = envoy
+        self.edge_url = f"https://127.0.0.1:{EDGE_HTTPS_PORT}"
+        self.lines.append(f"{'gateway (Envoy)':<15} pid {envoy.pid:<7} {self.edge_url} (admin :{EDGE_ADMIN_PORT})")
 
     def stop(self) -> None:
+        if self.edge is not None:
+            self.edge.stop(timeout=15)
         for proc in reversed(self.processes):
             proc.stop(timeout=15)
         self.redis.stop()
         self.pg.stop()
+
+
+def local_upstreams() -> list[Upstream]:
+    """Every replica of the services behind the gateway, on its fixed local port."""
+    out = []
+    for name in GATEWAY_UPSTREAMS:
+        component = _component_by_name(name)
+        out.append(Upstream(name, tuple(("127.0.0.1", component.ports(i)["grpc"])
+                                        for i in range(component.replicas))))
+    return out
+
+
+def start_edge(folder: Path, upstreams: list[Upstream], https_port: int, admin_port: int, *,
+               settings: Settings | None = None, log_path: Path | None = None,
+               timeout_s: float = 60.0) -> EnvoyProcess:
+    """The gateway as `make run` runs it: the bundle rendered for these upstreams (a fresh
+    self-signed certificate, `folder/tls.crt`), `envoy --mode validate`, then Envoy, returned
+    once it is ready and every replica passes its health check."""
+    settings = settings or Settings(database_url="", redis_nodes="")  # gateway fields only
+    config = render_local(folder, settings, upstreams, https_port=https_port,
+                          admin_port=admin_port)
+    checked = validate_config(config)
+    if checked.returncode != 0:
+        raise DevstackError(f"the generated Envoy config is invalid:\n{checked.stdout}"
+                            f"{checked.stderr}")
+    # Its stdout is the JSON access log, one line per request.
+    envoy = EnvoyProcess(config, admin_port, log_path or folder / "envoy.log", name="gateway")
+    envoy.start()
+    try:
+        envoy.wait_ready(timeout_s)
+        for upstream in upstreams:
+            envoy.wait_healthy_hosts(upstream.name, len(upstream.endpoints), timeout_s)
+    except BaseException:
+        envoy.stop()
+        raise
+    return envoy
 
 
 def _usage(edge_url: str, users: list[DemoUser]) -> str:
@@ -200,12 +238,12 @@ def main() -> int:
     try:
         users = stack.start()
         print("\nThe stack is up:\n  " + "\n  ".join(stack.lines))
-        gateway = _component_by_name("gateway")
-        url = stack.edge_url or f"http://127.0.0.1:{gateway.ports(0)['http']}"
-        print(_usage(url, users))
+        print(_usage(stack.edge_url or f"https://127.0.0.1:{EDGE_HTTPS_PORT}", users))
         print("Ctrl-C stops everything.", flush=True)
         while not stopping.wait(1.0):
-            dead = [p for p in stack.processes if not p.alive]
+            dead: list[ManagedProcess | EnvoyProcess] = [p for p in stack.processes if not p.alive]
+            if stack.edge is not None and not stack.edge.alive:
+                dead.append(stack.edge)
             if dead:
                 for p in dead:
                     print(p.describe_failure("exited"), file=sys.stderr)

@@ -10,7 +10,6 @@ case "$role" in
   account)         exec python -m services.account "$@" ;;
   transfer)        exec python -m services.transfer "$@" ;;
   auth)            exec python -m services.auth "$@" ;;
-  gateway)         exec python -m services.gateway "$@" ;;
   outbox-relay)    exec python -m services.transfer.relay "$@" ;;
   migrate)         exec python -m shared.migrate "$@" ;;
   # Init containers: block until the migration job has brought the schema to head.
@@ -18,7 +17,7 @@ case "$role" in
   # Container health checks (compose; Kubernetes uses native grpc/http probes instead).
   healthcheck)     exec python /app/deploy/docker/healthcheck.py "$@" ;;
   help|--help|-h)
-    echo "usage: ROLE [ARGS...]; ROLE is one of: account transfer auth gateway outbox-relay" \
+    echo "usage: ROLE [ARGS...]; ROLE is one of: account transfer auth outbox-relay" \
          "migrate wait-for-schema healthcheck"
     ;;
   *)

@@ -1,6 +1,6 @@
 """Container health check for docker compose: `healthcheck grpc 127.0.0.1:7051` asks the
 standard gRPC health service (SERVING only once PostgreSQL and Redis answer); `healthcheck http
-http://127.0.0.1:8080/healthz` expects a 2xx. Exit 0 when healthy, 1 otherwise.
+http://127.0.0.1:9104/metrics` expects a 2xx. Exit 0 when healthy, 1 otherwise.
 
 Kubernetes does not use this: it has native grpc and httpGet probes.
 """

@@ -1,16 +1,18 @@
-"""The HTTP gateway: REST/JSON routes generated from the protos' `google.api.http` annotations,
-transcoded to gRPC calls on the account, transfer and auth services.
+"""The gateway's configuration: Envoy transcodes REST/JSON to gRPC, and this package generates
+what Envoy runs on from the compiled descriptors and the settings. No Python serves requests.
 
-    path_template   google.api.http path templates -> compiled matchers
-    descriptors     which RPCs exist, their HTTP rules and access options
-    routes          the route table built once at start-up
-    transcoding     HTTP request -> request message, reply message -> JSON
-    errors          gRPC status -> HTTP status, google.rpc.Status bodies
-    session_gate    one Redis round trip: session check + rate limit + read-your-writes version
-    (the pipelined Redis client and the rate-limit policy now live in shared/)
-    rate_limit      rate-limit decisions, headers, and the in-memory fallback limiter
-    upstreams       grpc.aio channels (round robin, deadlines, retries for idempotent RPCs)
-    openapi         the OpenAPI 3 document and the docs page
-    http_app        the ASGI app (Starlette) that ties these together
-    bootstrap       builds everything from Settings; runs uvicorn in-process for tests
+    descriptors      which RPCs exist, their google.api.http rules and access options
+    path_template    google.api.http path templates -> regular expressions
+    routes           the route table: one binding per HTTP rule of every exposed RPC
+    openapi          the OpenAPI 3 document and the /docs page, from the same table
+    descriptor_set   the transcoder's descriptor set (the bank's protos + google.rpc errors)
+    envoy_routes     the allow-list of Envoy routes (one per binding, 404 / 405 / 415 answers)
+    envoy_clusters   one upstream cluster per service (HTTP/2, round robin, health checks)
+    local_replies    Envoy's own answers as google.rpc.Status JSON, and the security headers
+    envoy_config     the bootstrap: TLS listener, transcoder, routes, clusters, overload limits
+    bundle           envoy.json + descriptors.pb + openapi.json + docs.html in one folder
+    deployments      the committed bundles of docker-compose.yml and deploy/k8s
+    certs            a self-signed certificate for a local gateway
+    envoy_binary     the Envoy binary, the one set of flags it runs with, --mode validate
+    envoy_process    Envoy as a child process, waited on through its admin interface
 """

@@ -22,10 +22,6 @@ _FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE = 4, 5, 6
 _MESSAGE_FIELD, _MESSAGE_NESTED, _MESSAGE_ENUM = 2, 3, 4
 _SERVICE_METHOD = 2
 
-_RETRY_SAFE = (
-    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
-    descriptor_pb2.MethodOptions.IDEMPOTENT,
-)
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,8 @@ class Rpc:
     http_rules: tuple[http_pb2.HttpRule, ...]
     public: bool
     internal: bool
-    idempotent: bool
+    # `option idempotency_level = NO_SIDE_EFFECTS`: safe to send again after UNAVAILABLE.
+    side_effect_free: bool
     comment: str
 
     @property
@@ -90,7 +87,8 @@ def load_catalog(descriptor_set: Path | None = None, package_prefix: str = "bank
                         http_rules=tuple(rules),
                         public=bool(options.Extensions[options_pb2.public]),
                         internal=bool(options.Extensions[options_pb2.internal]),
-                        idempotent=options.idempotency_level in _RETRY_SAFE,
+                        side_effect_free=(options.idempotency_level
+                                          == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS),
                         comment=comments.get(method.full_name, ""),
                     )
                 )

@@ -1,5 +1,6 @@
-"""The OpenAPI 3 document, generated from the same route table and descriptors the gateway
-serves, plus a small self-contained HTML page that lists it (no CDN: it works offline)."""
+"""The OpenAPI 3 document, generated from the same route table and descriptors that Envoy's
+routes come from, plus a small self-contained HTML page that lists it (no CDN: it works
+offline). Envoy serves both (/openapi.json, /docs) from the files the bundle writes."""
 
 from __future__ import annotations
 
@@ -43,6 +44,17 @@ _ERROR_SCHEMA = {
     },
     "required": ["code", "message", "details"],
 }
+
+
+API_DESCRIPTION = (
+    "Generated from the protos' google.api.http annotations. JSON follows the proto3 JSON"
+    " mapping: lowerCamelCase names (proto names are accepted too), int64 as strings, enum"
+    " names, every field present in replies. Unknown fields in a request body are ignored, as"
+    " proto3 JSON parsers, grpc-gateway and Google's APIs do; unknown query parameters are"
+    " refused (400). Errors are google.rpc.Status JSON {code, message, details} with the"
+    " standard HTTP status of the gRPC code; a body that is not application/json is refused"
+    " (415), one over the size limit too (413)."
+)
 
 
 class _Schemas:
@@ -115,8 +127,7 @@ def build_openapi(table: RouteTable, comments: dict[str, str], *, title: str = "
         paths.setdefault(path, {})[binding.http_method.lower()] = operation
     return {
         "openapi": "3.0.3",
-        "info": {"title": title, "version": version,
-                 "description": "Generated at start-up from the google.api.http annotations."},
+        "info": {"title": title, "version": version, "description": API_DESCRIPTION},
         "paths": paths,
         "components": {
             "schemas": schemas.components,
@@ -223,8 +234,9 @@ def docs_page(document: dict[str, Any]) -> str:
         f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2em}}"
         "td,th{border-bottom:1px solid #ddd;padding:.4em;text-align:left}"
         "table{border-collapse:collapse}</style></head><body>"
-        f"<h1>{title}</h1><p>JSON follows the proto3 JSON mapping (int64 as strings, enum names)."
-        " Errors are <code>{code, message, details}</code>. Send "
+        f"<h1>{title}</h1><p>JSON follows the proto3 JSON mapping (int64 as strings, enum names;"
+        " unknown request fields are ignored). Errors are <code>{code, message, details}</code>."
+        " Send "
         "<code>Authorization: Bearer &lt;token&gt;</code> from <code>POST /v1/auth/login</code>."
         " The machine-readable document is <a href='/openapi.json'>/openapi.json</a>.</p>"
         "<table><tr><th>Method</th><th>Path</th><th>What it does</th><th>Auth</th>"

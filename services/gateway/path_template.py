@@ -8,8 +8,9 @@ Grammar (google/api/http.proto):
     Variable = "{" FieldPath [ "=" Segments ] "}" ;
     Verb     = ":" LITERAL ;
 
-Matching runs on the raw (still percent-encoded) path, so an encoded "/" inside a variable does
-not split it; captured values are decoded afterwards.
+The regular expressions match the raw (still percent-encoded) path, so an encoded "/" inside a
+variable does not split it. They use only what Python's `re` and RE2 (Envoy's `safe_regex`) read
+alike: literals escaped with a backslash, `[^/]+` and `.+`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""The route table: one Binding per google.api.http rule, built once at start-up.
+"""The route table: one Binding per google.api.http rule of every exposed RPC.
 
-Everything a request needs that can be known from the descriptors is computed here (message
-classes, which fields come from the path, query or body, where the Idempotency-Key goes, whether
-read-your-writes applies), so that the per-request path does no descriptor work.
+The Envoy routes (envoy_routes.py) and the OpenAPI document (openapi.py) are both made from this
+table, so the API that is served and the API that is documented cannot differ.
 """
 
 from __future__ import annotations
@@ -10,23 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import grpc
 from google.api import http_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
-from google.protobuf.message_factory import GetMessageClass
 
 from services.gateway.descriptors import Rpc, http_verb_and_path
-from services.gateway.errors import HttpError
 from services.gateway.path_template import PathTemplate, compile_template
 
 IDEMPOTENCY_KEY_FIELD = "idempotency_key"
-# Read-your-writes convention: a request with an `account_id` path variable and an int64
-# `min_version` field gets the session's remembered version for that account; a reply with a
-# `source_balance` (account_id + version) records one.
-MIN_VERSION_FIELD = "min_version"
-ACCOUNT_FIELD = "account_id"
-WRITE_RECORD_FIELD = "source_balance"
 _MAX_QUERY_DEPTH = 3
 
 
@@ -44,15 +33,11 @@ class Binding:
     path: PathTemplate
     body: str  # "" (no body), "*" (the whole request) or a top-level field name
     response_body: str
-    request_class: type[Message]
-    response_class: type[Message]
-    # Query parameter names accepted (proto and JSON spellings, dotted for nested fields).
+    # Query parameter names the transcoder accepts (proto and JSON spellings, dotted for nested
+    # fields); any other name is refused with a 400.
     query_fields: dict[str, QueryField] = field(repr=False)
-    # True when every path variable is a top-level string field (set with setattr, no parsing).
-    simple_path: bool = False
+    # The request has a string `idempotency_key` field: the Idempotency-Key header can fill it.
     idempotency_key_field: str | None = None
-    read_your_writes: bool = False
-    records_write: bool = False
 
     @property
     def route_label(self) -> str:
@@ -65,24 +50,19 @@ class Binding:
 
 class RouteTable:
     def __init__(self, bindings: Iterable[Binding]) -> None:
+        # Most specific first: Envoy takes the first route that matches.
         self.bindings = sorted(bindings, key=lambda b: b.path.specificity, reverse=True)
-        self._by_method: dict[str, list[Binding]] = {}
-        for binding in self.bindings:
-            self._by_method.setdefault(binding.http_method, []).append(binding)
 
-    def match(self, http_method: str, raw_path: str) -> tuple[Binding, dict[str, str]]:
-        for binding in self._by_method.get(http_method, ()):
-            params = binding.path.match(raw_path)
-            if params is not None:
-                return binding, params
-        allowed = sorted(
-            b.http_method for b in self.bindings if b.path.regex.fullmatch(raw_path)
-        )
-        if allowed:
-            raise HttpError(405, grpc.StatusCode.UNIMPLEMENTED,
-                            f"method {http_method} is not allowed here",
-                            headers=[(b"allow", ", ".join(allowed).encode())])
-        raise HttpError(404, grpc.StatusCode.NOT_FOUND, f"no route for {raw_path[:200]}")
+    def methods_by_path(self) -> dict[str, list[str]]:
+        """Path regex -> the HTTP methods bound to it (for 405 answers with an Allow header)."""
+        out: dict[str, list[str]] = {}
+        for binding in self.bindings:
+            out.setdefault(binding.path.regex.pattern, []).append(binding.http_method)
+        return {pattern: sorted(set(methods)) for pattern, methods in out.items()}
+
+    def services(self) -> list[str]:
+        """Full names of the gRPC services that have at least one route."""
+        return sorted({b.rpc.service.full_name for b in self.bindings})
 
 
 def build_route_table(rpcs: Iterable[Rpc]) -> RouteTable:
@@ -113,37 +93,18 @@ def _binding(rpc: Rpc, rule: http_pb2.HttpRule) -> Binding:
         _resolve(rpc.method.output_type, [rule.response_body], f"{rpc.full_method} response")
     bound = {v.split(".")[0] for v in path.variables}
     query = {} if rule.body == "*" else _query_fields(request, bound | {rule.body})
-    fields = request.fields_by_name
-    min_version = fields.get(MIN_VERSION_FIELD)
-    record = rpc.method.output_type.fields_by_name.get(WRITE_RECORD_FIELD)
-    idempotency = fields.get(IDEMPOTENCY_KEY_FIELD)
+    idempotency = request.fields_by_name.get(IDEMPOTENCY_KEY_FIELD)
     return Binding(
         rpc=rpc,
         http_method=verb,
         path=path,
         body=rule.body,
         response_body=rule.response_body,
-        request_class=GetMessageClass(request),
-        response_class=GetMessageClass(rpc.method.output_type),
         query_fields=query,
-        simple_path=all(
-            "." not in v and fields[v].type == FieldDescriptor.TYPE_STRING
-            and not _is_repeated(fields[v])
-            for v in path.variables
-        ),
         idempotency_key_field=(
             IDEMPOTENCY_KEY_FIELD
             if idempotency is not None and idempotency.type == FieldDescriptor.TYPE_STRING
             else None
-        ),
-        read_your_writes=(
-            min_version is not None and min_version.type == FieldDescriptor.TYPE_INT64
-            and ACCOUNT_FIELD in path.variables
-        ),
-        records_write=(
-            not rpc.idempotent  # a write: reads of it (GetTransfer) add nothing new
-            and record is not None and record.message_type is not None
-            and {ACCOUNT_FIELD, "version"} <= set(record.message_type.fields_by_name)
         ),
     )
 

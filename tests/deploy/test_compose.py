@@ -11,7 +11,7 @@ import yaml
 
 from tests.deploy.conftest import COMPOSE_FILE, ROOT, run, tool
 
-BANK_SERVICES = ("account", "transfer", "auth", "outbox-relay", "gateway")
+BANK_SERVICES = ("account", "transfer", "auth", "outbox-relay")
 
 
 def check_compose(path: Path) -> tuple[int, str]:
@@ -51,13 +51,12 @@ def test_start_order_follows_health(compose: dict[str, Any]) -> None:
                 assert condition == "service_completed_successfully", (name, dependency)
                 assert services[dependency]["restart"] == "no", dependency
     for name in BANK_SERVICES:
-        if name != "gateway":
-            assert services[name]["depends_on"]["migrate"]["condition"] == (
-                "service_completed_successfully")
+        assert services[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully")
         assert "redis-cluster-init" in services[name]["depends_on"], name
         assert "healthcheck" in services[name], name
-    assert set(services["gateway"]["depends_on"]) >= {"account", "transfer", "auth"}
-    assert services["edge"]["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    assert services["edge"]["depends_on"] == {
+        name: {"condition": "service_healthy"} for name in ("account", "transfer", "auth")}
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     redis_nodes = {f"redis-{i}" for i in range(1, 7)}
     assert set(services["redis-cluster-init"]["depends_on"]) == redis_nodes
@@ -67,7 +66,6 @@ def test_replicas_and_edge(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("account", "transfer", "auth"):
         assert services[name]["deploy"]["replicas"] >= 2, name
-    assert services["gateway"]["deploy"]["replicas"] == 3
     assert services["edge"]["ports"] == ["443:8443"]
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     assert "healthcheck" in services["postgres"]
@@ -115,5 +113,5 @@ def test_redis_settings_are_shared_with_kubernetes(compose: dict[str, Any]) -> N
 def test_yaml_anchors_expand_to_plain_services() -> None:
     # The `<<` merges must leave nothing unexpanded that compose would reject.
     loaded = yaml.safe_load(COMPOSE_FILE.read_text())
-    assert loaded["services"]["gateway"]["image"].startswith("${BANK_IMAGE:-")
+    assert loaded["services"]["account"]["image"].startswith("${BANK_IMAGE:-")
     assert loaded["services"]["redis-6"]["command"] == ["sh", "/conf/start.sh"]

@@ -13,6 +13,7 @@ import pytest
 
 from devstack.components import COMPONENTS, EDGE_HTTPS_PORT, Component
 from devstack.launcher import service_env
+from services.gateway.deployments import METRICS_PORT
 from shared.config import Settings, _env_name
 from tests.deploy.conftest import OVERLAYS
 from tests.deploy.test_kubernetes import of_kind
@@ -102,7 +103,8 @@ def test_k8s_ports_match_components(overlay: str, objects: dict[str, list[Obj]])
             else:
                 assert name not in env, (component.name, name)
     edge = of_kind(objs, "Deployment")["edge"]["spec"]["template"]["spec"]["containers"][0]
-    assert edge["ports"] == [{"name": "https", "containerPort": EDGE_HTTPS_PORT}]
+    assert edge["ports"] == [{"name": "https", "containerPort": EDGE_HTTPS_PORT},
+                             {"name": "metrics", "containerPort": METRICS_PORT}]
     service = of_kind(objs, "Service")["edge"]["spec"]["ports"][0]
     assert (service["port"], service["targetPort"]) == (443, "https")
 
@@ -110,7 +112,7 @@ def test_k8s_ports_match_components(overlay: str, objects: dict[str, list[Obj]])
 def test_grpc_targets_point_at_the_service_ports(compose: dict[str, Any],
                                                  objects: dict[str, list[Obj]]) -> None:
     targets = {
-        "compose": compose["services"]["gateway"]["environment"],
+        "compose": compose["services"]["account"]["environment"],
         **{overlay: settings_configmap(objs) for overlay, objs in objects.items()},
     }
     for where, env in targets.items():

@@ -185,16 +185,17 @@ def test_replicas_spread_and_have_disruption_budgets(overlay: str,
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_gateway_and_account_autoscale_on_cpu(overlay: str,
-                                              objects: dict[str, list[Obj]]) -> None:
+def test_edge_and_account_autoscale_on_cpu(overlay: str,
+                                           objects: dict[str, list[Obj]]) -> None:
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in
             of_kind(objects[overlay], "HorizontalPodAutoscaler").values()}
-    assert set(hpas) == {"gateway", "account"}
-    for hpa in hpas.values():
+    assert set(hpas) == {"edge", "account"}
+    for name, hpa in hpas.items():
         (metric,) = hpa["spec"]["metrics"]
         assert metric["resource"]["name"] == "cpu"
         assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
-        assert hpa["spec"]["minReplicas"] >= 2
+        # The dev overlay runs one edge pod.
+        assert hpa["spec"]["minReplicas"] >= (1 if (overlay, name) == ("dev", "edge") else 2)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -229,8 +230,7 @@ def test_network_policies_deny_by_default(overlay: str, objects: dict[str, list[
                  for o in objects[overlay]
                  if o["kind"] in ("Deployment", "StatefulSet", "Job")}
     assert workloads - named == set(), "pods without an allow policy"
-    # The database is reachable only from the processes that own data, never from the edge
-    # or the gateway.
+    # The database is reachable only from the processes that own data, never from the edge.
     sources = policies["postgres"]["spec"]["ingress"][0]["from"][0]["podSelector"]
     allowed = set(sources["matchExpressions"][0]["values"])
     assert allowed == {"account", "transfer", "auth", "outbox-relay", "migrate"}
@@ -282,3 +282,22 @@ def test_redis_cluster_statefulset(overlay: str, objects: dict[str, list[Obj]]) 
     env = {e["name"]: e["value"] for e in
            init["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["REDIS_NODES"].split() == [f"redis-{i}.redis-headless:6379" for i in range(6)]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_edge_and_the_services_reach_the_grpc_ports(overlay: str,
+                                                            objects: dict[str, list[Obj]]) -> None:
+    policies = of_kind(objects[overlay], "NetworkPolicy")
+    (ingress,) = policies["grpc-services"]["spec"]["ingress"]
+    sources = [peer["podSelector"]["matchLabels"] for peer in ingress["from"]]
+    assert sources == [{"app.kubernetes.io/name": "edge"},
+                       {"app.kubernetes.io/component": "grpc-service"}]
+    (egress,) = policies["edge"]["spec"]["egress"]
+    assert egress["to"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/component": "grpc-service"}}}]
+    assert {p["port"] for p in egress["ports"]} == set(GRPC_SERVICES.values())
+    # The public listener only; the metrics port is open to the monitoring namespace alone.
+    assert policies["edge"]["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8443}]}]
+    scrape = policies["allow-metrics-scrape"]["spec"]
+    assert "edge" in scrape["podSelector"]["matchExpressions"][0]["values"]
+    assert scrape["ingress"][0]["ports"] == [{"protocol": "TCP", "port": "metrics"}]

@@ -1,5 +1,5 @@
-"""End to end over HTTPS: client -> Envoy (TLS, round robin) -> 2 gateway replicas -> the auth,
-account and transfer services (gRPC) -> PostgreSQL and the Redis Cluster.
+"""End to end over HTTPS: client -> Envoy (TLS, transcoding, round robin) -> the auth, account
+and transfer services (gRPC) -> PostgreSQL and the Redis Cluster.
 
 register, login, balance (a miss, then a hit), transfer with an Idempotency-Key, the same
 transfer again (same reply, nothing moves twice), the balance showing the transfer at once
@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
 from devstack.ports import free_ports
-from edge import certificate_path, write_edge_config
-from edge.runner import EnvoyProcess
 from services.account.bootstrap import build_account_app
 from services.auth.bootstrap import build_auth_app
-from services.gateway.bootstrap import serve_gateway
+from services.gateway.bundle import render_local
+from services.gateway.envoy_clusters import Upstream
+from services.gateway.envoy_process import EnvoyProcess
 from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
 from shared.redis_client import create_redis_cluster
@@ -56,22 +56,18 @@ async def edge(base_settings: Settings, engine: AsyncEngine,
         for app in (auth, account, transfer):
             await app.start()
             started.append(app)
-        targets = {
-            "bank.v1.AuthService": f"ipv4:127.0.0.1:{auth.grpc.port}",
-            "bank.v1.AccountService": f"ipv4:127.0.0.1:{account.grpc.port}",
-            "bank.v1.TransferService": f"ipv4:127.0.0.1:{transfer.grpc.port}",
-        }
-        gateway_settings = dataclasses.replace(settings, service_name="gateway")
-        folder = tmp_path_factory.mktemp("edge")
-        async with serve_gateway(gateway_settings, targets=targets) as one, \
-                serve_gateway(gateway_settings, targets=targets) as two:
-            https_port, admin_port = free_ports(2)
-            config = write_edge_config(folder, https_port, admin_port, [one.port, two.port],
-                                       settings=settings)
-            async with EnvoyProcess(config, admin_port, Path(folder) / "envoy.log") as envoy:
-                await envoy.healthy(2)
-                yield Edge(f"https://127.0.0.1:{https_port}",
-                           ssl.create_default_context(cafile=str(certificate_path(folder))))
+        upstreams = [Upstream(name, (("127.0.0.1", app.grpc.port),))  # type: ignore[attr-defined]
+                     for name, app in (("auth", auth), ("account", account),
+                                       ("transfer", transfer))]
+        folder = Path(tmp_path_factory.mktemp("gateway"))
+        https_port, admin_port = free_ports(2)
+        config = render_local(folder, settings, upstreams, https_port=https_port,
+                              admin_port=admin_port)
+        async with EnvoyProcess(config, admin_port, folder / "envoy.log") as envoy:
+            for upstream in upstreams:
+                await envoy.healthy(upstream.name, 1)
+            yield Edge(f"https://127.0.0.1:{https_port}",
+                       ssl.create_default_context(cafile=str(folder / "tls.crt")))
     finally:
         for app in reversed(started):
             await app.stop()  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""Fixtures shared by the gateway and edge integration tests."""
+"""Fixtures shared by the gateway integration tests: a real Envoy from the gateway's generator in
+front of two FakeBankServer replicas (real grpc.aio servers answering as each test scripts)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.gateway.descriptors import load_catalog
-from services.gateway.fakes import FakeBankServer
+from tests.support.gateway import RunningGateway, running_gateway
 
 
 @pytest.fixture(scope="module")
-async def fake_bank() -> AsyncIterator[FakeBankServer]:
-    """A real grpc.aio server answering every bank RPC as the test scripts it (the gateway's
-    status table and transcoding need upstream answers no real service gives on demand)."""
-    server = FakeBankServer(load_catalog())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(tmp_path_factory.mktemp("gateway")) as running:
+        yield running
+
+
+@pytest.fixture
+def fake_bank(gateway: RunningGateway) -> RunningGateway:
+    """The gateway with a clean script: no behaviours, no calls recorded."""
+    gateway.reset()
+    return gateway

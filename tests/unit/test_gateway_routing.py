@@ -1,18 +1,19 @@
-"""Path templates, the route table built from descriptors, and request transcoding (no I/O)."""
+"""Path templates, the route table built from the descriptors, and the Envoy routes generated
+from it (no I/O: tests/integration runs them in a real Envoy)."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
-from bank.v1 import account_pb2, transfer_pb2
 from google.api import http_pb2
 
 from services.gateway.descriptors import Rpc, load_catalog
-from services.gateway.errors import HttpError
+from services.gateway.envoy_routes import EDGE_HEADER, RouteFiles, RouteTimeouts, route_config
 from services.gateway.path_template import TemplateError, compile_template
-from services.gateway.routes import RouteTable, build_route_table
-from services.gateway.transcoding import build_request, reply_json
+from services.gateway.routes import build_route_table
 
 CATALOG = load_catalog()
 TABLE = build_route_table(CATALOG.rpcs)
@@ -62,87 +63,72 @@ def test_an_internal_rpc_stays_hidden_even_with_an_annotation() -> None:
     assert build_route_table([hidden]).bindings == []
 
 
-def test_additional_bindings_add_routes() -> None:
-    rule = http_pb2.HttpRule(get="/v1/accounts/{account_id}/balance")
-    rule.additional_bindings.add(get="/v2/balances/{account_id}")
-    rule.additional_bindings.add(post="/v2/balances:query", body="*")
-    with_more = dataclasses.replace(rpc("GetBalance"), http_rules=(rule, *rule.additional_bindings))
-    table = RouteTable(build_route_table([with_more]).bindings)
-    binding, params = table.match("GET", "/v2/balances/acc-7")
-    assert params == {"account_id": "acc-7"} and binding.rpc.method.name == "GetBalance"
-    binding, _ = table.match("POST", "/v2/balances:query")
-    request = build_request(binding, {}, b"", b'{"accountId": "a", "minVersion": "3"}')
-    assert request == account_pb2.GetBalanceRequest(account_id="a", min_version=3)
-
-
 def test_a_binding_to_an_unknown_field_fails_at_start_up() -> None:
     rule = http_pb2.HttpRule(get="/v1/accounts/{no_such_field}")
     with pytest.raises(ValueError, match="no_such_field"):
         build_route_table([dataclasses.replace(rpc("GetBalance"), http_rules=(rule,))])
 
 
-def test_unknown_path_is_404_and_wrong_method_405() -> None:
-    with pytest.raises(HttpError) as missing:
-        TABLE.match("GET", "/v1/nothing")
-    assert missing.value.http_status == 404
-    with pytest.raises(HttpError) as wrong:
-        TABLE.match("DELETE", "/v1/transfers")
-    assert wrong.value.http_status == 405
-    assert dict(wrong.value.headers)[b"allow"] == b"GET, POST"
+def test_additional_bindings_add_routes() -> None:
+    rule = http_pb2.HttpRule(get="/v1/accounts/{account_id}/balance")
+    rule.additional_bindings.add(get="/v2/balances/{account_id}")
+    rule.additional_bindings.add(post="/v2/balances:query", body="*")
+    with_more = dataclasses.replace(rpc("GetBalance"), http_rules=(rule, *rule.additional_bindings))
+    table = build_route_table([with_more])
+    assert {b.route_label for b in table.bindings} == {
+        "GET /v1/accounts/{account_id}/balance", "GET /v2/balances/{account_id}",
+        "POST /v2/balances:query"}
+    assert table.bindings[0].path.verb == "query"  # custom verbs first (most specific)
 
 
-def test_routes_know_read_your_writes_and_idempotency() -> None:
+def test_the_idempotency_key_field_is_known() -> None:
     by_name = {b.rpc.method.name: b for b in TABLE.bindings}
-    assert by_name["GetBalance"].read_your_writes and by_name["ListRecentTransactions"]\
-        .read_your_writes
-    assert not by_name["ListTransactions"].read_your_writes
-    assert by_name["CreateTransfer"].records_write and not by_name["GetTransfer"].records_write
     assert by_name["CreateTransfer"].idempotency_key_field == "idempotency_key"
-    assert by_name["GetBalance"].simple_path
+    assert by_name["GetBalance"].idempotency_key_field is None
 
 
-def test_query_parameters_in_both_spellings_and_path_wins_over_body() -> None:
-    binding, params = TABLE.match("GET", "/v1/accounts/acc/transactions")
-    request = build_request(binding, params, b"pageSize=5&page_token=abc", b"")
-    assert request == account_pb2.ListTransactionsRequest(account_id="acc", page_size=5,
-                                                          page_token="abc")
+ROUTES = route_config(TABLE, RouteFiles(openapi=Path("/o.json"), docs=Path("/d.html")),
+                      RouteTimeouts(grpc_deadline_s=5.0, route_timeout_s=6.0))
+VHOST_ROUTES = ROUTES["virtual_hosts"][0]["routes"]
 
 
-@pytest.mark.parametrize(("query", "body"), [
-    (b"nope=1", b""), (b"pageSize=1&pageSize=2", b""), (b"pageSize=x", b""),
-    (b"pageSize=99999999999", b""), (b"page_token=%ff", b""),
-])
-def test_bad_queries_are_400(query: bytes, body: bytes) -> None:
-    binding, params = TABLE.match("GET", "/v1/accounts/acc/transactions")
-    with pytest.raises(HttpError) as error:
-        build_request(binding, params, query, body)
-    assert error.value.http_status == 400
+def upstream_routes() -> list[dict[str, object]]:
+    return [r for r in VHOST_ROUTES if "route" in r]
 
 
-@pytest.mark.parametrize("body", [
-    b"{", b"[]", b"null", b"1", b'{"unknown": 1}', b'{"amount": {"minorUnits": 1.5}}',
-    b'{"amount": {"minorUnits": "1e400"}}', b'{"fromAccountId": 5}', b"\xff",
-])
-def test_bad_bodies_are_400(body: bytes) -> None:
-    binding, params = TABLE.match("POST", "/v1/transfers")
-    with pytest.raises(HttpError) as error:
-        build_request(binding, params, b"", body)
-    assert error.value.http_status == 400
+def test_one_upstream_route_per_binding_and_none_for_internal_rpcs() -> None:
+    names = {str(r["name"]).split(" (")[0] for r in upstream_routes()}
+    assert names == {f"{b.rpc.service.name}.{b.rpc.method.name} {b.route_label}"
+                     for b in TABLE.bindings}
+    assert not any("ValidateSession" in str(r["name"]) for r in VHOST_ROUTES)
 
 
-def test_body_accepts_json_and_proto_field_names_and_int64_strings() -> None:
-    binding, params = TABLE.match("POST", "/v1/transfers")
-    request = build_request(binding, params, b"",
-                            b'{"from_account_id": "a", "toAccountId": "b",'
-                            b' "amount": {"minorUnits": "9007199254740993", "currency": "EUR"}}')
-    assert request.amount.minor_units == 9_007_199_254_740_993  # beyond a double's precision
+def test_route_regexes_match_what_the_templates_match() -> None:
+    balance = next(r for r in upstream_routes() if "GetBalance" in str(r["name"]))
+    regex = re.compile(balance["match"]["safe_regex"]["regex"])  # type: ignore[index]
+    assert regex.fullmatch("/v1/accounts/a%2Fb/balance")
+    assert not regex.fullmatch("/v1/accounts/a/b/balance")
+    assert balance["route"]["cluster"] == "account"  # type: ignore[index]
 
 
-def test_replies_follow_the_proto3_json_mapping() -> None:
-    binding, _ = TABLE.match("POST", "/v1/transfers")
-    reply = transfer_pb2.Transfer(transfer_id="t", status=transfer_pb2.TRANSFER_STATUS_COMPLETED,
-                                  source_balance=account_pb2.Balance(version=2**40))
-    document = reply_json(binding, reply)
-    assert b'"status":"TRANSFER_STATUS_COMPLETED"' in document
-    assert b'"version":"1099511627776"' in document
-    assert b'"description":""' in document  # fields are always present, defaults included
+def test_only_side_effect_free_rpcs_are_retried_on_unavailable() -> None:
+    retry = {str(r["name"]).split(" ")[0]: r["route"]["retry_policy"]["retry_on"]  # type: ignore[index]
+             for r in upstream_routes()}
+    assert "unavailable" in retry["AccountService.GetBalance"]
+    assert "unavailable" not in retry["TransferService.CreateTransfer"]
+    assert "unavailable" not in retry["AuthService.Login"]
+    assert all("reset-before-request" in value for value in retry.values())
+
+
+def test_every_forwarded_request_is_marked_as_from_the_edge_and_given_a_deadline() -> None:
+    (edge,) = ROUTES["request_headers_to_add"]
+    assert edge == {"header": {"key": EDGE_HEADER, "value": "1"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    for route in upstream_routes():
+        (deadline,) = route["request_headers_to_add"]  # type: ignore[misc]
+        assert deadline["header"] == {"key": "grpc-timeout", "value": "5000m"}
+
+
+def test_the_last_route_answers_404_for_everything_else() -> None:
+    last = VHOST_ROUTES[-1]
+    assert last["match"] == {"prefix": "/"} and last["direct_response"]["status"] == 404

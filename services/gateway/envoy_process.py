@@ -1,4 +1,5 @@
-"""Run Envoy as a child process we own (tests, `make run`), and wait on its admin interface."""
+"""Run Envoy as a child process owned by its pid (tests, `make run`), and wait on its admin
+interface: ready (listeners bound), and how many hosts of a cluster pass their health check."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from edge.binary import envoy_command
+from services.gateway.envoy_binary import envoy_command
 
 
 class EnvoyError(RuntimeError):
@@ -22,16 +23,21 @@ class EnvoyError(RuntimeError):
 
 class EnvoyProcess:
     def __init__(self, config: Path, admin_port: int, log_path: Path, *,
-                 admin_host: str = "127.0.0.1", concurrency: int = 1) -> None:
+                 concurrency: int = 1, name: str = "envoy") -> None:
         self.config = config
-        self.admin_url = f"http://{admin_host}:{admin_port}"
+        self.admin_url = f"http://127.0.0.1:{admin_port}"
         self.log_path = log_path
         self.concurrency = concurrency
+        self.name = name
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
         return self._popen.pid if self._popen else None
+
+    @property
+    def alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,24 +52,34 @@ class EnvoyProcess:
         """Until the admin interface says LIVE (listeners bound, initial health checks done)."""
         self._wait(lambda: self._admin("/ready").strip() == "LIVE", timeout_s, "ready")
 
-    def wait_healthy_hosts(self, count: int, timeout_s: float = 30.0) -> None:
-        self._wait(lambda: self.healthy_hosts() == count, timeout_s, f"{count} healthy hosts")
+    def wait_healthy_hosts(self, cluster: str, count: int, timeout_s: float = 30.0) -> None:
+        self._wait(lambda: self.healthy_hosts(cluster) == count, timeout_s,
+                   f"{count} healthy hosts in {cluster}")
 
-    def healthy_hosts(self, cluster: str = "gateway") -> int:
+    def healthy_hosts(self, cluster: str) -> int:
         lines = self._admin("/clusters").splitlines()
         return sum(1 for line in lines
                    if line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy"))
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self._popen is None or self._popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self._popen.pid, signal.SIGTERM)
-        try:
-            self._popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self._popen.kill()
-            self._popen.wait()
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM to our pid, SIGKILL after `timeout` s; returns the exit code."""
+        if self._popen is None:
+            return None
+        if self._popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._popen.pid, signal.SIGTERM)
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait()
+        return self._popen.returncode
+
+    def describe_failure(self, what: str) -> str:
+        code = self._popen.poll() if self._popen is not None else None
+        status = "running" if self.alive else f"exited with code {code}"
+        return (f"{what}: {self.name} (pid {self.pid}) {status}; log {self.log_path}:\n"
+                f"{self._tail()}")
 
     def __enter__(self) -> EnvoyProcess:
         self.start()
@@ -78,7 +94,7 @@ class EnvoyProcess:
                  trace: TracebackType | None) -> None:
         self.stop()
 
-    # The async forms wait in a thread: gateways served by the same event loop must keep
+    # The async forms wait in a thread: gRPC servers served by the same event loop must keep
     # answering Envoy's health checks meanwhile.
     async def __aenter__(self) -> EnvoyProcess:
         return await asyncio.to_thread(self.__enter__)
@@ -87,8 +103,8 @@ class EnvoyProcess:
                         trace: TracebackType | None) -> None:
         await asyncio.to_thread(self.stop)
 
-    async def healthy(self, count: int, timeout_s: float = 30.0) -> None:
-        await asyncio.to_thread(self.wait_healthy_hosts, count, timeout_s)
+    async def healthy(self, cluster: str, count: int, timeout_s: float = 30.0) -> None:
+        await asyncio.to_thread(self.wait_healthy_hosts, cluster, count, timeout_s)
 
     def _admin(self, path: str) -> str:
         try:
@@ -101,9 +117,9 @@ class EnvoyProcess:
         deadline = time.monotonic() + timeout_s
         while not condition():
             if self._popen is not None and self._popen.poll() is not None:
-                raise EnvoyError(f"envoy exited with {self._popen.returncode}: {self._tail()}")
+                raise EnvoyError(self.describe_failure("envoy exited"))
             if time.monotonic() > deadline:
-                raise EnvoyError(f"envoy not {what} after {timeout_s:g}s: {self._tail()}")
+                raise EnvoyError(self.describe_failure(f"envoy not {what} after {timeout_s:g}s"))
             time.sleep(0.05)
 
     def _tail(self, lines: int = 30) -> str:

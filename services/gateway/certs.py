@@ -1,4 +1,5 @@
-"""A self-signed TLS certificate for the local edge, made at run time (keys are never committed)."""
+"""A self-signed TLS certificate for the local gateway, made at run time (keys are never
+committed)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def generate_self_signed(folder: Path, *, hosts: tuple[str, ...] = ("localhost",
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cachebank local edge")])
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cachebank local gateway")])
     now = datetime.datetime.now(datetime.UTC)
     alt_names: list[x509.GeneralName] = []
     for host in hosts:
@@ -54,8 +55,8 @@ def generate_self_signed(folder: Path, *, hosts: tuple[str, ...] = ("localhost",
                        critical=False)
         .sign(key, hashes.SHA256())
     )
-    cert_path = folder / "edge-cert.pem"
-    key_path = folder / "edge-key.pem"
+    cert_path = folder / "tls.crt"
+    key_path = folder / "tls.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as out:
