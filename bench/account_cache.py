@@ -1,7 +1,7 @@
 """GetBalance over gRPC against one account-service process, cache on versus cache off.
 
     .venv/bin/python bench/account_cache.py [--seconds 8] [--concurrency 64] [--clients 1]
-                                            [--auth bearer|assertion]
+                                            [--caller edge|internal]
 
 Starts its own PostgreSQL and Redis Cluster (devstack) in a temporary folder, seeds accounts and
 Redis-backed sessions, then for each mode (cache_enabled=true, then false) starts one
@@ -10,9 +10,10 @@ Redis-backed sessions, then for each mode (cache_enabled=true, then false) start
   check; with the cache on, every call after the warm-up is a hit;
 - throughput: a closed loop of `--concurrency` calls in flight for `--seconds`, and the service
   process's CPU use (from /proc) while it ran.
-`--auth bearer` (the default) sends the session token, which the service checks in Redis (what
-internal callers do); `--auth assertion` sends the signed caller assertion the gateway mints per
-request (x-bank-caller), verified in-process: the path behind the gateway in production.
+Every call carries the session token, which the service's request gate checks in Redis with the
+per-user limit and the read-your-writes floor in one Lua call. `--caller edge` (the default) also
+sends `x-bank-edge: 1`, as Envoy does for external requests, so the limit counts every call (its
+threshold is raised out of reach); `--caller internal` is an internal caller (not counted).
 Everything it starts is stopped by pid at the end, also on errors.
 """
 
@@ -43,17 +44,17 @@ from devstack.ports import free_ports  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
 from devstack.processes import ManagedProcess, wait_for_port  # noqa: E402
 from devstack.redis_cluster import LocalRedisCluster  # noqa: E402
-from shared.auth_context import Caller  # noqa: E402
-from shared.caller_assertion import CALLER_ASSERTION_HEADER, CallerAssertions  # noqa: E402
+from services.auth.adapters.session_store import SessionStore  # noqa: E402
+from shared.call_metadata import EDGE_HEADER  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_engine  # noqa: E402
 from shared.migrate import upgrade_to_head  # noqa: E402
-from shared.redis_client import create_redis_cluster  # noqa: E402
-from shared.sessions import SessionStore  # noqa: E402
+from shared.redis_client import create_redis_pipeline  # noqa: E402
+from shared.sessions import SessionEntrySigner  # noqa: E402
 
 Credential = tuple[str, str]  # (account id, bearer token)
 # Only for the benchmark's own processes (the service it starts and its clients).
-BENCH_ASSERTION_KEY = "bench-only-caller-assertion-key-0123456789abcdef"
+BENCH_SIGNING_KEY = "bench-only-session-signing-key-0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,11 @@ class Throughput:
 
 async def seed_customers(settings: Settings, count: int) -> list[Credential]:
     engine = create_engine(settings)
-    redis = create_redis_cluster(settings)
+    redis = create_redis_pipeline(settings)
     try:
         await seed.ensure_settlement_account(engine)
-        sessions = SessionStore(engine, redis, 3600)
+        sessions = SessionStore(engine, redis, SessionEntrySigner(BENCH_SIGNING_KEY), ttl_s=3600,
+                                absolute_ttl_s=43_200)
         credentials = []
         for n in range(count):
             user = await seed.create_user(engine, f"bench-{n}-{os.getpid()}@example.com", "",
@@ -83,53 +85,37 @@ async def seed_customers(settings: Settings, count: int) -> list[Credential]:
             credentials.append((account, (await sessions.create(user)).token))
         return credentials
     finally:
-        await redis.aclose()
+        await redis.close()
         await engine.dispose()
 
 
 Metadata = tuple[tuple[str, str], ...]
 
 
-def auth_metadata(token: str, auth: str, assertions: CallerAssertions) -> Metadata:
-    if auth == "bearer":
-        return (("authorization", f"Bearer {token}"),)
-    user_id, session_id, _ = token.split(".")
-    # Minted per request by the gateway; valid for 2 s, so the clients mint again as they go.
-    return ((CALLER_ASSERTION_HEADER, assertions.mint(Caller(user_id, session_id))),)
+def auth_metadata(token: str, caller: str) -> Metadata:
+    bearer = ("authorization", f"Bearer {token}")
+    return (bearer, (EDGE_HEADER, "1")) if caller == "edge" else (bearer,)
 
 
 class Requests:
-    """One GetBalance request and its metadata per account; assertions are renewed every second
-    (they expire after 2 s), outside the timed call."""
+    """One GetBalance request and its metadata per account."""
 
-    def __init__(self, credentials: list[Credential], auth: str) -> None:
-        self._credentials = credentials
-        self._auth = auth
-        self._assertions = CallerAssertions(BENCH_ASSERTION_KEY)
-        self._minted_at = 0.0
+    def __init__(self, credentials: list[Credential], caller: str) -> None:
         self._requests = [account_pb2.GetBalanceRequest(account_id=a) for a, _ in credentials]
-        self._metadata: list[Metadata] = []
-        self._refresh()
-
-    def _refresh(self) -> None:
-        self._minted_at = time.monotonic()
-        self._metadata = [auth_metadata(token, self._auth, self._assertions)
-                          for _, token in self._credentials]
+        self._metadata = [auth_metadata(token, caller) for _, token in credentials]
 
     def __len__(self) -> int:
         return len(self._requests)
 
     def __getitem__(self, n: int) -> tuple[account_pb2.GetBalanceRequest, Metadata]:
-        if self._auth != "bearer" and time.monotonic() - self._minted_at > 1.0:
-            self._refresh()
         return self._requests[n], self._metadata[n]
 
 
 async def _latencies(target: str, credentials: list[Credential], calls: int,
-                     auth: str) -> list[float]:
+                     caller: str) -> list[float]:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = account_pb2_grpc.AccountServiceStub(channel)
-        requests = Requests(credentials, auth)
+        requests = Requests(credentials, caller)
         for n in range(len(requests)):  # warm-up: every entry cached, every session hot
             for _ in range(3):
                 request, metadata = requests[n]
@@ -144,18 +130,18 @@ async def _latencies(target: str, credentials: list[Credential], calls: int,
 
 
 def latency_worker(target: str, credentials: list[Credential], calls: int,
-                   auth: str = "bearer") -> list[float]:
+                   caller: str = "edge") -> list[float]:
     import uvloop
 
-    return uvloop.run(_latencies(target, credentials, calls, auth))
+    return uvloop.run(_latencies(target, credentials, calls, caller))
 
 
 async def _closed_loop(target: str, credentials: list[Credential], concurrency: int,
-                       seconds: float, auth: str) -> tuple[int, int]:
+                       seconds: float, caller: str) -> tuple[int, int]:
     calls = errors = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = account_pb2_grpc.AccountServiceStub(channel)
-        requests = Requests(credentials, auth)
+        requests = Requests(credentials, caller)
         deadline = time.perf_counter() + seconds
 
         async def loop() -> None:
@@ -174,10 +160,10 @@ async def _closed_loop(target: str, credentials: list[Credential], concurrency: 
 
 
 def closed_loop_worker(target: str, credentials: list[Credential], concurrency: int,
-                       seconds: float, auth: str = "bearer") -> tuple[int, int]:
+                       seconds: float, caller: str = "edge") -> tuple[int, int]:
     import uvloop
 
-    return uvloop.run(_closed_loop(target, credentials, concurrency, seconds, auth))
+    return uvloop.run(_closed_loop(target, credentials, concurrency, seconds, caller))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -196,7 +182,9 @@ def start_service(folder: Path, pg: LocalPostgres, cluster: LocalRedisCluster, *
         "BANK_GRPC_PORT": str(port),
         "BANK_CACHE_ENABLED": "true" if cache_enabled else "false",
         "BANK_LOG_LEVEL": "WARNING",
-        "BANK_CALLER_ASSERTION_KEY": BENCH_ASSERTION_KEY,
+        "BANK_SESSION_SIGNING_KEY": BENCH_SIGNING_KEY,
+        # The check still runs on every counted call; only its threshold is out of reach.
+        "BANK_RATE_LIMIT_PER_MINUTE": "100000000",
     }
     proc = ManagedProcess([sys.executable, "-m", "services.account"],
                           log_path=folder / f"account-cache-{cache_enabled}.log",
@@ -209,7 +197,8 @@ def start_service(folder: Path, pg: LocalPostgres, cluster: LocalRedisCluster, *
 def measure(pool: multiprocessing.pool.Pool, target: str, service_pid: int,
             credentials: list[Credential], args: argparse.Namespace) -> tuple[list[float],
                                                                              Throughput]:
-    samples = pool.apply(latency_worker, (target, credentials[:50], args.latency_calls, args.auth))
+    samples = pool.apply(latency_worker,
+                         (target, credentials[:50], args.latency_calls, args.caller))
     per_client = max(1, args.concurrency // args.clients)
     profiler = None
     if args.profile:  # py-spy on the service while the closed loop runs (where the CPU goes)
@@ -221,7 +210,7 @@ def measure(pool: multiprocessing.pool.Pool, target: str, service_pid: int,
     cpu_before = cpu_seconds(service_pid)
     started = time.perf_counter()
     results = pool.starmap(closed_loop_worker,
-                           [(target, credentials, per_client, args.seconds, args.auth)]
+                           [(target, credentials, per_client, args.seconds, args.caller)]
                            * args.clients)
     elapsed = time.perf_counter() - started
     cpu_used = cpu_seconds(service_pid) - cpu_before
@@ -243,9 +232,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1, help="client processes")
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--latency-calls", type=int, default=3000)
-    parser.add_argument("--auth", choices=("bearer", "assertion"), default="bearer",
-                        help="bearer: the service checks the session in Redis; assertion: the "
-                             "gateway's signed caller assertion (the production path)")
+    parser.add_argument("--caller", choices=("edge", "internal"), default="edge",
+                        help="edge: counted by the per-user limit, as requests through Envoy; "
+                             "internal: an internal caller's call (not counted)")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="also write py-spy raw stacks of the service to PREFIX-<pid>.txt")
     args = parser.parse_args()
@@ -261,7 +250,8 @@ def main() -> int:
             pg.start()
             upgrade_to_head(pg.dsn)
             cluster.start()
-            settings = Settings(database_url=pg.dsn, redis_nodes=cluster.startup_nodes_csv)
+            settings = Settings(database_url=pg.dsn, redis_nodes=cluster.startup_nodes_csv,
+                                session_signing_key=BENCH_SIGNING_KEY)
             credentials = asyncio.run(seed_customers(settings, args.accounts))
             with context.Pool(args.clients) as pool:
                 for cache_enabled in (True, False):
@@ -289,7 +279,7 @@ def main() -> int:
               f"{throughput.server_cpu_s / max(1, throughput.calls) * 1e6:>13.0f}")
     print(f"(latency: {args.latency_calls} sequential calls over 50 accounts after warm-up; "
           f"throughput: {args.concurrency} in flight from {args.clients} client process(es) "
-          f"for {args.seconds:.0f} s over {args.accounts} accounts; auth: {args.auth})")
+          f"for {args.seconds:.0f} s over {args.accounts} accounts; caller: {args.caller})")
     return 0
 
 

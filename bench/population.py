@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -21,9 +22,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
+from services.auth.adapters.session_store import SessionStore
 from shared.config import Settings
 from shared.passwords import hasher_from_settings
-from shared.sessions import SessionStore
+from shared.sessions import SessionEntrySigner
 
 BENCH_PASSWORD = "Bench-passphrase-2026"
 OPENING_BALANCE = 100_000_000  # minor units: a million EUR, far more than a run can move
@@ -80,7 +82,11 @@ async def create_bench_users(engine: AsyncEngine, settings: Settings,
     await _bounded(ordered, _PARALLEL,
                    lambda uid: seed.deposit(engine, account_of[uid], OPENING_BALANCE,
                                             description="Bench opening deposit"))
-    sessions = SessionStore(engine, None, settings.session_ttl_s)
+    # Sessions are made in PostgreSQL only: each user's first request confirms and caches its
+    # session, signed by the stack's own key, so the bench never needs that key.
+    sessions = SessionStore(engine, None, SessionEntrySigner(secrets.token_hex(32)),
+                            ttl_s=settings.session_ttl_s,
+                            absolute_ttl_s=settings.session_absolute_ttl_s)
 
     async def new_token(user_id: str) -> str:
         return (await sessions.create(user_id, "127.0.0.1", "cachebank-bench")).token

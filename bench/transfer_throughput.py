@@ -37,12 +37,14 @@ from devstack.ports import free_ports  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
 from devstack.processes import ManagedProcess, child_pids  # noqa: E402
 from devstack.redis_cluster import LocalRedisCluster  # noqa: E402
+from services.auth.adapters.session_store import SessionStore  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_engine  # noqa: E402
 from shared.migrate import upgrade_to_head  # noqa: E402
-from shared.sessions import SessionStore  # noqa: E402
+from shared.sessions import SessionEntrySigner  # noqa: E402
 
 USERS = 64
+BENCH_SIGNING_KEY = "bench-only-session-signing-key-0123456789abcdef"
 ACCOUNTS_PER_USER = 2
 START_BALANCE = 1_000_000_000
 
@@ -53,13 +55,16 @@ async def seed_accounts(settings: Settings) -> list[tuple[str, list[str]]]:
     users: list[tuple[str, list[str]]] = []
     try:
         await seed.ensure_settlement_account(engine)
+        # PostgreSQL only: the services confirm each session on first use and cache it.
+        sessions = SessionStore(engine, None, SessionEntrySigner(BENCH_SIGNING_KEY), ttl_s=3600,
+                                absolute_ttl_s=43_200)
         for _ in range(USERS):
             user = await seed.create_user(engine, f"bench-{uuid.uuid4().hex}@example.com", "-",
                                           "Bench", password_hash="!")
             accounts = [await seed.create_account(engine, user) for _ in range(ACCOUNTS_PER_USER)]
             for account in accounts:
                 await seed.deposit(engine, account, START_BALANCE)
-            token = (await SessionStore(engine, None, 3600).create(user)).token
+            token = (await sessions.create(user)).token
             users.append((token, accounts))
     finally:
         await engine.dispose()
@@ -73,7 +78,8 @@ def start_services(settings: Settings, replicas: int, folder: Path) -> tuple[lis
     for i, port in enumerate(ports):
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
                "BANK_DATABASE_URL": settings.database_url, "BANK_REDIS_NODES": settings.redis_nodes,
-               "BANK_GRPC_PORT": str(port), "BANK_LOG_LEVEL": "WARNING"}
+               "BANK_GRPC_PORT": str(port), "BANK_LOG_LEVEL": "WARNING",
+               "BANK_SESSION_SIGNING_KEY": BENCH_SIGNING_KEY}
         proc = ManagedProcess([sys.executable, "-m", "services.transfer"],
                               log_path=folder / f"transfer-{i}.log", name=f"transfer-{i}",
                               cwd=ROOT, env=env)

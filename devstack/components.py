@@ -14,14 +14,12 @@ class Component:
     replicas: int
     # Port of the first replica; replica i listens on base_port + 10 * i.
     grpc_port: int | None = None
-    http_port: int | None = None
     metrics_port: int | None = None
 
     def ports(self, replica: int) -> dict[str, int]:
         out: dict[str, int] = {}
         for kind, base in (
             ("grpc", self.grpc_port),
-            ("http", self.http_port),
             ("metrics", self.metrics_port),
         ):
             if base is not None:

@@ -56,7 +56,6 @@ def service_env(pg: LocalPostgres, cluster: LocalRedisCluster, component: Compon
         "BANK_DATABASE_URL": pg.dsn,
         "BANK_REDIS_NODES": cluster.startup_nodes_csv,
         "BANK_SERVICE_NAME": component.name,
-        "BANK_SESSION_SIGNING_KEY": session_signing_key,
         "BANK_LOG_JSON": "true",
         "BANK_ACCOUNT_TARGET": grpc_target(_component_by_name("account")),
         "BANK_TRANSFER_TARGET": grpc_target(_component_by_name("transfer")),
@@ -64,8 +63,8 @@ def service_env(pg: LocalPostgres, cluster: LocalRedisCluster, component: Compon
     }
     if "grpc" in ports:
         env["BANK_GRPC_PORT"] = str(ports["grpc"])
-    if "http" in ports:
-        env["BANK_GATEWAY_PORT"] = str(ports["http"])
+        # Every gRPC service checks sessions; the relay has no use for the key.
+        env["BANK_SESSION_SIGNING_KEY"] = session_signing_key
     if "metrics" in ports:
         env["BANK_METRICS_PORT"] = str(ports["metrics"])
     return env
@@ -146,7 +145,7 @@ class Stack:
         proc.start()
         self.processes.append(proc)
         ports = component.ports(replica)
-        listen = ports.get("grpc") or ports.get("http") or ports.get("metrics")
+        listen = ports.get("grpc") or ports.get("metrics")
         if listen is not None:
             wait_for_port("127.0.0.1", listen, timeout=30, process=proc)
         described = ", ".join(f"{k} :{v}" for k, v in ports.items())

@@ -79,16 +79,11 @@ class Settings:
     event_partitions: int = 16
 
     rate_limit_per_minute: int = 100
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8080
     gateway_max_body_bytes: int = 64 * 1024
     grpc_deadline_s: float = 5.0
     account_target: str = "dns:///127.0.0.1:7051"
     transfer_target: str = "dns:///127.0.0.1:7052"
     auth_target: str = "dns:///127.0.0.1:7053"
-    # X-Forwarded-For entries added by proxies we run (Envoy appends the client's address): the
-    # gateway takes the client address from that many entries from the right.
-    gateway_trusted_hops: int = 1
     # How long a user's read-your-writes floors (the versions of their last transfers) last.
     read_your_writes_ttl_s: int = 60
     edge_host: str = "127.0.0.1"

@@ -77,8 +77,7 @@ def test_compose_ports_match_components(compose: dict[str, Any]) -> None:
         env = compose["services"][component.name]["environment"]
         declared = {
             kind: int(env[name])
-            for kind, name in (("grpc", "BANK_GRPC_PORT"), ("http", "BANK_GATEWAY_PORT"),
-                               ("metrics", "BANK_METRICS_PORT"))
+            for kind, name in (("grpc", "BANK_GRPC_PORT"), ("metrics", "BANK_METRICS_PORT"))
             if name in env
         }
         assert declared == expected_ports(component), component.name
@@ -96,8 +95,7 @@ def test_k8s_ports_match_components(overlay: str, objects: dict[str, list[Obj]])
         container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert container_ports == expected_ports(component), component.name
         env = k8s_env(container, data)
-        for kind, name in (("grpc", "BANK_GRPC_PORT"), ("http", "BANK_GATEWAY_PORT"),
-                           ("metrics", "BANK_METRICS_PORT")):
+        for kind, name in (("grpc", "BANK_GRPC_PORT"), ("metrics", "BANK_METRICS_PORT")):
             if kind in container_ports:
                 assert env[name] == str(container_ports[kind]), (component.name, name)
             else:
@@ -172,7 +170,7 @@ def test_deployments_set_what_make_run_sets(compose: dict[str, Any],
     """Every setting the local launcher gives a process, compose and k8s give it too."""
     stand_in = SimpleNamespace(dsn="postgresql://x", startup_nodes_csv="127.0.0.1:1")
     for component in COMPONENTS:
-        env = service_env(stand_in, stand_in, component, 0)  # type: ignore[arg-type]
+        env = service_env(stand_in, stand_in, component, 0, "k" * 32)  # type: ignore[arg-type]
         # The launcher passes its own environment on: count only what it sets.
         local = {k for k, v in env.items() if k.startswith("BANK_") and os.environ.get(k) != v}
         in_compose = set(compose["services"][component.name]["environment"])

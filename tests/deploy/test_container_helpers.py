@@ -67,7 +67,7 @@ async def test_liveness_stays_serving_while_readiness_fails() -> None:
         return False
 
     service = build_grpc_service(settings, register=lambda _server: [],
-                                 readiness_checks=[not_ready], authenticator=None, port=0)
+                                 readiness_checks=[not_ready], gate=None, port=0)
     await service.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:

@@ -1,134 +1,189 @@
-"""End to end over HTTPS: client -> Envoy (TLS, transcoding, round robin) -> the auth, account
-and transfer services (gRPC) -> PostgreSQL and the Redis Cluster.
-
-register, login, balance (a miss, then a hit), transfer with an Idempotency-Key, the same
-transfer again (same reply, nothing moves twice), the balance showing the transfer at once
-(read-your-writes), a Redis miss on the session (validated through the auth service), logout,
-then 401."""
+"""End to end over HTTPS: client -> Envoy -> two replicas each of auth, account and transfer ->
+PostgreSQL and the Redis Cluster. What a client sees: the curl session of `make run`, the
+per-user limit exact across replicas, revocation on every replica at once, read-your-writes in
+every session of the writer, and bad input answered with a 4xx google.rpc.Status."""
 
 from __future__ import annotations
 
-import dataclasses
-import ssl
+import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
-from devstack.ports import free_ports
-from services.account.bootstrap import build_account_app
-from services.auth.bootstrap import build_auth_app
-from services.gateway.bundle import render_local
-from services.gateway.envoy_clusters import Upstream
-from services.gateway.envoy_process import EnvoyProcess
-from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
 from shared.redis_client import create_redis_cluster
 from shared.sessions import session_key
+from tests.e2e.conftest import PASSWORD, Edge
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-PASSWORD = "glacier violet umbrella 42"
-CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
-
 
 @dataclass
-class Edge:
-    url: str
-    verify: ssl.SSLContext
+class Customer:
+    email: str
+    account_id: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
-@pytest.fixture(scope="module")
-async def edge(base_settings: Settings, engine: AsyncEngine,
-               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
-    await seed.ensure_settlement_account(engine)
-    settings = dataclasses.replace(base_settings, **CHEAP_ARGON2)
-    auth = build_auth_app(dataclasses.replace(settings, service_name="auth"), port=0)
-    account = build_account_app(dataclasses.replace(settings, service_name="account"), port=0)
-    transfer = build_transfer_app(dataclasses.replace(settings, service_name="transfer"), port=0)
-    started: list[object] = []
-    try:
-        for app in (auth, account, transfer):
-            await app.start()
-            started.append(app)
-        upstreams = [Upstream(name, (("127.0.0.1", app.grpc.port),))  # type: ignore[attr-defined]
-                     for name, app in (("auth", auth), ("account", account),
-                                       ("transfer", transfer))]
-        folder = Path(tmp_path_factory.mktemp("gateway"))
-        https_port, admin_port = free_ports(2)
-        config = render_local(folder, settings, upstreams, https_port=https_port,
-                              admin_port=admin_port)
-        async with EnvoyProcess(config, admin_port, folder / "envoy.log") as envoy:
-            for upstream in upstreams:
-                await envoy.healthy(upstream.name, 1)
-            yield Edge(f"https://127.0.0.1:{https_port}",
-                       ssl.create_default_context(cafile=str(folder / "tls.crt")))
-    finally:
-        for app in reversed(started):
-            await app.stop()  # type: ignore[attr-defined]
+async def register_and_login(http: httpx.AsyncClient, engine: AsyncEngine,
+                             deposit: int = 0) -> Customer:
+    email = f"e2e-{uuid.uuid4().hex[:12]}@example.com"
+    registered = await http.post("/v1/auth/register", json={
+        "email": email, "password": PASSWORD, "name": "E2E"})
+    assert registered.status_code == 200, registered.text
+    account_id = registered.json()["accountId"]
+    if deposit:
+        await seed.deposit(engine, account_id, deposit)
+    return Customer(email, account_id, await login(http, email))
+
+
+async def login(http: httpx.AsyncClient, email: str) -> str:
+    reply = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["token"])
 
 
 async def test_register_login_read_transfer_retry_read_logout(
     edge: Edge, base_settings: Settings, engine: AsyncEngine
 ) -> None:
-    async with httpx.AsyncClient(base_url=edge.url, verify=edge.verify, timeout=15) as http:
-        email = f"alice-{uuid.uuid4().hex[:10]}@example.com"
-        registered = await http.post("/v1/auth/register", json={
-            "email": email, "password": PASSWORD, "name": "Alice"})
-        assert registered.status_code == 200, registered.text
-        alice_account = registered.json()["accountId"]
-        payee = await http.post("/v1/auth/register", json={
-            "email": f"bob-{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD,
-            "name": "Bob"})
-        assert payee.status_code == 200, payee.text
-        bob_account = payee.json()["accountId"]
-        await seed.deposit(engine, alice_account, 10_000)
+    async with edge.client() as http:
+        alice = await register_and_login(http, engine, deposit=10_000)
+        bob = await register_and_login(http, engine)
 
-        login = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-        assert login.status_code == 200, login.text
-        token = login.json()["token"]
-        auth = {"Authorization": f"Bearer {token}"}
-
-        first = await http.get(f"/v1/accounts/{alice_account}/balance", headers=auth)
-        second = await http.get(f"/v1/accounts/{alice_account}/balance", headers=auth)
+        first = await http.get(f"/v1/accounts/{alice.account_id}/balance", headers=alice.auth)
+        second = await http.get(f"/v1/accounts/{alice.account_id}/balance", headers=alice.auth)
         assert first.status_code == 200, first.text
         assert first.json()["source"] == "READ_SOURCE_DATABASE"
         assert second.json()["source"] == "READ_SOURCE_CACHE"
         assert second.json()["balance"] == {"minorUnits": "10000", "currency": "EUR",
                                             "formatted": "100.00"}
+        assert "x-request-id" in second.headers
 
-        order = {"fromAccountId": alice_account, "toAccountId": bob_account,
+        order = {"fromAccountId": alice.account_id, "toAccountId": bob.account_id,
                  "amount": {"minorUnits": "2500", "currency": "EUR"}, "description": "rent"}
         key = {"Idempotency-Key": f"e2e-{uuid.uuid4().hex}"}
-        transfer = await http.post("/v1/transfers", json=order, headers={**auth, **key})
+        transfer = await http.post("/v1/transfers", json=order, headers={**alice.auth, **key})
         assert transfer.status_code == 200, transfer.text
-        again = await http.post("/v1/transfers", json=order, headers={**auth, **key})
+        assert transfer.json()["idempotencyKey"] == key["Idempotency-Key"]
+        again = await http.post("/v1/transfers", json=order, headers={**alice.auth, **key})
         assert again.status_code == 200, again.text
         assert again.json()["transferId"] == transfer.json()["transferId"]
         assert again.json()["sourceBalance"] == transfer.json()["sourceBalance"]
         version = int(transfer.json()["sourceBalance"]["version"])
+        changed = await http.post("/v1/transfers", json={**order, "description": "other"},
+                                  headers={**alice.auth, **key})
+        assert changed.status_code == 409, changed.text  # same key, other parameters
 
-        after = await http.get(f"/v1/accounts/{alice_account}/balance", headers=auth)
+        after = await http.get(f"/v1/accounts/{alice.account_id}/balance", headers=alice.auth)
         assert after.status_code == 200, after.text
         assert after.json()["balance"]["minorUnits"] == "7500"  # moved once, seen at once
         assert int(after.json()["version"]) >= version
 
-        # The session's Redis entry is gone (eviction, failover): the auth service decides.
+        # The session's Redis entry is gone (eviction, failover): PostgreSQL confirms it.
         redis = create_redis_cluster(base_settings)
         try:
-            user_id, session_id, _ = token.split(".")
+            user_id, session_id, _ = alice.token.split(".")
             await redis.delete(session_key(user_id, session_id))
         finally:
             await redis.aclose()
-        assert (await http.get("/v1/accounts", headers=auth)).status_code == 200
+        assert (await http.get("/v1/accounts", headers=alice.auth)).status_code == 200
 
-        logout = await http.post("/v1/auth/logout", json={}, headers=auth)
+        logout = await http.post("/v1/auth/logout", json={}, headers=alice.auth)
         assert logout.status_code == 200, logout.text
-        refused = await http.get(f"/v1/accounts/{alice_account}/balance", headers=auth)
+        refused = await http.get(f"/v1/accounts/{alice.account_id}/balance", headers=alice.auth)
         assert refused.status_code == 401
         assert refused.json()["code"] == 16
+
+
+async def test_150_concurrent_requests_over_two_replicas_admit_exactly_100(
+    edge: Edge, engine: AsyncEngine
+) -> None:
+    async with edge.client() as setup:
+        carol = await register_and_login(setup, engine)
+    # Several connections, so Envoy spreads the requests over both account replicas.
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    async with edge.client(limits=limits) as http:
+        replies = await asyncio.gather(*(
+            http.get(f"/v1/accounts/{carol.account_id}/balance", headers=carol.auth)
+            for _ in range(150)))
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses.count(200) == 100 and statuses.count(429) == 50, statuses
+    limited = next(r for r in replies if r.status_code == 429)
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["ratelimit-policy"] == '"user";q=100;w=60'
+    assert limited.headers["ratelimit"].startswith('"user";r=0;t=')
+    body = limited.json()
+    assert body["code"] == 8 and "rate limit of 100 requests per 60 s" in body["message"]
+    assert body["details"][0]["@type"] == "type.googleapis.com/google.rpc.RetryInfo"
+
+
+async def test_logout_is_seen_by_every_replica_within_a_second(
+    edge: Edge, engine: AsyncEngine
+) -> None:
+    async with edge.client(limits=httpx.Limits(max_connections=8)) as http:
+        dave = await register_and_login(http, engine)
+        path = f"/v1/accounts/{dave.account_id}/balance"
+        warm = await asyncio.gather(*(http.get(path, headers=dave.auth) for _ in range(8)))
+        assert {r.status_code for r in warm} == {200}
+        logout = await http.post("/v1/auth/logout", json={}, headers=dave.auth)
+        assert logout.status_code == 200
+        logged_out_at = time.monotonic()
+        # Round robin over 2 replicas: 8 requests reach both; every one is refused.
+        after = await asyncio.gather(*(http.get(path, headers=dave.auth) for _ in range(8)))
+        assert [r.status_code for r in after] == [401] * 8
+        assert time.monotonic() - logged_out_at < 1.0
+
+
+async def test_a_transfer_is_seen_by_every_session_of_the_writer(
+    edge: Edge, engine: AsyncEngine
+) -> None:
+    """Phone moves money between the user's own two accounts; the laptop session, without any
+    min_version, reads both accounts at least at the transfer's versions."""
+    async with edge.client() as http:
+        phone = await register_and_login(http, engine, deposit=5_000)
+        laptop_token = await login(http, phone.email)
+        laptop = {"Authorization": f"Bearer {laptop_token}"}
+        savings = await seed.create_account(engine, phone.token.split(".")[0])
+        for account in (phone.account_id, savings):  # both cached on both replicas
+            for _ in range(4):
+                assert (await http.get(f"/v1/accounts/{account}/balance",
+                                       headers=laptop)).status_code == 200
+        moved = await http.post("/v1/transfers", headers={
+            **phone.auth, "Idempotency-Key": uuid.uuid4().hex}, json={
+            "fromAccountId": phone.account_id, "toAccountId": savings,
+            "amount": {"minorUnits": "1200", "currency": "EUR"}})
+        assert moved.status_code == 200, moved.text
+        source = await http.get(f"/v1/accounts/{phone.account_id}/balance", headers=laptop)
+        target = await http.get(f"/v1/accounts/{savings}/balance", headers=laptop)
+        assert source.json()["balance"]["minorUnits"] == "3800"
+        assert target.json()["balance"]["minorUnits"] == "1200"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code"), [
+    ("POST", "/v1/transfers", b'{"fromAccountId": ', 400, 3),
+    ("POST", "/v1/transfers", b'{"amount": {"minorUnits": "-5", "currency": "EUR"}}', 400, 3),
+    ("POST", "/v1/transfers", b'{"amount": {"minorUnits": "10.5", "currency": "EUR"}}', 400, 3),
+    ("GET", "/v1/accounts/not-an-id/balance", b"", 400, 3),
+    ("GET", "/v1/accounts/00000000-0000-4000-8000-000000000000/balance", b"", 404, 5),
+    ("GET", "/v1/nowhere", b"", 404, 5),
+])
+async def test_bad_input_gets_a_4xx_status_body(
+    edge: Edge, engine: AsyncEngine, method: str, path: str, body: bytes, status: int,
+    code: int,
+) -> None:
+    async with edge.client() as http:
+        erin = await register_and_login(http, engine, deposit=100)
+        reply = await http.request(method, path, content=body, headers={
+            **erin.auth, "content-type": "application/json",
+            "Idempotency-Key": uuid.uuid4().hex})
+    assert reply.status_code == status, reply.text
+    assert reply.json()["code"] == code and reply.json()["message"]

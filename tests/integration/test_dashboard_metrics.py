@@ -1,37 +1,39 @@
-"""Every metric the Grafana dashboard queries is exported by a real running service.
+"""Every metric the Grafana dashboard queries is exported by a real running stack.
 
 The services run as their own processes (`python -m services.<name>`, as `make run` starts them)
-on free ports against the session's PostgreSQL and Redis Cluster; a user reads a balance, lists
-transactions, makes a transfer and logs in through the gateway (or, without a gateway, over
-gRPC); then each /metrics page is scraped and the dashboard's PromQL names are looked up in the
-`# TYPE` lines (a histogram's _bucket/_sum/_count count as the histogram)."""
+on free ports against the session's PostgreSQL and Redis Cluster, behind a real Envoy rendered
+by the gateway's generator; a user logs in, reads a balance and recent transactions and makes a
+transfer through Envoy; then each service's /metrics page and Envoy's /stats/prometheus are
+scraped and the dashboard's PromQL names are looked up in the `# TYPE` lines (a histogram's
+_bucket/_sum/_count count as the histogram)."""
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 import os
+import ssl
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 import yaml
-from bank.v1 import account_pb2, account_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.promql import dashboard_expressions, declared_metrics, missing_metrics
 from devstack import seed
-from devstack.components import COMPONENTS
+from devstack.components import COMPONENTS, GATEWAY_UPSTREAMS
 from devstack.ports import free_ports
 from devstack.postgres import LocalPostgres
 from devstack.processes import ManagedProcess, wait_for_port
 from devstack.redis_cluster import LocalRedisCluster
+from services.gateway.bundle import render_local
+from services.gateway.envoy_clusters import Upstream
+from services.gateway.envoy_process import EnvoyProcess
+from shared.config import Settings
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 
 pytestmark = pytest.mark.integration
@@ -40,58 +42,38 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "bank.json"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 PASSWORD = "Dashboard-check-2026"
-# module -> the ports it needs (gRPC services: grpc + metrics; gateway: http, which serves /metrics)
-SERVICES = {
-    "account": "services.account",
-    "transfer": "services.transfer",
-    "auth": "services.auth",
-    "outbox-relay": "services.transfer.relay",
-    "gateway": "services.gateway",
-}
-
-
-def _module_exists(module: str) -> bool:
-    try:
-        spec = importlib.util.find_spec(module)
-        if spec is not None and spec.submodule_search_locations is not None:
-            spec = importlib.util.find_spec(module + ".__main__")
-        return spec is not None
-    except ModuleNotFoundError:
-        return False
+SERVICES = {component.name: component.module for component in COMPONENTS}
 
 
 @dataclass
-class RunningServices:
+class RunningStack:
     ports: dict[str, dict[str, int]]
     processes: dict[str, ManagedProcess]
+    edge_url: str
+    edge_tls: ssl.SSLContext
+    envoy_stats_url: str
 
     def metrics_urls(self) -> dict[str, str]:
-        out = {}
-        for name, ports in self.ports.items():
-            port = ports.get("metrics") or ports.get("http")
-            if port:
-                out[name] = f"http://127.0.0.1:{port}/metrics"
-        return out
+        urls = {name: f"http://127.0.0.1:{ports['metrics']}/metrics"
+                for name, ports in self.ports.items()}
+        return {**urls, "envoy": self.envoy_stats_url}
 
 
 @pytest.fixture(scope="module")
-def services(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServices]:
-    names = [n for n, module in SERVICES.items() if _module_exists(module)]
-    assert "account" in names, "the account service must exist"
+def stack(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     ports: dict[str, dict[str, int]] = {}
-    for name in names:
-        kinds = ["http"] if name == "gateway" else ["metrics"] if name == "outbox-relay" \
-            else ["grpc", "metrics"]
+    for name in SERVICES:
+        kinds = ["metrics"] if name == "outbox-relay" else ["grpc", "metrics"]
         ports[name] = dict(zip(kinds, free_ports(len(kinds)), strict=True))
 
     def target(name: str) -> str:
-        return f"ipv4:127.0.0.1:{ports[name]['grpc']}" if name in ports else "ipv4:127.0.0.1:1"
+        return f"ipv4:127.0.0.1:{ports[name]['grpc']}"
 
     logs = tmp_path_factory.mktemp("dashboard-services")
     processes: dict[str, ManagedProcess] = {}
     try:
-        for name in names:
+        for name, module in SERVICES.items():
             env = {
                 **os.environ,
                 "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
@@ -102,19 +84,31 @@ def services(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
                 "BANK_ACCOUNT_TARGET": target("account"),
                 "BANK_TRANSFER_TARGET": target("transfer"),
                 "BANK_AUTH_TARGET": target("auth"),
+                "BANK_METRICS_PORT": str(ports[name]["metrics"]),
             }
-            for kind, variable in (("grpc", "BANK_GRPC_PORT"), ("metrics", "BANK_METRICS_PORT"),
-                                   ("http", "BANK_GATEWAY_PORT")):
-                if kind in ports[name]:
-                    env[variable] = str(ports[name][kind])
-            proc = ManagedProcess([sys.executable, "-m", SERVICES[name]],
+            if "grpc" in ports[name]:
+                env["BANK_GRPC_PORT"] = str(ports[name]["grpc"])
+            assert module is not None
+            proc = ManagedProcess([sys.executable, "-m", module],
                                   log_path=logs / f"{name}.log", name=name, cwd=ROOT, env=env)
             proc.start()
             processes[name] = proc
         for name, proc in processes.items():
-            listen = ports[name].get("grpc") or ports[name].get("http") or ports[name]["metrics"]
+            listen = ports[name].get("grpc") or ports[name]["metrics"]
             wait_for_port("127.0.0.1", listen, timeout=60, process=proc)
-        yield RunningServices(ports, processes)
+        https_port, admin_port = free_ports(2)
+        upstreams = [Upstream(name, (("127.0.0.1", ports[name]["grpc"]),))
+                     for name in GATEWAY_UPSTREAMS]
+        settings = Settings(database_url="", redis_nodes="")
+        config = render_local(logs / "gateway", settings, upstreams, https_port=https_port,
+                              admin_port=admin_port)
+        with EnvoyProcess(config, admin_port, logs / "envoy.log") as envoy:
+            for name in GATEWAY_UPSTREAMS:
+                envoy.wait_healthy_hosts(name, 1, timeout_s=60)
+            yield RunningStack(
+                ports, processes, f"https://127.0.0.1:{https_port}",
+                ssl.create_default_context(cafile=str(logs / "gateway" / "tls.crt")),
+                f"http://127.0.0.1:{admin_port}/stats/prometheus")
     finally:
         for proc in processes.values():
             proc.stop(timeout=15)
@@ -129,12 +123,10 @@ async def _user_with_money(engine: AsyncEngine, unique: Callable[[str], str]) ->
     return email, account
 
 
-async def _exercise_gateway(base_url: str, email: str, account: str, other: str) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
-        for _ in range(120):  # the gateway says ready once the services answer
-            if (await client.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.5)
+async def _exercise_through_the_edge(stack: RunningStack, email: str, account: str,
+                                     other: str) -> None:
+    async with httpx.AsyncClient(base_url=stack.edge_url, verify=stack.edge_tls,
+                                 timeout=10.0) as client:
         login = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
         assert login.status_code == 200, login.text
         auth = {"authorization": f"Bearer {login.json()['token']}"}
@@ -152,35 +144,16 @@ async def _exercise_gateway(base_url: str, email: str, account: str, other: str)
         assert transfer.status_code == 200, transfer.text
 
 
-async def _exercise_account_over_grpc(port: int, engine: AsyncEngine, account: str,
-                                      user_id: str) -> None:
-    from tests.support.sessions import open_session
-
-    token = await open_session(engine, user_id)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = account_pb2_grpc.AccountServiceStub(channel)
-        for _ in range(2):
-            await stub.GetBalance(account_pb2.GetBalanceRequest(account_id=account),
-                                  metadata=(("authorization", f"Bearer {token}"),),
-                                  timeout=10, wait_for_ready=True)
-
-
 async def test_every_dashboard_metric_is_exported(
-    services: RunningServices, engine: AsyncEngine, unique: Callable[[str], str]
+    stack: RunningStack, engine: AsyncEngine, unique: Callable[[str], str]
 ) -> None:
     email, account = await _user_with_money(engine, unique)
     _, other = await _user_with_money(engine, unique)
-    if "gateway" in services.ports:
-        await _exercise_gateway(f"http://127.0.0.1:{services.ports['gateway']['http']}",
-                                email, account, other)
-    else:
-        user_id = await _owner(engine, account)
-        await _exercise_account_over_grpc(services.ports["account"]["grpc"], engine, account,
-                                          user_id)
+    await _exercise_through_the_edge(stack, email, account, other)
 
     pages: dict[str, str] = {}
     async with httpx.AsyncClient(timeout=5.0) as client:
-        for name, url in services.metrics_urls().items():
+        for name, url in stack.metrics_urls().items():
             response = await client.get(url)
             assert response.status_code == 200, f"{name} {url}: {response.status_code}"
             pages[name] = response.text
@@ -196,23 +169,12 @@ async def test_every_dashboard_metric_is_exported(
     assert 'method="GetBalance"' in pages["account"]
     assert "bank_grpc_requests_total{" in pages["account"]
     assert 'bank_cache_requests_total{kind="balance"' in pages["account"]
-    if "gateway" in pages:
-        assert "bank_gateway_requests_total{" in pages["gateway"]
-
-
-async def _owner(engine: AsyncEngine, account: str) -> str:
-    from sqlalchemy import text
-
-    async with engine.connect() as conn:
-        row = await conn.execute(
-            text("SELECT owner_user_id::text FROM accounts WHERE id = CAST(:a AS uuid)"),
-            {"a": account})
-        return str(row.scalar_one())
+    assert "bank_session_checks_total{" in pages["account"]
+    assert "envoy_cluster_upstream_rq_time_bucket{" in pages["envoy"]
 
 
 def test_local_scrape_targets_match_the_devstack_ports() -> None:
-    """deploy/prometheus's `make run` job scrapes every replica of every component (the gateway on
-    its HTTP port, where it serves /metrics)."""
+    """deploy/prometheus's `make run` job scrapes every replica of every component."""
     config = yaml.safe_load(PROMETHEUS.read_text())
     local = next(job for job in config["scrape_configs"] if job["job_name"] == "bank-local")
     scraped = {t for group in local["static_configs"] for t in group["targets"]}
@@ -220,7 +182,7 @@ def test_local_scrape_targets_match_the_devstack_ports() -> None:
     for component in COMPONENTS:
         for replica in range(component.replicas):
             ports = component.ports(replica)
-            port = ports.get("http") if component.name == "gateway" else ports.get("metrics")
+            port = ports.get("metrics")
             if port:
                 expected.add(f"127.0.0.1:{port}")
     assert scraped == expected

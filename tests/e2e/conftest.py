@@ -1,0 +1,70 @@
+"""The whole request path on real parts: Envoy (TLS, transcoding, per-request round robin) in
+front of two replicas each of the auth, account and transfer services, on the harness'
+PostgreSQL and Redis Cluster. Started once per module, stopped even when a test fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devstack import seed
+from devstack.ports import free_ports
+from services.account.bootstrap import build_account_app
+from services.auth.bootstrap import build_auth_app
+from services.gateway.bundle import render_local
+from services.gateway.envoy_clusters import Upstream
+from services.gateway.envoy_process import EnvoyProcess
+from services.transfer.bootstrap import build_transfer_app
+from shared.config import Settings
+
+PASSWORD = "glacier violet umbrella 42"
+CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
+REPLICAS = 2
+BUILDERS: dict[str, Any] = {
+    "auth": build_auth_app, "account": build_account_app, "transfer": build_transfer_app,
+}
+
+
+@dataclass
+class Edge:
+    url: str
+    verify: ssl.SSLContext
+
+    def client(self, **options: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, verify=self.verify, timeout=15, **options)
+
+
+@pytest.fixture(scope="module")
+async def edge(base_settings: Settings, engine: AsyncEngine,
+               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    await seed.ensure_settlement_account(engine)
+    settings = dataclasses.replace(base_settings, **CHEAP_ARGON2)
+    async with AsyncExitStack() as stack:
+        upstreams = []
+        for name, build in BUILDERS.items():
+            ports = []
+            for _ in range(REPLICAS):
+                app = build(dataclasses.replace(settings, service_name=name), port=0)
+                await app.start()
+                stack.push_async_callback(app.stop)
+                ports.append(("127.0.0.1", app.grpc.port))
+            upstreams.append(Upstream(name, tuple(ports)))
+        folder = Path(tmp_path_factory.mktemp("gateway"))
+        https_port, admin_port = free_ports(2)
+        config = render_local(folder, settings, upstreams, https_port=https_port,
+                              admin_port=admin_port)
+        envoy = await stack.enter_async_context(
+            EnvoyProcess(config, admin_port, folder / "envoy.log"))
+        for upstream in upstreams:
+            await envoy.healthy(upstream.name, REPLICAS)
+        yield Edge(f"https://127.0.0.1:{https_port}",
+                   ssl.create_default_context(cafile=str(folder / "tls.crt")))
