@@ -79,10 +79,15 @@ local function limit(key, max, window_ms, member)
     used = used + 1
     allowed = 1
   end
-  local reset = window_ms
-  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if oldest[2] then reset = tonumber(oldest[2]) + window_ms - now end
-  if used > 0 then redis.call('PEXPIRE', key, window_ms) end
+  redis.call('PEXPIRE', key, window_ms)
+  -- When a slot frees matters only to a refused caller (Retry-After): one command less per
+  -- admitted request.
+  local reset = 0
+  if allowed == 0 then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    reset = window_ms
+    if oldest[2] then reset = tonumber(oldest[2]) + window_ms - now end
+  end
   return {allowed, max - used, reset}
 end
 """
