@@ -12,7 +12,7 @@ from bank.v1 import account_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
-from services.account.adapters.cache_layout import balance_key, recent_key
+from services.account.service_layer.cache_layout import balance_key, recent_key
 from shared.cache import (
     CacheEntry,
     CircuitBreaker,

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
 from devstack.redis_cluster import LocalRedisCluster
-from services.account.adapters.cache_layout import balance_key, recent_key
-from services.account.entrypoints.event_consumer import change_from_event
+from services.account.adapters.balance_changed import change_from_event
 from services.account.service_layer.balance_events import BalanceEventApplier
+from services.account.service_layer.cache_layout import balance_key, recent_key
 from services.account.service_layer.dependencies import CacheTtls
 from shared.cache.backend import WriteOutcome
 from shared.config import Settings
