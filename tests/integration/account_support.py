@@ -29,9 +29,10 @@ from services.account.domain import (
     UserLoans,
 )
 from services.account.service_layer.ports import AccountReader
+from services.transfer.adapters.event_publisher import RedisEventPublisher
+from services.transfer.domain import OutboxEvent
 from shared.cache import CacheEntry, decode_entry
 from shared.config import Settings
-from shared.events import RedisEventPublisher
 from shared.redis_pipeline import ClusterPipeline
 from tests.support.sessions import open_session
 
@@ -97,16 +98,9 @@ async def publish_newest_events(
             {"ids": account_ids},
         )).all()
     published = await RedisEventPublisher(redis).publish(
-        [_OutboxRow(r.outbox_id, r.partition, bytes(r.payload)) for r in rows]
+        [OutboxEvent(r.outbox_id, r.partition, bytes(r.payload)) for r in rows]
     )
     assert len(published) == len(account_ids), "publishing the test's events failed"
-
-
-@dataclass(frozen=True)
-class _OutboxRow:
-    outbox_id: int
-    partition: int
-    payload: bytes
 
 
 async def cached_entry(redis: RedisCluster, key: str) -> CacheEntry | None:
