@@ -28,7 +28,7 @@ from shared.cache.read_through import LeaseTuning
 from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
 from shared.redis_client import create_redis_pipeline
-from tests.integration.account_support import (
+from tests.support.account import (
     account_settings,
     cached_entry,
     counting,

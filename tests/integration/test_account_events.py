@@ -22,7 +22,7 @@ from services.transfer.adapters.event_publisher import sequence_key
 from shared.cache.backend import WriteOutcome
 from shared.config import Settings
 from shared.events import decode_balance_changed, partition_of
-from tests.integration.account_support import (
+from tests.support.account import (
     Customer,
     account_settings,
     cached_entry,

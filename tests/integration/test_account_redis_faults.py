@@ -17,7 +17,7 @@ from devstack.redis_cluster import LocalRedisCluster
 from services.account.service_layer.cache_layout import balance_key
 from shared.cache import CircuitState
 from tests.conftest import settings_for
-from tests.integration.account_support import (
+from tests.support.account import (
     Customer,
     account_settings,
     eventually,

@@ -18,13 +18,8 @@ from services.account.bootstrap import AccountApp, build_account_app
 from services.auth.bootstrap import AuthApp, build_auth_app
 from services.auth.domain import INVALID_CREDENTIALS_MESSAGE
 from shared.config import Settings
-from tests.integration.auth_support import (
-    PASSWORD,
-    auth_settings,
-    bearer,
-    random_address,
-    rpc_error,
-)
+from tests.support.auth import PASSWORD, auth_settings, random_address
+from tests.support.rpc import bearer, rpc_error
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from services.transfer.bootstrap import build_relay_app
 from services.transfer.domain import TransferOutcome
 from shared.config import Settings
 from shared.events import partition_of
-from tests.integration.transfer_support import (
+from tests.support.transfer import (
     EventListener,
     new_customer,
     running_transfer_app,

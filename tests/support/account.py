@@ -34,6 +34,7 @@ from services.transfer.domain import OutboxEvent
 from shared.cache import CacheEntry, decode_entry
 from shared.config import Settings
 from shared.redis_pipeline import ClusterPipeline
+from tests.support.rpc import bearer
 from tests.support.sessions import open_session
 
 
@@ -45,7 +46,7 @@ class Customer:
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),)
+        return bearer(self.token)
 
 
 async def new_customer(
@@ -123,11 +124,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
-
-async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await call
-    return failed.value
 
 
 class CountingReader:
