@@ -20,6 +20,7 @@ from services.transfer.service_layer.transfers import decode_page_token, encode_
 from shared.errors import BankError, InvalidArgument
 
 A, B = str(uuid.uuid4()), str(uuid.uuid4())
+USER = str(uuid.uuid4())
 
 
 def valid(**overrides: Any) -> dict[str, Any]:
@@ -97,7 +98,11 @@ def test_an_unknown_reason_is_an_internal_error() -> None:
 
 def test_page_tokens_round_trip_and_reject_garbage() -> None:
     when = datetime(2026, 11, 27, 1, 2, 3, 456789, tzinfo=UTC)
-    assert decode_page_token(encode_page_token(when, A)) == (when, A)
-    for garbage in ("!!!", "bm90IGEgdG9rZW4", encode_page_token(when, "x")):
+    token = encode_page_token(USER, when, A)
+    assert decode_page_token(token, USER) == (when, A)
+    flipped = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
+    for garbage in ("!!!", "bm90IGEgdG9rZW4", flipped, token[:-2], token + "AA", "A" * 200):
         with pytest.raises(InvalidArgument):
-            decode_page_token(garbage)
+            decode_page_token(garbage, USER)
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, str(uuid.uuid4()))  # another user's cursor
