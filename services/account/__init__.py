@@ -1,6 +1,6 @@
 """The account service: reads of the caller's own accounts, cache-aside on the Redis Cluster.
 
-Decisions (what DESIGN.md left open):
+Decisions (the system around them: docs/architecture.md):
 
 - Cached: `GetBalance` (`account:{id}:balance`, 60 s), `ListRecentTransactions`
   (`transactions:{id}:recent`, 120 s) and `ListLoans` (`api:{user}:loans`, 300 s), TTLs +-10 %.
