@@ -19,33 +19,30 @@ log = logging.getLogger(__name__)
 # Concatenating serialized fields is a documented protobuf merge, so consumers parse one typed
 # message. INCR and SPUBLISH run atomically in the partition's slot, so sequence numbers are
 # gap-free per partition in publish order, whichever replica publishes.
-PUBLISH_SCRIPT = """
-local seq = redis.call('INCR', KEYS[1])
-local n = seq
-local out = ''
-while n >= 128 do
-  out = out .. string.char(n % 128 + 128)
-  n = math.floor(n / 128)
+_VARINT = """
+local function varint(n)
+  local out = ''
+  while n >= 128 do
+    out = out .. string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  return out .. string.char(n)
 end
-out = out .. string.char(n)
-redis.call('SPUBLISH', KEYS[2], ARGV[1] .. '\\120' .. out)
+"""
+
+PUBLISH_SCRIPT = _VARINT + """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('SPUBLISH', KEYS[2], ARGV[1] .. '\\120' .. varint(seq))
 return seq
 """
 
 # The same, for several events of one partition in one call (what the publisher sends): each
 # message is exactly what PUBLISH_SCRIPT would publish, with consecutive sequence numbers, in
 # ARGV order. One INCRBY reserves the range. Returns the last sequence number.
-PUBLISH_BATCH_SCRIPT = """
+PUBLISH_BATCH_SCRIPT = _VARINT + """
 local last = redis.call('INCRBY', KEYS[1], #ARGV)
 for i = 1, #ARGV do
-  local n = last - #ARGV + i
-  local out = ''
-  while n >= 128 do
-    out = out .. string.char(n % 128 + 128)
-    n = math.floor(n / 128)
-  end
-  out = out .. string.char(n)
-  redis.call('SPUBLISH', KEYS[2], ARGV[i] .. '\\120' .. out)
+  redis.call('SPUBLISH', KEYS[2], ARGV[i] .. '\\120' .. varint(last - #ARGV + i))
 end
 return last
 """
