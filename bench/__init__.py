@@ -12,13 +12,13 @@
     stack        start the stack or attach to a running one; restart services cache off/on
     runner       the phases of one run, in order
     analysis     hit rates, database rates, maxima derived from the raw results
-    goals        the design's table and the issue's goals against the measured figures
+    goals        the target table and the latency goals (config) against the measured figures
     report       the Markdown report (tables formatted by `tables`)
     profiling    py-spy samples of the services during the maxima, summarised
     model        the run's results as plain data
     chart        the PNG: latency over time, hit rate, database QPS, cache off vs on
     promql       metric names used by PromQL expressions (the dashboard test)
 
-`bench/account_cache.py` and `bench/transfer_throughput.py` are the per-issue micro-benchmarks
+`bench/account_cache.py` and `bench/transfer_throughput.py` are the micro-benchmarks
 of the account cache and the transfer ledger; they run on their own.
 """

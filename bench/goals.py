@@ -1,4 +1,4 @@
-"""The design's promises and the issue's goals, against what a run measured (pure)."""
+"""The target table and the latency goals, against what a run measured (pure)."""
 
 from __future__ import annotations
 

@@ -22,9 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
+from services.auth.adapters.password_hasher import hasher_from_settings
 from services.auth.adapters.session_store import SessionStore
 from shared.config import Settings
-from shared.passwords import hasher_from_settings
 from shared.sessions import SessionEntrySigner
 
 BENCH_PASSWORD = "Bench-passphrase-2026"

@@ -8,7 +8,6 @@ everything this process started, by pid.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import secrets
 import shutil
@@ -70,17 +69,6 @@ def service_env(pg: LocalPostgres, cluster: LocalRedisCluster, component: Compon
     return env
 
 
-def _module_exists(module: str) -> bool:
-    """True when `python -m module` can run (later issues add services to the same table)."""
-    try:
-        spec = importlib.util.find_spec(module)
-        if spec is not None and spec.submodule_search_locations is not None:
-            spec = importlib.util.find_spec(module + ".__main__")
-        return spec is not None
-    except ModuleNotFoundError:
-        return False
-
-
 class Stack:
     """The whole local stack. `make run` uses the fixed ports of devstack.components; the
     benchmarks pass their own folder, free ports and extra BANK_* settings (cache off/on)."""
@@ -115,9 +103,6 @@ class Stack:
         users = asyncio.run(self._demo_data())
         for component in COMPONENTS:
             assert component.module is not None
-            if not _module_exists(component.module):
-                self.lines.append(f"{component.name:<15} (not built yet: {component.module})")
-                continue
             for replica in range(component.replicas):
                 self._start_replica(component, replica)
         self._start_edge()

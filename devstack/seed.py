@@ -18,7 +18,8 @@ from shared.events import partition_of
 SYSTEM_EMAIL = "treasury@bank.internal"
 
 # A deposit is a transfer from the currency's settlement account, made by its owner (the treasury
-# user) through the same transfer_money function as every other transfer (migration 0002).
+# user) through the same transfer_money function as every other transfer
+# (services/transfer/adapters/sql/transfer_money.sql).
 _DEPOSIT_SQL = text(
     """
     SELECT d.outcome, d.reason, d.transfer_id::text

@@ -4,7 +4,7 @@ Measured in the transfer service: `SELECT 1` through an SQLAlchemy AsyncEngine c
 of client CPU, through psycopg_pool about 50 µs; and the engine's autobegin wraps every read in
 BEGIN ... ROLLBACK (3 round trips), where an autocommit connection sends the statement alone.
 Used by the transfer service (one statement per transfer) and the account service (its reads).
-SQLAlchemy still serves the shared SessionStore and the health probes.
+SQLAlchemy still serves the auth service's stores and the health probes.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from shared.redis_pipeline import ClusterPipeline
 
 def create_redis_cluster(settings: Settings) -> RedisCluster:
     """A cluster client with short timeouts: Redis is a cache here, and a slow cache must give way
-    to PostgreSQL quickly instead of holding requests (see DESIGN.md, Redis faults)."""
+    to PostgreSQL quickly instead of holding requests (docs/architecture.md, "Failure
+    behaviour")."""
     timeout = settings.redis_timeout_ms / 1000
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_startup_nodes],

@@ -1,6 +1,6 @@
 """Initial schema: users, accounts, ledger, transfers, loans, sessions, outbox.
 
-Constraints do the guarding (DESIGN.md): a customer balance never goes below zero, amounts are
+Constraints do the guarding: a customer balance never goes below zero, amounts are
 positive, a transfer's ledger entries are tied to it, idempotency keys are unique per user.
 
 Revision ID: 0001

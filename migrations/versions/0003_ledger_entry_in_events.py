@@ -76,7 +76,10 @@ END
 $fn$;
 """
 
-_TRANSFER_MONEY = r"""
+# Frozen copy of services/transfer/adapters/sql/transfer_money.sql as this revision installs it.
+# A later revision that changes the function carries its own copy; the newest copy must equal
+# the live file (tests/unit/test_transfer_sql.py).
+TRANSFER_MONEY = r"""
 CREATE OR REPLACE FUNCTION transfer_money(
     p_user_id uuid,
     p_idempotency_key text,
@@ -242,7 +245,7 @@ def _transfer_money_of_0002() -> str:
 
 def upgrade() -> None:
     op.execute(_PAYLOAD_WITH_ENTRY)
-    op.execute(_TRANSFER_MONEY)
+    op.execute(TRANSFER_MONEY)
 
 
 def downgrade() -> None:

@@ -1,6 +1,6 @@
 """The account service: reads of the caller's own accounts, cache-aside on the Redis Cluster.
 
-Decisions (what DESIGN.md left open):
+Decisions (the system around them: docs/architecture.md):
 
 - Cached: `GetBalance` (`account:{id}:balance`, 60 s), `ListRecentTransactions`
   (`transactions:{id}:recent`, 120 s) and `ListLoans` (`api:{user}:loans`, 300 s), TTLs +-10 %.
@@ -37,8 +37,9 @@ Decisions (what DESIGN.md left open):
   confirmation, a sequence gap (or step back) or an undecodable message triggers a catch-up from
   the outbox: the newest row per account of those partitions within the longest TTL (+ margin).
   Failed applies are kept and retried by the catch-up loop with backoff, never dropped.
-- `ListTransactions` tokens: base64url of (account, created_at us, entry id) plus an 8-byte
-  BLAKE2b checksum: tampering is INVALID_ARGUMENT; a token grants nothing (ownership is checked
-  on every call). Page size 1..100 (0 means 20, larger is capped).
+- `ListTransactions` tokens (`shared/page_tokens.py`, the format ListTransfers uses too): base64url
+  of (created_at us, entry id) plus an 8-byte BLAKE2b checksum over it and the account id:
+  tampering or another account's token is INVALID_ARGUMENT; a token grants nothing (ownership is
+  checked on every call). Page size 1..100 (0 means 20, larger is capped).
 - Another user's account is NOT_FOUND, worded like a missing one.
 """

@@ -15,6 +15,7 @@ from services.account.adapters.event_subscription import ShardedSubscription
 from services.account.adapters.outbox_reader import OutboxReader
 from services.account.entrypoints.event_consumer import BalanceEventConsumer
 from services.account.entrypoints.grpc_servicer import AccountServicer, prefetchers
+from services.account.service_layer.balance_event_sync import BalanceEventSync
 from services.account.service_layer.balance_events import BalanceEventApplier
 from services.account.service_layer.dependencies import AccountReads, CacheTtls
 from services.account.service_layer.ports import AccountReader
@@ -111,15 +112,19 @@ def build_account_app(
 
     events = None
     if settings.cache_enabled:
-        events = BalanceEventConsumer(
-            new_subscription=lambda: ShardedSubscription(
-                redis, timeout_s=max(settings.redis_timeout_ms / 1000, 0.5)
-            ),
+        sync = BalanceEventSync(
             applier=BalanceEventApplier(cache, ttls),
             outbox=OutboxReader(pool),
             partitions=settings.event_partitions,
             catch_up_window_s=catch_up_window_s(settings),
             applied_versions=applied_versions,
+        )
+        events = BalanceEventConsumer(
+            new_subscription=lambda: ShardedSubscription(
+                redis, timeout_s=max(settings.redis_timeout_ms / 1000, 0.5)
+            ),
+            sync=sync,
+            partitions=settings.event_partitions,
         )
 
     servicer = AccountServicer(reads)

@@ -9,6 +9,7 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.auth.adapters.login_limiter import RedisLoginLimiter
+from services.auth.adapters.password_hasher import hasher_from_settings
 from services.auth.adapters.session_store import SessionStore
 from services.auth.adapters.user_repository import PostgresUserRepository
 from services.auth.entrypoints.grpc_servicer import AuthServicer
@@ -21,7 +22,6 @@ from shared.grpc_server import (
     servicer_registration,
     standard_readiness,
 )
-from shared.passwords import hasher_from_settings
 from shared.pg_pool import PoolType, create_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline

@@ -11,6 +11,7 @@ from bank.v1 import transfer_pb2, transfer_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.transfer.adapters.event_publisher import RedisEventPublisher
 from services.transfer.adapters.outbox_store import PostgresOutboxStore
 from services.transfer.adapters.transfer_repository import PostgresTransferRepository
 from services.transfer.entrypoints.grpc_servicer import TransferServicer
@@ -19,7 +20,6 @@ from services.transfer.service_layer.outbox_relay import OutboxRelay
 from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
 from shared.config import Settings
 from shared.db import create_engine
-from shared.events import RedisEventPublisher
 from shared.grpc_server import (
     GrpcService,
     build_grpc_service,

@@ -1,5 +1,9 @@
 """Transfers: the validated command, its outcomes, and the errors a client can see. No I/O here.
 
+The rules that need the accounts (ownership, open accounts, one currency, funds, idempotency) run
+inside PostgreSQL, in one statement: `adapters/sql/transfer_money.sql` is their live definition.
+What it can answer is `RejectionReason` below, and each reason maps to one client error here.
+
 Amounts are an integer count of minor units. A non-integer amount cannot reach this code: the
 proto field is int64, and the gateway's JSON parsing rejects "10.5" for it (proto3 JSON mapping),
 so "not an integer number of minor units" is an INVALID_ARGUMENT raised before any service runs.
@@ -11,6 +15,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from shared.errors import AlreadyExists, BankError, FailedPrecondition, InvalidArgument, NotFound
 
@@ -46,6 +51,21 @@ class IdempotencyKeyReused(AlreadyExists):
 
 class TransferNotFound(NotFound):
     pass
+
+
+class RejectionReason(StrEnum):
+    """Why `transfer_money` refused a transfer, checked in this order (a test holds this list to
+    the SQL). Stored with the idempotency key in `transfer_rejections`, so a retry with the same
+    key and parameters gets the same answer."""
+
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    SOURCE_NOT_FOUND = "source_not_found"  # unknown, or not the caller's: no existence oracle
+    DESTINATION_NOT_FOUND = "destination_not_found"
+    SOURCE_CLOSED = "source_closed"
+    DESTINATION_CLOSED = "destination_closed"
+    SOURCE_CURRENCY_MISMATCH = "source_currency_mismatch"
+    DESTINATION_CURRENCY_MISMATCH = "destination_currency_mismatch"
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # settlement accounts may go negative
 
 
 @dataclass(frozen=True)
@@ -97,11 +117,11 @@ class Transfer:
 @dataclass(frozen=True)
 class TransferOutcome:
     """What the database did: a new transfer (with events to publish), a replay of a stored one,
-    or a rejection (`reason` is one of REJECTIONS' keys)."""
+    or a rejection."""
 
     transfer: Transfer | None
     replayed: bool
-    rejection: str | None
+    rejection: RejectionReason | None
     events: tuple[OutboxEvent, ...] = ()
 
 
@@ -148,30 +168,38 @@ def validate_transfer(
                            description)
 
 
-def rejection_error(reason: str, command: TransferCommand) -> BankError:
+def parse_rejection(reason: str) -> RejectionReason:
+    """A reason as stored by the database; one this release does not know (a row written by
+    another version) is an internal error."""
+    try:
+        return RejectionReason(reason)
+    except ValueError:
+        raise BankError(f"transfer rejected for an unknown reason {reason!r}") from None
+
+
+def rejection_error(reason: RejectionReason, command: TransferCommand) -> BankError:
     """The client-facing error for a rejection the database stored. Built from the request
     only, so a replayed rejection reads exactly like the first one."""
     source, destination = command.from_account_id, command.to_account_id
-    errors: dict[str, BankError] = {
-        "idempotency_key_reused": IdempotencyKeyReused(
-            "this idempotency_key was already used for another request with different "
-            "parameters; use a new key for a new transfer"
-        ),
-        "source_not_found": AccountNotFound(f"account {source} not found"),
-        "destination_not_found": AccountNotFound(f"account {destination} not found"),
-        "source_closed": AccountClosed(f"account {source} is closed"),
-        "destination_closed": AccountClosed(f"account {destination} is closed"),
-        "source_currency_mismatch": CurrencyMismatch(
-            f"account {source} does not hold {command.currency}"
-        ),
-        "destination_currency_mismatch": CurrencyMismatch(
-            f"account {destination} does not hold {command.currency}"
-        ),
-        "insufficient_funds": InsufficientFunds(
-            f"insufficient funds in account {source} for {command.amount} minor units"
-        ),
-    }
-    error = errors.get(reason)
-    if error is None:
-        return BankError(f"transfer rejected for an unknown reason {reason!r}")
-    return error
+    match reason:
+        case RejectionReason.IDEMPOTENCY_KEY_REUSED:
+            return IdempotencyKeyReused(
+                "this idempotency_key was already used for another request with different "
+                "parameters; use a new key for a new transfer"
+            )
+        case RejectionReason.SOURCE_NOT_FOUND:
+            return AccountNotFound(f"account {source} not found")
+        case RejectionReason.DESTINATION_NOT_FOUND:
+            return AccountNotFound(f"account {destination} not found")
+        case RejectionReason.SOURCE_CLOSED:
+            return AccountClosed(f"account {source} is closed")
+        case RejectionReason.DESTINATION_CLOSED:
+            return AccountClosed(f"account {destination} is closed")
+        case RejectionReason.SOURCE_CURRENCY_MISMATCH:
+            return CurrencyMismatch(f"account {source} does not hold {command.currency}")
+        case RejectionReason.DESTINATION_CURRENCY_MISMATCH:
+            return CurrencyMismatch(f"account {destination} does not hold {command.currency}")
+        case RejectionReason.INSUFFICIENT_FUNDS:
+            return InsufficientFunds(
+                f"insufficient funds in account {source} for {command.amount} minor units"
+            )

@@ -1,4 +1,5 @@
-"""The versioned cache client every service uses (DESIGN.md, "Cache").
+"""The versioned cache (docs/architecture.md, "A cached read"): the account service's read models
+sit on it, and its circuit breaker also guards the request gate's Redis calls in every service.
 
 Layers, each in its own module:
 

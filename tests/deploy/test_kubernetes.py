@@ -1,6 +1,7 @@
 """deploy/k8s: every overlay renders with `kubectl kustomize`, passes `kubernetes-validate
 --strict` (kinds it has no schema for are listed here, never skipped silently), and keeps the
-properties the issue asks for: probes, security, spreading, drains, scaling, budgets, policies."""
+properties a production deployment needs: probes, security, spreading, drains, scaling, budgets,
+policies."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from bank.v1 import account_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
-from services.account.adapters.cache_layout import balance_key, recent_key
+from services.account.service_layer.cache_layout import balance_key, recent_key
 from shared.cache import (
     CacheEntry,
     CircuitBreaker,
@@ -28,7 +28,7 @@ from shared.cache.read_through import LeaseTuning
 from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
 from shared.redis_client import create_redis_pipeline
-from tests.integration.account_support import (
+from tests.support.account import (
     account_settings,
     cached_entry,
     counting,

@@ -14,14 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
 from devstack.redis_cluster import LocalRedisCluster
-from services.account.adapters.cache_layout import balance_key, recent_key
-from services.account.entrypoints.event_consumer import change_from_event
+from services.account.adapters.balance_changed import change_from_event
 from services.account.service_layer.balance_events import BalanceEventApplier
+from services.account.service_layer.cache_layout import balance_key, recent_key
 from services.account.service_layer.dependencies import CacheTtls
+from services.transfer.adapters.event_publisher import sequence_key
 from shared.cache.backend import WriteOutcome
 from shared.config import Settings
-from shared.events import decode_balance_changed, partition_of, sequence_key
-from tests.integration.account_support import (
+from shared.events import decode_balance_changed, partition_of
+from tests.support.account import (
     Customer,
     account_settings,
     cached_entry,

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devstack import seed
 from devstack.postgres import LocalPostgres
 from devstack.redis_cluster import LocalRedisCluster
-from services.account.adapters.cache_layout import balance_key
+from services.account.service_layer.cache_layout import balance_key
 from shared.cache import CircuitState
 from tests.conftest import settings_for
-from tests.integration.account_support import (
+from tests.support.account import (
     Customer,
     account_settings,
     eventually,

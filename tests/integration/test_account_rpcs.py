@@ -13,17 +13,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
-from services.account.adapters.cache_layout import balance_key, loans_key, recent_key
 from services.account.bootstrap import AccountApp
+from services.account.service_layer.cache_layout import balance_key, loans_key, recent_key
 from shared.config import Settings
-from tests.integration.account_support import (
-    Customer,
-    account_settings,
-    cached_entry,
-    new_customer,
-    rpc_error,
-    serving,
-)
+from tests.support.account import Customer, account_settings, cached_entry, new_customer, serving
+from tests.support.rpc import rpc_error
 
 pytestmark = pytest.mark.integration
 

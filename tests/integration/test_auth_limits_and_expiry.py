@@ -15,13 +15,8 @@ from bank.v1 import account_pb2, account_pb2_grpc, auth_pb2, auth_pb2_grpc
 from services.account.bootstrap import build_account_app
 from services.auth.bootstrap import build_auth_app
 from shared.config import Settings
-from tests.integration.auth_support import (
-    PASSWORD,
-    auth_settings,
-    bearer,
-    random_address,
-    rpc_error,
-)
+from tests.support.auth import PASSWORD, auth_settings, random_address
+from tests.support.rpc import bearer, rpc_error
 
 pytestmark = pytest.mark.integration
 

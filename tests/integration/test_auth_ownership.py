@@ -27,7 +27,8 @@ from services.account.bootstrap import build_account_app
 from services.auth.bootstrap import build_auth_app
 from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
-from tests.integration.auth_support import PASSWORD, auth_settings, bearer, random_address
+from tests.support.auth import PASSWORD, auth_settings, random_address
+from tests.support.rpc import bearer
 
 pytestmark = pytest.mark.integration
 

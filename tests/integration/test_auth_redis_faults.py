@@ -25,7 +25,8 @@ from shared.redis_client import create_redis_cluster, create_redis_pipeline
 from shared.request_gate import RequestGate
 from shared.sessions import REVOKED, SessionEntrySigner, hash_secret, session_key
 from tests.conftest import settings_for
-from tests.integration.auth_support import PASSWORD, auth_settings, random_address, rpc_error
+from tests.support.auth import PASSWORD, auth_settings, random_address
+from tests.support.rpc import rpc_error
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY, request_gate, session_store
 
 pytestmark = pytest.mark.integration

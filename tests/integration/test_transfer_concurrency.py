@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
-from tests.integration.transfer_support import (
+from tests.support.transfer import (
     Customer,
     ledger_problems,
     new_customer,

@@ -20,7 +20,7 @@ from services.transfer.bootstrap import build_relay_app
 from services.transfer.domain import TransferOutcome
 from shared.config import Settings
 from shared.events import partition_of
-from tests.integration.transfer_support import (
+from tests.support.transfer import (
     EventListener,
     new_customer,
     running_transfer_app,
@@ -186,8 +186,13 @@ async def test_the_sql_payload_with_its_ledger_entry_is_the_protobuf(engine: Asy
 async def test_a_batch_gets_consecutive_sequences_like_single_publishes(
     base_settings: Settings,
 ) -> None:
+    from services.transfer.adapters.event_publisher import (
+        PUBLISH_SCRIPT,
+        RedisEventPublisher,
+        sequence_key,
+    )
     from services.transfer.domain import OutboxEvent
-    from shared.events import PUBLISH_SCRIPT, RedisEventPublisher, channel_name, sequence_key
+    from shared.events import channel_name
     from shared.redis_client import create_redis_cluster
 
     marker = str(uuid.uuid4())

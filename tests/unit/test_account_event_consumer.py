@@ -10,15 +10,16 @@ from dataclasses import dataclass
 import pytest
 from bank.v1 import account_pb2, common_pb2, events_pb2
 
-from services.account.adapters.cache_layout import (
+from services.account.adapters.fakes import FakeOutboxReader, FakeSubscription
+from services.account.domain import LedgerEntry, RecentTransactions
+from services.account.entrypoints.event_consumer import BalanceEventConsumer
+from services.account.service_layer.balance_event_sync import BalanceEventSync
+from services.account.service_layer.balance_events import BalanceEventApplier
+from services.account.service_layer.cache_layout import (
     RecentTransactionsCodec,
     balance_key,
     recent_key,
 )
-from services.account.adapters.fakes import FakeOutboxReader, FakeSubscription
-from services.account.domain import LedgerEntry, RecentTransactions
-from services.account.entrypoints.event_consumer import BalanceEventConsumer
-from services.account.service_layer.balance_events import BalanceEventApplier
 from services.account.service_layer.dependencies import CacheTtls
 from shared.cache import AppliedVersions, CacheEntry, CircuitBreaker, VersionedCache, decode_entry
 from shared.cache.fake_backend import InMemoryCacheBackend
@@ -75,12 +76,13 @@ async def rig() -> AsyncIterator[Rig]:
     subscription = FakeSubscription()
     outbox = FakeOutboxReader()
     versions = AppliedVersions()
-    consumer = BalanceEventConsumer(
-        new_subscription=lambda: subscription,
+    sync = BalanceEventSync(
         applier=BalanceEventApplier(cache, CacheTtls(60, 120, 300, 0.1)),
         outbox=outbox, partitions=PARTITIONS, catch_up_window_s=200, max_backoff_s=0.05,
         applied_versions=versions,
     )
+    consumer = BalanceEventConsumer(new_subscription=lambda: subscription, sync=sync,
+                                    partitions=PARTITIONS, max_backoff_s=0.05)
     await consumer.start()
     await consumer.wait_subscribed(2.0)
     try:

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from services.account.adapters.cache_layout import balance_key, loans_key, recent_key
 from services.account.adapters.fakes import FakeAccountReader
 from services.account.domain import AccountDetails, LedgerEntry, Loan, PagePosition
 from services.account.service_layer import accounts, balances
+from services.account.service_layer.cache_layout import balance_key, loans_key, recent_key
 from services.account.service_layer.dependencies import AccountReads, CacheTtls
 from services.account.service_layer.pagination import decode_page_token, encode_page_token
 from shared.auth_context import Caller

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import Settings
-from shared.errors import InvalidArgument
-from shared.passwords import (
-    MAX_PASSWORD_LENGTH,
+from services.auth.adapters.password_hasher import (
     Argon2Params,
     Argon2PasswordHasher,
+    hasher_from_settings,
+)
+from services.auth.domain import (
+    MAX_PASSWORD_LENGTH,
     WeakPassword,
     check_password_length,
     check_password_strength,
-    hasher_from_settings,
 )
+from shared.config import Settings
+from shared.errors import InvalidArgument
 
 CHEAP = Argon2Params(time_cost=1, memory_kib=8, parallelism=1)
 

@@ -10,6 +10,7 @@ from services.auth.adapters.fakes import (
     FakeSessions,
     FakeUserRepository,
 )
+from services.auth.adapters.password_hasher import Argon2Params, Argon2PasswordHasher
 from services.auth.domain import INVALID_CREDENTIALS_MESSAGE, LoginRequest
 from services.auth.service_layer import credentials, session_management
 from services.auth.service_layer.ports import AuthDependencies
@@ -22,7 +23,6 @@ from shared.errors import (
     Unauthenticated,
     Unavailable,
 )
-from shared.passwords import Argon2Params, Argon2PasswordHasher
 
 PASSWORD = "glacier violet umbrella 42"
 CHEAP = Argon2Params(time_cost=1, memory_kib=8, parallelism=1)

@@ -65,8 +65,8 @@ def test_an_ordered_list_round_trips_and_refuses_what_its_framing_cannot_carry()
 
 
 def test_a_recent_list_in_the_older_json_format_still_reads() -> None:
-    from services.account.adapters.cache_layout import RecentTransactionsCodec
     from services.account.domain import LedgerEntry
+    from services.account.service_layer.cache_layout import RecentTransactionsCodec
 
     legacy = b'{"c":"EUR","e":[[7,"t",-5,95,"cp","d",123]]}'
     value = RecentTransactionsCodec("acc").from_entry(CacheEntry(3, "owner", legacy))

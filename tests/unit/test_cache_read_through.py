@@ -20,7 +20,7 @@ from shared.cache import (
 from shared.cache.backend import WriteOutcome
 from shared.cache.fake_backend import InMemoryCacheBackend
 from shared.cache.read_through import LeaseTuning
-from tests.unit.cache_doubles import Database, Row, RowCodec
+from tests.support.cache_rows import Database, Row, RowCodec
 
 KEY = "account:{a1}:balance"
 

@@ -20,7 +20,7 @@ from shared.cache import (
     VersionedCache,
 )
 from shared.cache.fake_backend import InMemoryCacheBackend
-from tests.unit.cache_doubles import Database, Row, RowCodec
+from tests.support.cache_rows import Database, Row, RowCodec
 
 ACCOUNT = "a1"
 KEY = "account:{a1}:balance"

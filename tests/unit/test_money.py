@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.money import format_minor_units
+from shared.money import format_minor_units, money_message
 
 
 @pytest.mark.parametrize(
@@ -12,3 +12,8 @@ from shared.money import format_minor_units
 )
 def test_formats_exactly(units: int, currency: str, text: str) -> None:
     assert format_minor_units(units, currency) == text
+
+
+def test_the_money_message_carries_the_formatted_amount() -> None:
+    message = money_message(-250, "EUR")
+    assert (message.minor_units, message.currency, message.formatted) == (-250, "EUR", "-2.50")

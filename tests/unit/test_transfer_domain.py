@@ -12,6 +12,7 @@ import pytest
 from services.transfer.domain import (
     InvalidTransfer,
     TransferCommand,
+    parse_rejection,
     rejection_error,
     validate_transfer,
 )
@@ -19,6 +20,7 @@ from services.transfer.service_layer.transfers import decode_page_token, encode_
 from shared.errors import BankError, InvalidArgument
 
 A, B = str(uuid.uuid4()), str(uuid.uuid4())
+USER = str(uuid.uuid4())
 
 
 def valid(**overrides: Any) -> dict[str, Any]:
@@ -80,22 +82,27 @@ def test_the_maximum_itself_is_allowed() -> None:
 def test_each_stored_rejection_maps_to_one_status(reason: str, code: grpc.StatusCode,
                                                   needle: str) -> None:
     command = validate_transfer(**valid())
-    error = rejection_error(reason, command)
+    error = rejection_error(parse_rejection(reason), command)
     assert error.code == code
     assert needle in error.message
     # A replay builds the same error from the same request.
-    assert rejection_error(reason, command).message == error.message
+    assert rejection_error(parse_rejection(reason), command).message == error.message
 
 
 def test_an_unknown_reason_is_an_internal_error() -> None:
-    error = rejection_error("cosmic_rays", validate_transfer(**valid()))
-    assert type(error) is BankError
-    assert error.code == grpc.StatusCode.INTERNAL
+    with pytest.raises(BankError) as caught:
+        parse_rejection("cosmic_rays")
+    assert type(caught.value) is BankError
+    assert caught.value.code == grpc.StatusCode.INTERNAL
 
 
 def test_page_tokens_round_trip_and_reject_garbage() -> None:
     when = datetime(2026, 11, 27, 1, 2, 3, 456789, tzinfo=UTC)
-    assert decode_page_token(encode_page_token(when, A)) == (when, A)
-    for garbage in ("!!!", "bm90IGEgdG9rZW4", encode_page_token(when, "x")):
+    token = encode_page_token(USER, when, A)
+    assert decode_page_token(token, USER) == (when, A)
+    flipped = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
+    for garbage in ("!!!", "bm90IGEgdG9rZW4", flipped, token[:-2], token + "AA", "A" * 200):
         with pytest.raises(InvalidArgument):
-            decode_page_token(garbage)
+            decode_page_token(garbage, USER)
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, str(uuid.uuid4()))  # another user's cursor

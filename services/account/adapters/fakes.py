@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from services.account.adapters.event_subscription import Notice, SubscriptionLost
+from services.account.adapters.outbox_reader import decode_payloads
 from services.account.domain import (
     AccountDetails,
+    BalanceChange,
     BalanceSnapshot,
     LedgerEntry,
     Loan,
@@ -101,13 +103,14 @@ class FakeOutboxReader:
         self.queries = 0
         self.fail = False
 
-    async def balance_change_payloads(
+    async def balance_changes(
         self, partitions: Sequence[int], window_s: float
-    ) -> list[bytes]:
+    ) -> list[BalanceChange]:
         self.queries += 1
         if self.fail:
             raise ConnectionError("fake outbox is down")
-        return [payload for partition, payload in self.rows if partition in partitions]
+        return decode_payloads([payload for partition, payload in self.rows
+                                if partition in partitions])
 
 
 class FakeSubscription:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
-from shared.events import TOPIC_BALANCE_CHANGED
+from google.protobuf.message import DecodeError
+
+from services.account.adapters.balance_changed import change_from_event
+from services.account.domain import BalanceChange
+from shared.events import TOPIC_BALANCE_CHANGED, decode_balance_changed
 from shared.metrics import DB_QUERIES
 from shared.pg_pool import PoolType
+
+log = logging.getLogger(__name__)
 
 # The newest row per account is enough: the cache only moves forward. For one account the rows'
 # ids follow its versions, because each row is inserted while that account's row lock is held.
@@ -18,13 +25,24 @@ _CATCH_UP_SQL = (
 )
 
 
+def decode_payloads(payloads: Sequence[bytes]) -> list[BalanceChange]:
+    """Outbox payloads as changes; one this release cannot parse is logged and skipped."""
+    changes = []
+    for payload in payloads:
+        try:
+            changes.append(change_from_event(decode_balance_changed(payload)))
+        except DecodeError:
+            log.error("undecodable outbox payload skipped")
+    return changes
+
+
 class OutboxReader:
     def __init__(self, pool: PoolType) -> None:
         self._pool = pool
 
-    async def balance_change_payloads(
+    async def balance_changes(
         self, partitions: Sequence[int], window_s: float
-    ) -> list[bytes]:
+    ) -> list[BalanceChange]:
         DB_QUERIES.labels("account", "outbox_catch_up").inc()
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
@@ -32,4 +50,4 @@ class OutboxReader:
                 {"topic": TOPIC_BALANCE_CHANGED, "partitions": list(partitions),
                  "window_s": window_s},
             )
-            return [bytes(row[0]) for row in await cursor.fetchall()]
+            return decode_payloads([bytes(row[0]) for row in await cursor.fetchall()])

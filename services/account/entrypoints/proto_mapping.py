@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from bank.v1 import account_pb2, common_pb2
+from bank.v1 import account_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.account.domain import AccountDetails, BalanceSnapshot, LedgerEntry, Loan
-from shared.money import format_minor_units
+from shared.money import format_minor_units, money_message
 
 _ACCOUNT_STATUS = {"open": account_pb2.ACCOUNT_STATUS_OPEN,
                    "closed": account_pb2.ACCOUNT_STATUS_CLOSED}
 _LOAN_STATUS = {"active": account_pb2.LOAN_STATUS_ACTIVE, "repaid": account_pb2.LOAN_STATUS_REPAID}
-
-
-def money(minor_units: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(minor_units=minor_units, currency=currency,
-                            formatted=format_minor_units(minor_units, currency))
 
 
 def balance_message(snap: BalanceSnapshot, from_cache: bool) -> account_pb2.Balance:
@@ -44,7 +39,7 @@ def account_message(account: AccountDetails) -> account_pb2.Account:
         owner_user_id=account.owner_user_id,
         name=account.name,
         currency=account.currency,
-        balance=money(account.minor_units, account.currency),
+        balance=money_message(account.minor_units, account.currency),
         version=account.version,
         status=_ACCOUNT_STATUS.get(account.status, account_pb2.ACCOUNT_STATUS_UNSPECIFIED),
         created_at=timestamp(account.created_us),
@@ -57,8 +52,8 @@ def ledger_entry_message(account_id: str, currency: str,
         entry_id=entry.entry_id,
         account_id=account_id,
         transfer_id=entry.transfer_id,
-        amount=money(entry.amount, currency),
-        balance_after=money(entry.balance_after, currency),
+        amount=money_message(entry.amount, currency),
+        balance_after=money_message(entry.balance_after, currency),
         counterparty_account_id=entry.counterparty_account_id,
         description=entry.description,
         created_at=timestamp(entry.created_us),
@@ -69,8 +64,8 @@ def loan_message(loan: Loan) -> account_pb2.Loan:
     return account_pb2.Loan(
         loan_id=loan.loan_id,
         account_id=loan.account_id,
-        principal=money(loan.principal, loan.currency),
-        outstanding=money(loan.outstanding, loan.currency),
+        principal=money_message(loan.principal, loan.currency),
+        outstanding=money_message(loan.outstanding, loan.currency),
         interest_rate_bps=loan.interest_rate_bps,
         status=_LOAN_STATUS.get(loan.status, account_pb2.LOAN_STATUS_UNSPECIFIED),
         created_at=timestamp(loan.created_us),

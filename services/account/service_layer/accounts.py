@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.account.adapters.cache_layout import LOANS, UserLoansCodec, loans_key
 from services.account.domain import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -14,6 +13,7 @@ from services.account.domain import (
     UserLoans,
 )
 from services.account.service_layer.balances import not_found, parse_account_id
+from services.account.service_layer.cache_layout import LOANS, UserLoansCodec, loans_key
 from services.account.service_layer.dependencies import AccountReads
 from services.account.service_layer.pagination import decode_page_token, encode_page_token
 from shared.auth_context import Caller

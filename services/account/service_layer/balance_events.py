@@ -10,7 +10,8 @@ list as well. Both keys share the account's hash tag: one Lua call.
 
 from __future__ import annotations
 
-from services.account.adapters.cache_layout import (
+from services.account.domain import RECENT_TRANSACTIONS_LIMIT, BalanceChange
+from services.account.service_layer.cache_layout import (
     BALANCE,
     RECENT,
     balance_data,
@@ -18,7 +19,6 @@ from services.account.adapters.cache_layout import (
     recent_insertion,
     recent_key,
 )
-from services.account.domain import RECENT_TRANSACTIONS_LIMIT, BalanceChange
 from services.account.service_layer.dependencies import CacheTtls
 from shared.cache import KeyUpdate, UpdateMode, VersionedCache
 from shared.cache.backend import WriteOutcome

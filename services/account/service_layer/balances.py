@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from services.account.adapters.cache_layout import (
+from services.account.domain import (
+    RECENT_TRANSACTIONS_LIMIT,
+    BalanceSnapshot,
+    RecentTransactions,
+)
+from services.account.service_layer.cache_layout import (
     BALANCE,
     RECENT,
     BalanceCodec,
     RecentTransactionsCodec,
     balance_key,
     recent_key,
-)
-from services.account.domain import (
-    RECENT_TRANSACTIONS_LIMIT,
-    BalanceSnapshot,
-    RecentTransactions,
 )
 from services.account.service_layer.dependencies import AccountReads
 from shared.auth_context import Caller

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from services.account.domain import (
     AccountDetails,
+    BalanceChange,
     BalanceSnapshot,
     PagePosition,
     RecentTransactions,
@@ -37,9 +38,9 @@ class AccountReader(Protocol):
 
 
 class OutboxReader(Protocol):
-    async def balance_change_payloads(
+    async def balance_changes(
         self, partitions: Sequence[int], window_s: float
-    ) -> list[bytes]:
-        """Serialized `BalanceChanged` events of these partitions committed in the last
-        `window_s` seconds: the newest per account is enough, older ones are stale anyway."""
+    ) -> list[BalanceChange]:
+        """The `BalanceChanged` events of these partitions committed in the last `window_s`
+        seconds: the newest per account is enough, older ones are stale anyway."""
         ...

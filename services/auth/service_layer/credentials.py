@@ -10,6 +10,8 @@ from services.auth.domain import (
     NewSession,
     Registration,
     StoredCredentials,
+    check_password_length,
+    check_password_strength,
     normalize_currency,
     normalize_email,
     normalize_name,
@@ -17,7 +19,6 @@ from services.auth.domain import (
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
 from shared.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated
-from shared.passwords import check_password_length, check_password_strength
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from bank.v1 import common_pb2, events_pb2
 
 from services.transfer.domain import (
     OutboxEvent,
+    RejectionReason,
     SourceBalance,
     Transfer,
     TransferCommand,
@@ -53,7 +54,9 @@ class FakeReadYourWritesFloors:
 class FakeTransferRepository:
     accounts: dict[str, FakeAccount] = field(default_factory=dict)
     transfers: list[Transfer] = field(default_factory=list)
-    rejections: dict[tuple[str, str], tuple[TransferCommand, str]] = field(default_factory=dict)
+    rejections: dict[tuple[str, str], tuple[TransferCommand, RejectionReason]] = field(
+        default_factory=dict
+    )
     calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -65,12 +68,14 @@ class FakeTransferRepository:
         for done in self.transfers:
             if (done.user_id, done.idempotency_key) == key:
                 if _params(done) != _command_params(command):
-                    return TransferOutcome(None, False, "idempotency_key_reused")
+                    return TransferOutcome(None, False, RejectionReason.IDEMPOTENCY_KEY_REUSED)
                 return TransferOutcome(done, True, None)
         if key in self.rejections:
             stored, reason = self.rejections[key]
             same = _command_params(stored) == _command_params(command)
-            return TransferOutcome(None, False, reason if same else "idempotency_key_reused")
+            return TransferOutcome(
+                None, False, reason if same else RejectionReason.IDEMPOTENCY_KEY_REUSED
+            )
         failed = self._check(command)
         if failed is not None:
             self.rejections[key] = (command, failed)
@@ -98,23 +103,23 @@ class FakeTransferRepository:
         )
         return TransferOutcome(transfer, False, None, events)
 
-    def _check(self, command: TransferCommand) -> str | None:
+    def _check(self, command: TransferCommand) -> RejectionReason | None:
         source = self.accounts.get(command.from_account_id)
         destination = self.accounts.get(command.to_account_id)
         if source is None or source.owner_user_id != command.user_id:
-            return "source_not_found"
+            return RejectionReason.SOURCE_NOT_FOUND
         if destination is None:
-            return "destination_not_found"
+            return RejectionReason.DESTINATION_NOT_FOUND
         if not source.open:
-            return "source_closed"
+            return RejectionReason.SOURCE_CLOSED
         if not destination.open:
-            return "destination_closed"
+            return RejectionReason.DESTINATION_CLOSED
         if source.currency != command.currency:
-            return "source_currency_mismatch"
+            return RejectionReason.SOURCE_CURRENCY_MISMATCH
         if destination.currency != command.currency:
-            return "destination_currency_mismatch"
+            return RejectionReason.DESTINATION_CURRENCY_MISMATCH
         if source.balance < command.amount:
-            return "insufficient_funds"
+            return RejectionReason.INSUFFICIENT_FUNDS
         return None
 
     async def get(self, user_id: str, transfer_id: str) -> Transfer | None:

@@ -1,5 +1,5 @@
-"""PostgreSQL side of transfers: one call of `transfer_money` (migration 0002) per transfer, plus
-the reads of GetTransfer and ListTransfers."""
+"""PostgreSQL side of transfers: one call of `transfer_money` (live definition beside this file,
+in sql/transfer_money.sql) per transfer, plus the reads of GetTransfer and ListTransfers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -18,6 +19,7 @@ from services.transfer.domain import (
     Transfer,
     TransferCommand,
     TransferOutcome,
+    parse_rejection,
 )
 from shared.errors import Unavailable
 from shared.metrics import DB_QUERIES
@@ -29,6 +31,11 @@ from shared.pg_pool import PoolType
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 MAX_ATTEMPTS = 5
 _T = TypeVar("_T")
+
+# The live definition of the function called below. Migrations install frozen copies of it (a
+# change to the function is a new migration carrying the new text; a test holds the newest copy
+# to this file).
+TRANSFER_MONEY_SQL = Path(__file__).parent / "sql" / "transfer_money.sql"
 
 _TRANSFER_SQL = (
     "SELECT outcome, reason, transfer_id::text, created_at, source_balance, source_version,"
@@ -139,7 +146,8 @@ def outcome_from_row(command: TransferCommand, row: Sequence[Any]) -> TransferOu
     """Turn transfer_money's result row into a domain outcome."""
     outcome, reason = row[0], row[1]
     if outcome == "rejected":
-        return TransferOutcome(transfer=None, replayed=False, rejection=reason)
+        return TransferOutcome(transfer=None, replayed=False,
+                               rejection=parse_rejection(reason))
     transfer = Transfer(
         transfer_id=row[2],
         user_id=command.user_id,

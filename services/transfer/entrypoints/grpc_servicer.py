@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import grpc
-from bank.v1 import account_pb2, common_pb2, transfer_pb2, transfer_pb2_grpc
+from bank.v1 import account_pb2, transfer_pb2, transfer_pb2_grpc
 
 from services.transfer.domain import Transfer
 from services.transfer.service_layer.transfers import TransferService
 from shared.auth_context import current_caller
 from shared.call_metadata import current_call_headers
 from shared.errors import InvalidArgument
-from shared.money import format_minor_units
-
-
-def _money(minor_units: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(
-        minor_units=minor_units, currency=currency,
-        formatted=format_minor_units(minor_units, currency),
-    )
+from shared.money import money_message
 
 
 def transfer_to_proto(transfer: Transfer) -> transfer_pb2.Transfer:
@@ -25,7 +18,7 @@ def transfer_to_proto(transfer: Transfer) -> transfer_pb2.Transfer:
         transfer_id=transfer.transfer_id,
         from_account_id=transfer.from_account_id,
         to_account_id=transfer.to_account_id,
-        amount=_money(transfer.amount, transfer.currency),
+        amount=money_message(transfer.amount, transfer.currency),
         status=transfer_pb2.TRANSFER_STATUS_COMPLETED,
         description=transfer.description,
         idempotency_key=transfer.idempotency_key,
@@ -36,7 +29,7 @@ def transfer_to_proto(transfer: Transfer) -> transfer_pb2.Transfer:
         reply.source_balance.CopyFrom(
             account_pb2.Balance(
                 account_id=balance.account_id,
-                balance=_money(balance.minor_units, balance.currency),
+                balance=money_message(balance.minor_units, balance.currency),
                 version=balance.version,
                 source=account_pb2.READ_SOURCE_DATABASE,
             )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from services.transfer.domain import (
     Transfer,
@@ -21,6 +20,7 @@ from services.transfer.service_layer.ports import ReadYourWritesFloors, Transfer
 from shared.auth_context import Caller
 from shared.errors import InvalidArgument
 from shared.events import decode_balance_changed, partition_of
+from shared.page_tokens import INVALID_PAGE_TOKEN_MESSAGE, PageTokens
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -101,11 +101,13 @@ class TransferService:
         if page_size < 0:
             raise InvalidArgument("page_size must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = decode_page_token(page_token) if page_token else None
+        after = decode_page_token(page_token, caller.user_id) if page_token else None
         # One extra row tells whether another page exists, without a count query.
         rows = await self._repository.list_for_user(caller.user_id, limit + 1, after)
         page, more = rows[:limit], len(rows) > limit
-        token = encode_page_token(page[-1].created_at, page[-1].transfer_id) if more else ""
+        token = ""
+        if more:
+            token = encode_page_token(caller.user_id, page[-1].created_at, page[-1].transfer_id)
         return TransferPage(page, token)
 
 
@@ -123,22 +125,22 @@ def versions_written(outcome: TransferOutcome) -> dict[str, int]:
     return versions
 
 
-def encode_page_token(created_at: datetime, transfer_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{transfer_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+# ListTransfers' page tokens (shared/page_tokens.py): the keyset position (created_at, id) of
+# the page's last transfer, bound to the user whose list it is.
+_TOKENS = PageTokens("bank.v1.xferpage", "q16s")  # created_us, transfer uuid
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def decode_page_token(token: str) -> tuple[datetime, str]:
-    invalid = InvalidArgument("page_token is invalid (pass next_page_token unchanged)")
+def encode_page_token(user_id: str, created_at: datetime, transfer_id: str) -> str:
+    return _TOKENS.encode(user_id, (created_at - _EPOCH) // _MICROSECOND,
+                          uuid.UUID(transfer_id).bytes)
+
+
+def decode_page_token(token: str, user_id: str) -> tuple[datetime, str]:
+    created_us, transfer_id = _TOKENS.decode(token, user_id)
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        created, _, transfer_id = raw.partition("|")
-        when = datetime.fromisoformat(created)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise invalid from None
-    if when.tzinfo is None:
-        raise invalid
-    try:
-        return when, parse_id(transfer_id, "page_token")
-    except InvalidArgument:
-        raise invalid from None
+        created_at = _EPOCH + created_us * _MICROSECOND
+    except OverflowError:  # a forged position beyond the datetime range
+        raise InvalidArgument(INVALID_PAGE_TOKEN_MESSAGE) from None
+    return created_at, str(uuid.UUID(bytes=transfer_id))

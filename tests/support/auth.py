@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Awaitable
 from typing import Any
-
-import grpc
-import pytest
 
 from shared.config import Settings
 
@@ -26,11 +22,3 @@ def random_address() -> str:
     return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
 
 
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await call
-    return failed.value

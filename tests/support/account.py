@@ -29,10 +29,12 @@ from services.account.domain import (
     UserLoans,
 )
 from services.account.service_layer.ports import AccountReader
+from services.transfer.adapters.event_publisher import RedisEventPublisher
+from services.transfer.domain import OutboxEvent
 from shared.cache import CacheEntry, decode_entry
 from shared.config import Settings
-from shared.events import RedisEventPublisher
 from shared.redis_pipeline import ClusterPipeline
+from tests.support.rpc import bearer
 from tests.support.sessions import open_session
 
 
@@ -44,7 +46,7 @@ class Customer:
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),)
+        return bearer(self.token)
 
 
 async def new_customer(
@@ -97,16 +99,9 @@ async def publish_newest_events(
             {"ids": account_ids},
         )).all()
     published = await RedisEventPublisher(redis).publish(
-        [_OutboxRow(r.outbox_id, r.partition, bytes(r.payload)) for r in rows]
+        [OutboxEvent(r.outbox_id, r.partition, bytes(r.payload)) for r in rows]
     )
     assert len(published) == len(account_ids), "publishing the test's events failed"
-
-
-@dataclass(frozen=True)
-class _OutboxRow:
-    outbox_id: int
-    partition: int
-    payload: bytes
 
 
 async def cached_entry(redis: RedisCluster, key: str) -> CacheEntry | None:
@@ -129,11 +124,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
-
-async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await call
-    return failed.value
 
 
 class CountingReader:

@@ -21,6 +21,7 @@ from services.transfer.bootstrap import TransferApp, build_transfer_app
 from shared.config import Settings
 from shared.events import channel_name, decode_balance_changed
 from shared.redis_client import create_redis_cluster
+from tests.support.rpc import bearer
 from tests.support.sessions import open_session
 
 
@@ -32,7 +33,7 @@ class Customer:
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),)
+        return bearer(self.token)
 
 
 async def new_customer(
