@@ -5,7 +5,8 @@
     histogram    mergeable latency histograms and percentiles
     workload     the design's operation mix and open-loop arrival times
     population   bench users, accounts, money and sessions in PostgreSQL
-    drivers      one request of each operation over gRPC or HTTP (gateway / edge)
+    drivers      one request of each operation over gRPC or HTTP (the Envoy edge)
+    wrk          the closed-loop maxima through the edge, driven by wrk
     loadgen      the load generator processes (open loop and closed loop)
     observe      snapshots of the services' /metrics, Redis INFO and PostgreSQL statistics
     baseline     pgbench and redis-benchmark on the same servers

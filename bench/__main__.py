@@ -22,8 +22,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="under a minute, smaller and shorter")
-    parser.add_argument("--via", choices=["auto", "edge", "gateway", "grpc"], default="auto",
-                        help="path to measure (auto: edge, else gateway, else gRPC)")
+    parser.add_argument("--via", choices=["auto", "edge", "grpc"], default="auto",
+                        help="path to measure (auto: the Envoy edge, else gRPC)")
+    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto",
+                        help="closed-loop maxima through the edge: wrk (auto: when installed) "
+                             "or the Python generator")
     parser.add_argument("--use-running", action="store_true",
                         help="measure the stack `make run` started instead of starting one")
     parser.add_argument("--users", type=int, help="bench users (default 2000, quick 300)")
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, object] = {
         "via": args.via,
+        "load": args.load,
         "use_running": args.use_running,
         "skip_baseline": args.skip_baseline,
         "production_argon2": args.production_argon2,

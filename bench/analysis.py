@@ -63,14 +63,14 @@ def stale_rejects_by_kind(metrics: dict[SampleKey, float]) -> dict[str, float]:
     return {kind: v for (kind, outcome), v in grouped.items() if outcome == "stale_rejected"}
 
 
-def gateway_session_checks(metrics: dict[SampleKey, float]) -> HitCounts | None:
-    """The gateways' session lookups (bank_gateway_session_checks_total): redis_hit is a hit,
-    redis_miss goes to the auth service's ValidateSession (a miss), the rest is other."""
-    grouped = sum_by(metrics, "bank_gateway_session_checks_total", "outcome")
+def session_checks(metrics: dict[SampleKey, float]) -> HitCounts | None:
+    """The request gates' session checks (bank_session_checks_total): redis_hit is a hit,
+    confirmed (PostgreSQL vouched for a missing or stale entry) a miss, the rest is other."""
+    grouped = sum_by(metrics, "bank_session_checks_total", "outcome")
     if not grouped:
         return None
     hits = grouped.get(("redis_hit",), 0.0)
-    misses = grouped.get(("redis_miss",), 0.0)
+    misses = grouped.get(("confirmed",), 0.0)
     return HitCounts(hits, misses, sum(grouped.values()) - hits - misses)
 
 

@@ -14,8 +14,11 @@ DESIGN_PEAK_RATE = 105.0
 
 @dataclass(frozen=True)
 class BenchConfig:
-    # "auto" picks the edge if it runs, else a gateway replica, else the gRPC services.
+    # "auto" picks the edge (Envoy) if it runs, else the gRPC services.
     via: str = "auto"
+    # Who drives the closed-loop maxima through the edge: "auto" (wrk when installed), "wrk",
+    # or "python" (the same generator as the mixed phases).
+    load: str = "auto"
     users: int = 2000
     zipf_exponent: float = 1.0
     mix: OperationMix = dataclasses.field(default_factory=OperationMix.per_user_per_day)

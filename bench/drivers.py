@@ -1,5 +1,5 @@
-"""One request of each operation, over gRPC (the services directly) or HTTP (a gateway replica,
-or the Envoy edge in front of the gateways). Every call returns where a read was served from."""
+"""One request of each operation, over gRPC (the services directly) or HTTP (the Envoy edge).
+Every call returns where a read was served from."""
 
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ class RequestFailed(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """Where the load goes: via "grpc" (services), "gateway" or "edge" (HTTP)."""
+    """Where the load goes: via "grpc" (the services) or "edge" (HTTP through Envoy)."""
 
     via: str
-    # HTTP: every gateway replica (requests alternate) or the one edge address.
+    # HTTP: the edge's address.
     base_urls: tuple[str, ...] = ()
     account_target: str = ""
     transfer_target: str = ""
@@ -96,7 +96,7 @@ class GrpcDriver:
         self._channels: list[grpc.aio.Channel] = []
 
     async def open(self, connections: int) -> None:
-        # Client-side round robin over the replicas, as the gateway does.
+        # Client-side round robin over the replicas, as internal callers do.
         options = [("grpc.lb_policy_name", "round_robin")]
         account = grpc.aio.insecure_channel(self._target.account_target, options=options)
         transfer = grpc.aio.insecure_channel(self._target.transfer_target, options=options)

@@ -95,7 +95,7 @@ def goals(run: BenchRun) -> list[list[str]]:
                  else read_rate is not None and read_rate >= _GOAL_READS_PER_S)
     at64_text = (f"; at 64 concurrent {fmt_rate(at64.result.throughput)}/s, p99 "
                  f"{fmt_ms(at64.result.histogram().percentile_s(99))} ms") if at64 else ""
-    rows.append(["cached balance reads, edge + gateway, auth + rate limit",
+    rows.append(["cached balance reads through Envoy, session check + rate limit",
                  ">= 2,000/s at p99 <= 50 ms (64 concurrent)",
                  (f"{fmt_rate(read_rate)}/s" if read_rate is not None else
                   f"no step at p99 <= {run.read_p99_goal_s * 1000:g} ms")

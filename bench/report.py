@@ -10,10 +10,10 @@ from bench.analysis import (
     db_queries_by_service,
     event_lag_buckets,
     events_by_outcome,
-    gateway_session_checks,
     histogram_quantile,
     other_results_by_kind,
     redis_hit_rate,
+    session_checks,
     stale_rejects_by_kind,
 )
 from bench.goals import goals, headline
@@ -79,13 +79,13 @@ def _hit_rate_table(phase: MixedPhase) -> str:
         other = ", ".join(f"{r} {v:,.0f}" for r, v in sorted(others.get(kind, {}).items()))
         rows.append([kind, f"{counts.hits:,.0f}", f"{counts.misses:,.0f}", other or "",
                      f"{stale.get(kind, 0):,.0f}", fmt_pct(counts.hit_rate)])
-    gateway = gateway_session_checks(phase.metrics)
-    if gateway is not None:
-        outcomes = sum_by(phase.metrics, "bank_gateway_session_checks_total", "outcome")
+    gate = session_checks(phase.metrics)
+    if gate is not None:
+        outcomes = sum_by(phase.metrics, "bank_session_checks_total", "outcome")
         other = ", ".join(f"{o} {n:,.0f}" for (o,), n in sorted(outcomes.items())
-                          if n and o not in ("redis_hit", "redis_miss"))
-        rows.append(["gateway session check (Lua)", f"{gateway.hits:,.0f}",
-                     f"{gateway.misses:,.0f}", other, "", fmt_pct(gateway.hit_rate)])
+                          if n and o not in ("redis_hit", "confirmed"))
+        rows.append(["session check (request gate, Lua)", f"{gate.hits:,.0f}",
+                     f"{gate.misses:,.0f}", other, "", fmt_pct(gate.hit_rate)])
     redis_hits = phase.redis_after.keyspace_hits - phase.redis_before.keyspace_hits
     redis_misses = phase.redis_after.keyspace_misses - phase.redis_before.keyspace_misses
     rows.append(["Redis INFO keyspace (every key)", f"{redis_hits:,}", f"{redis_misses:,}", "",
@@ -342,7 +342,7 @@ def _notes(run: BenchRun) -> list[str]:
         wall = sum(s.result.measured_s for s in steps)
         notes.append(f"- closed-loop steps: the load generator used {cpu:.1f} CPU s in "
                      f"{wall:.0f} s measured (~{cpu / max(wall, 1e-9):.2f} of the 2 cores).")
-    notes.append("- The gateways' per-user rate limit (100/min) runs on every request with its "
+    notes.append("- The per-user rate limit (100/min) runs on every request with its "
                  "threshold raised out of reach: the bench's hottest users send several requests "
                  "a second.")
     return notes

@@ -24,7 +24,7 @@ from devstack.processes import wait_for_port
 
 HOST = "127.0.0.1"
 DBNAME = "cachebank"
-# The gateways' limit of 100 requests a minute per user would turn most of a load test into 429s
+# The per-user limit of 100 requests a minute would turn most of a load test into 429s
 # (the hottest bench user alone sends several per second), and every bench login comes from one
 # address, 127.0.0.1, where real logins come from many: the per-address login limit (attempts in
 # flight or failed per window) would refuse most of them. Both checks still run on every request,
@@ -50,7 +50,7 @@ def port_open(port: int, host: str = HOST) -> bool:
 
 def replica_listen_port(component: Component, replica: int) -> int | None:
     ports = component.ports(replica)
-    return ports.get("grpc") or ports.get("http") or ports.get("metrics")
+    return ports.get("grpc") or ports.get("metrics")
 
 
 @dataclass(frozen=True)
@@ -88,20 +88,10 @@ def running_replicas() -> dict[str, int]:
 
 
 def metrics_endpoints() -> list[str]:
-    """Every replica's /metrics: the metrics port, and the HTTP port where the gateway serves it.
-    Endpoints that do not answer are skipped when scraped."""
-    out = []
-    for component in COMPONENTS:
-        for replica in range(component.replicas):
-            ports = component.ports(replica)
-            out += [f"{HOST}:{ports[kind]}" for kind in ("metrics", "http") if kind in ports]
-    return out
-
-
-def gateway_urls() -> list[str]:
-    gateway = next(c for c in COMPONENTS if c.name == "gateway")
-    return [f"http://{HOST}:{gateway.ports(i)['http']}" for i in range(gateway.replicas)
-            if port_open(gateway.ports(i)["http"])]
+    """Every replica's /metrics. Endpoints that do not answer are skipped when scraped."""
+    return [f"{HOST}:{component.ports(replica)['metrics']}"
+            for component in COMPONENTS for replica in range(component.replicas)
+            if "metrics" in component.ports(replica)]
 
 
 def grpc_targets() -> dict[str, str]:
@@ -143,7 +133,7 @@ class OwnStack:
         return list(self._stack.lines)
 
     def pids(self) -> dict[str, int]:
-        """Replica name ("gateway-0") -> pid, for the profiler."""
+        """Replica name ("account-0") -> pid, for the profiler."""
         return {p.name: p.pid for p in self._stack.processes if p.pid is not None and p.alive}
 
     def set_cache(self, enabled: bool) -> float:

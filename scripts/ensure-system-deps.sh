@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the servers devstack runs are installed: redis-server + redis-cli and a
 # PostgreSQL server (initdb/postgres under /usr/lib/postgresql/*/bin, with the
-# pg_stat_statements module from contrib).
+# pg_stat_statements module from contrib), and wrk, the load generator of `make bench`.
 #
 # Idempotent and silent when everything is present. As root it installs what is
 # missing through apt; otherwise it names the packages and exits 1.
@@ -11,12 +11,13 @@
 # those; it runs its own servers on free ports as child processes.
 set -eu
 
-PACKAGES="redis-server redis-tools postgresql postgresql-contrib"
+PACKAGES="redis-server redis-tools postgresql postgresql-contrib wrk"
 
 missing() {
     local what=""
     command -v redis-server >/dev/null 2>&1 || what="$what redis-server"
     command -v redis-cli >/dev/null 2>&1 || what="$what redis-cli"
+    command -v wrk >/dev/null 2>&1 || what="$what wrk"
     local initdb_found="" pgss_found="" f
     for f in /usr/lib/postgresql/*/bin/initdb; do
         [ -x "$f" ] && initdb_found=1
