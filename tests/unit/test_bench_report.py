@@ -165,7 +165,7 @@ def test_headline_and_goals_show_the_measured_figures() -> None:
     read_path = next(line for line in table.splitlines() if "account service" in line)
     assert "80.0" in read_path and "4.0" in read_path and "95.0 % less" in read_path
     rows = {r[0]: r for r in goals(run)}
-    reads = rows["cached balance reads, edge + gateway, auth + rate limit"]
+    reads = rows["cached balance reads through Envoy, session check + rate limit"]
     assert reads[2].startswith("250/s via edge") and reads[3] == "missed"
     assert rows["balance hit rate"][3] == "met"
     assert rows["database statements, cache on vs off"][3] == "met"
@@ -217,7 +217,7 @@ def test_goals_missed_when_no_step_kept_the_latency_bound() -> None:
     run.read_steps = run.read_steps[2:]  # only the 128-concurrent step, p99 90 ms
     run.transfer_steps = []
     rows = {r[0]: r for r in goals(run)}
-    reads = rows["cached balance reads, edge + gateway, auth + rate limit"]
+    reads = rows["cached balance reads through Envoy, session check + rate limit"]
     assert reads[2].startswith("no step at p99 <= 50 ms via edge") and reads[3] == "missed"
     assert rows["transfers"][3] == "–"
     run.via = "grpc"
@@ -233,3 +233,18 @@ def test_histogram_quantile_like_prometheus() -> None:
     assert histogram_quantile(0.99, buckets) == pytest.approx(0.01 + 0.09 * 0.9)
     assert histogram_quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
     assert histogram_quantile(0.99, {0.1: 1.0, float("inf"): 10.0}) == 0.1
+
+
+def test_wrk_output_becomes_a_phase_result() -> None:
+    from bench.workload import Op
+    from bench.wrk import parse_output
+
+    lines = ["Running 2s test", "WRK total 1000 2000000", "WRK socket 0 0 0 1",
+             "WRK sources 990 5", "WRK status 200 995", "WRK status 429 4"]
+    lines += [f"WRK q {1000 + i}" for i in range(1000)]  # 1.000 .. 1.999 ms
+    result = parse_output("balance max, 32 concurrent", Op.BALANCE, "\n".join(lines), 2.0, 0.0)
+    assert result.completed == 995
+    assert result.errors == {("balance", "http 429"): 4, ("balance", "socket timeout"): 1}
+    assert abs(result.histogram().percentile_s(50) - 0.0015) < 0.00005
+    assert abs(result.throughput - 497.5) < 0.01
+    assert (result.timeline[0].cache, result.timeline[0].database) == (990, 5)
