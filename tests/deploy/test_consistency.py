@@ -66,7 +66,10 @@ def test_replicated_components_are_replicated_everywhere(compose: dict[str, Any]
                                                          objects: dict[str, list[Obj]]) -> None:
     for component in COMPONENTS:
         in_compose = compose["services"][component.name]["deploy"]["replicas"]
-        in_k8s = of_kind(objects["prod"], "Deployment")[component.name]["spec"]["replicas"]
+        deployment = of_kind(objects["prod"], "Deployment")[component.name]
+        hpas = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"]
+                for h in of_kind(objects["prod"], "HorizontalPodAutoscaler").values()}
+        in_k8s = hpas.get(component.name) or deployment["spec"]["replicas"]
         assert (in_compose > 1) == (in_k8s > 1) == (component.replicas > 1), component.name
 
 

@@ -199,6 +199,18 @@ def test_edge_and_account_autoscale_on_cpu(overlay: str,
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscaled_deployments_leave_the_count_to_the_autoscaler(
+        overlay: str, objects: dict[str, list[Obj]]) -> None:
+    """An applied `replicas` resets the autoscaled count on every apply (a release at peak load
+    would drop to the floor): the HPA's minReplicas is the floor instead."""
+    deployments = of_kind(objects[overlay], "Deployment")
+    for hpa in of_kind(objects[overlay], "HorizontalPodAutoscaler").values():
+        target = hpa["spec"]["scaleTargetRef"]
+        assert target["kind"] == "Deployment"
+        assert "replicas" not in deployments[target["name"]]["spec"], target["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_grpc_targets_are_headless_services(overlay: str, objects: dict[str, list[Obj]]) -> None:
     objs = objects[overlay]
     services = of_kind(objs, "Service")
@@ -282,6 +294,24 @@ def test_redis_cluster_statefulset(overlay: str, objects: dict[str, list[Obj]]) 
     env = {e["name"]: e["value"] for e in
            init["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["REDIS_NODES"].split() == [f"redis-{i}.redis-headless:6379" for i in range(6)]
+    # Re-appliable: the finished Job goes, the next apply runs the idempotent script again.
+    assert init["spec"]["ttlSecondsAfterFinished"] > 0
+    pod = redis["spec"]["template"]["spec"]
+    node = pod["containers"][0]
+    # Ready means a whole cluster and a linked replica; a master fails over before it stops
+    # (the scripts themselves run in tests/deploy/test_redis_cluster_scripts.py).
+    assert node["readinessProbe"]["exec"]["command"] == ["sh", "/conf/ready.sh"]
+    assert node["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "/conf/pre-stop.sh"]
+    assert pod["terminationGracePeriodSeconds"] > 15  # pre-stop.sh's REDIS_FAILOVER_WAIT_S
+    scripts = next(c for n, c in of_kind(objects[overlay], "ConfigMap").items()
+                   if n.startswith("redis-conf"))["data"]
+    assert {"ready.sh", "pre-stop.sh", "cluster-init.sh", "start.sh"} <= set(scripts)
+    # Redis' metrics: the exporter sidecar on the named port the scrape policy opens.
+    exporter = next(c for c in pod["containers"] if c["name"] == "redis-exporter")
+    assert "--redis.addr=redis://127.0.0.1:6379" in exporter["args"]
+    assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121}]
+    annotations = redis["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9121"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
