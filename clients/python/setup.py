@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from setuptools import setup
@@ -61,12 +62,9 @@ def generated_for() -> list[str]:
 
 
 def generated_sample() -> str:
-    scratch = HERE / "build" / "version-probe"
-    shutil.rmtree(scratch, ignore_errors=True)
-    generate(scratch)
-    text = next(scratch.rglob("common_pb2.py")).read_text()
-    shutil.rmtree(scratch, ignore_errors=True)
-    return text
+    with tempfile.TemporaryDirectory() as scratch:
+        generate(Path(scratch))
+        return next(Path(scratch).rglob("common_pb2.py")).read_text()
 
 
 class BuildWithStubs(build_py):
