@@ -6,72 +6,24 @@ example script; and the wheel pip builds from clients/python, installed alone an
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import subprocess
 import sys
 import uuid
 import zipfile
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
-from cachebank_client import AsyncBankClient, BankClient, BearerToken, Endpoints, Money
+from cachebank_client import AsyncBankClient, BankClient, BearerToken, Money
 from cachebank_client.errors import NotFound, Unauthenticated
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devstack import seed
-from shared.config import Settings
-from tests.e2e.conftest import BUILDERS, CHEAP_ARGON2, PASSWORD
+from tests.e2e.conftest import PASSWORD, Bank
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "python"
 EXAMPLE = CLIENT / "examples" / "balance_and_transfer.py"
-
-
-@dataclass
-class Customer:
-    email: str
-    user_id: str
-    account_id: str
-
-
-@dataclass
-class Bank:
-    endpoints: Endpoints
-    engine: AsyncEngine
-
-    async def customer(self, deposit: int = 0) -> Customer:
-        email = f"client-{uuid.uuid4().hex[:12]}@example.com"
-        cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
-        user = await seed.create_user(self.engine, email, PASSWORD, "Client", cheap)
-        account = await seed.create_account(self.engine, user)
-        if deposit:
-            await seed.deposit(self.engine, account, deposit)
-        return Customer(email, user, account)
-
-
-@pytest.fixture(scope="module")
-async def bank(base_settings: Settings, engine: AsyncEngine) -> AsyncIterator[Bank]:
-    await seed.ensure_settlement_account(engine)
-    settings = dataclasses.replace(base_settings, **CHEAP_ARGON2)
-    targets: dict[str, str] = {}
-    async with AsyncExitStack() as stack:
-        for name, build in BUILDERS.items():
-            ports = []
-            for _ in range(2):
-                app: Any = build(dataclasses.replace(settings, service_name=name), port=0)
-                await app.start()
-                stack.push_async_callback(app.stop)
-                ports.append(f"127.0.0.1:{app.grpc.port}")
-            targets[name] = "ipv4:" + ",".join(ports)
-        yield Bank(Endpoints(targets["account"], targets["transfer"], targets["auth"]), engine)
 
 
 async def test_read_transfer_twice_with_one_key_and_read_your_write(bank: Bank) -> None:
