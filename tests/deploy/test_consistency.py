@@ -25,6 +25,8 @@ REQUIRED = {_env_name(f.name) for f in Settings.__dataclass_fields__.values()
 # Infrastructure each deployment runs besides our processes (local: devstack's own servers).
 COMPOSE_INFRA = {"postgres", "redis-cluster-init", "migrate", "edge",
                  *(f"redis-{i}" for i in range(1, 7))}
+# The "monitoring" profile: Prometheus, Grafana and the exporters.
+COMPOSE_MONITORING = {"prometheus", "grafana", "redis-exporter", "postgres-exporter"}
 K8S_INFRA = {"redis", "redis-cluster-init", "migrate", "edge"}
 
 
@@ -48,7 +50,9 @@ def settings_configmap(objs: list[Obj]) -> dict[str, str]:
 # ---- components ---------------------------------------------------------------------------------
 
 def test_compose_runs_every_component(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == set(BY_NAME) | COMPOSE_INFRA
+    assert set(compose["services"]) == set(BY_NAME) | COMPOSE_INFRA | COMPOSE_MONITORING
+    for name in COMPOSE_MONITORING:
+        assert compose["services"][name]["profiles"] == ["monitoring"], name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

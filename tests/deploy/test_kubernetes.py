@@ -18,7 +18,9 @@ from tests.deploy.conftest import K8S, OVERLAYS, load_all, run, tool
 # Kinds without a schema in kubernetes-validate, per overlay: checked by hand below instead.
 UNKNOWN_KINDS = {
     "dev": set(),
-    "prod": {("postgresql.cnpg.io/v1", "Cluster")},
+    "prod": {("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "ScheduledBackup"),
+             ("barmancloud.cnpg.io/v1", "ObjectStore"), ("monitoring.coreos.com/v1", "PodMonitor"),
+             ("monitoring.coreos.com/v1", "PrometheusRule")},
 }
 GRPC_SERVICES = {"account": 7051, "transfer": 7052, "auth": 7053}
 _UNKNOWN = re.compile(r"Couldn't find schema for kind (\S+) with api version (\S+)")
@@ -97,6 +99,51 @@ def test_unknown_kinds_are_checked_by_hand(objects: dict[str, list[Obj]]) -> Non
     assert "postgres" not in of_kind(objects["prod"], "StatefulSet")
     assert "postgres-rw" not in of_kind(objects["prod"], "Service")
     assert "postgres" in of_kind(objects["dev"], "StatefulSet")
+
+
+def test_prod_backs_postgres_up_continuously(objects: dict[str, list[Obj]]) -> None:
+    """WAL archiving and nightly base backups through the Barman Cloud plugin (no schema for
+    these CRDs in kubernetes-validate: the fields this deployment relies on)."""
+    objs = objects["prod"]
+    cluster = of_kind(objs, "Cluster")["postgres"]["spec"]
+    (plugin,) = cluster["plugins"]
+    assert plugin["name"] == "barman-cloud.cloudnative-pg.io" and plugin["isWALArchiver"] is True
+    store = of_kind(objs, "ObjectStore")[plugin["parameters"]["barmanObjectName"]]["spec"]
+    assert store["configuration"]["destinationPath"].startswith("s3://")
+    assert re.fullmatch(r"\d+[dwm]", store["retentionPolicy"])
+    credentials = store["configuration"]["s3Credentials"]
+    example = load_all((K8S / "secrets.example.yaml").read_text())
+    shown = {(s["metadata"]["name"], key) for s in example for key in s.get("stringData", {})}
+    for ref in credentials.values():
+        assert (ref["name"], ref["key"]) in shown, ref
+    backup = of_kind(objs, "ScheduledBackup")["postgres-nightly"]["spec"]
+    assert backup["cluster"] == {"name": "postgres"} and backup["method"] == "plugin"
+    assert backup["pluginConfiguration"]["name"] == plugin["name"]
+    assert len(backup["schedule"].split()) == 6  # CloudNativePG's cron has seconds
+    assert "ScheduledBackup" not in {o["kind"] for o in objects["dev"]}
+
+
+def test_prod_is_monitored_by_the_prometheus_operator(objects: dict[str, list[Obj]]) -> None:
+    objs = objects["prod"]
+    monitors = of_kind(objs, "PodMonitor")
+    assert set(monitors) == {"bank-services", "edge", "redis", "postgres"}
+    pods = {o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]: o
+            for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
+    for name, monitor in monitors.items():
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] == "metrics", name
+        selector = monitor["spec"]["selector"]
+        if name == "postgres":  # CloudNativePG labels its instance pods itself
+            assert selector == {"matchLabels": {"cnpg.io/cluster": "postgres"}}
+            continue
+        names = selector.get("matchLabels", {}).get("app.kubernetes.io/name")
+        wanted = [names] if names else selector["matchExpressions"][0]["values"]
+        for pod in wanted:
+            ports = {p["name"] for c in pods[pod]["spec"]["template"]["spec"]["containers"]
+                     for p in c.get("ports", [])}
+            assert "metrics" in ports, (name, pod)
+    assert of_kind(objects["prod"], "PrometheusRule")["bank-alerts"]["spec"]["groups"]
+    assert not {"PodMonitor", "PrometheusRule"} & {o["kind"] for o in objects["dev"]}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
