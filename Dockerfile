@@ -16,15 +16,17 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
+# The steps are deploy/docker/image-build.sh, which `make test` also runs in a fresh venv.
 # Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
-# The project installs no package of its own (packages = []), so pyproject.toml is enough.
 COPY pyproject.toml ./
-RUN pip install . && pip uninstall --yes cachebank
+COPY deploy/docker/image-build.sh ./deploy/docker/image-build.sh
+RUN sh deploy/docker/image-build.sh dependencies
 
-# `make protos` without make: gen/bank/v1 and gen/bank.desc, never committed, built here.
+# `make protos` without make or the dev extra: gen/bank/v1 and gen/bank.desc, never committed,
+# built here by a grpcio-tools that is uninstalled again (the runtime stage never has it).
 COPY protos ./protos
 COPY scripts/gen_protos.py ./scripts/gen_protos.py
-RUN python scripts/gen_protos.py && rm -rf protos scripts
+RUN sh deploy/docker/image-build.sh protos && rm -rf protos scripts
 
 COPY alembic.ini ./
 COPY migrations ./migrations

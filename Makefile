@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
+# The repository runs from its checkout: the code, the generated stubs and the client package's
+# source (clients/python installs them together with pip, for callers outside this repository).
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen:$(CURDIR)/clients/python/src
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps protos run test test-unit test-integration lint typecheck bench clean
@@ -39,7 +41,7 @@ test-unit: setup ## unit tests only (fakes, no servers)
 
 lint: setup ## ruff + mypy --strict on the source
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services devstack bench
+	$(VENV)/bin/mypy shared services devstack bench bankctl clients/python/src
 
 bench: setup ## benchmarks: cache off vs on, ratios to raw PostgreSQL and Redis (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)

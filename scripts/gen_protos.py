@@ -1,10 +1,17 @@
 """Generate the one Python package (gen/bank/v1) and the descriptor set from protos/.
 
 Run through `make protos`; generated code is never edited by hand and never committed.
+
+    python scripts/gen_protos.py                  # modules, .pyi stubs, typed gRPC stubs
+    python scripts/gen_protos.py --runtime-only   # modules and the descriptor set only
+
+`--runtime-only` is the image's build (Dockerfile): it needs grpcio-tools alone, not the dev
+extra's mypy-protobuf (protoc-gen-mypy_grpc), and type stubs are of no use at run time.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -25,8 +32,26 @@ def _googleapis_include() -> Path:
     return Path(annotations.__file__).resolve().parent.parent.parent
 
 
-def main() -> int:
+def _type_stub_args() -> list[str]:
+    plugin = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+    if not plugin.exists():
+        raise SystemExit(f"{plugin} is missing: install the dev extra (mypy-protobuf), or pass"
+                         " --runtime-only")
+    return [
+        f"--pyi_out={OUT}",
+        # Typed stubs for the gRPC modules (mypy-protobuf), so servicers type-check strictly.
+        f"--plugin=protoc-gen-mypy_grpc={plugin}",
+        f"--mypy_grpc_out={OUT}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="generate gen/bank/v1 and gen/bank.desc")
+    parser.add_argument("--runtime-only", action="store_true",
+                        help="no type stubs (.pyi, typed gRPC stubs): no mypy-protobuf needed")
+    options = parser.parse_args(argv)
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    type_stubs = [] if options.runtime_only else _type_stub_args()
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir()
@@ -37,11 +62,8 @@ def main() -> int:
         f"-I{_googleapis_include()}",
         f"-I{well_known}",
         f"--python_out={OUT}",
-        f"--pyi_out={OUT}",
         f"--grpc_python_out={OUT}",
-        # Typed stubs for the gRPC modules (mypy-protobuf), so servicers type-check strictly.
-        f"--plugin=protoc-gen-mypy_grpc={Path(sys.executable).parent / 'protoc-gen-mypy_grpc'}",
-        f"--mypy_grpc_out={OUT}",
+        *type_stubs,
         f"--descriptor_set_out={OUT / 'bank.desc'}",
         "--include_imports",
         "--include_source_info",
@@ -53,7 +75,8 @@ def main() -> int:
         return int(code)
     for folder in [OUT / "bank", OUT / "bank" / "v1"]:
         (folder / "__init__.py").touch()
-    (OUT / "bank" / "py.typed").touch()
+    if not options.runtime_only:
+        (OUT / "bank" / "py.typed").touch()
     print(f"generated {len(sources)} protos into {os.path.relpath(OUT, ROOT)}/")
     return 0
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from services.gateway.certs import generate_self_signed
 from services.gateway.descriptor_set import transcoder_descriptor_set
 from services.gateway.descriptors import ProtoCatalog, load_catalog
 from services.gateway.envoy_clusters import Upstream
@@ -75,6 +74,10 @@ def render_local(folder: Path, settings: Settings, upstreams: Sequence[Upstream]
                  **overrides: object) -> Path:
     """A bundle for an Envoy on this machine: a fresh self-signed certificate (`tls.crt`, also
     the clients' CA file) and every path absolute inside `folder`."""
+    # Imported here: cryptography is a dev dependency (make run, tests), and the image, which
+    # runs the other commands of `python -m services.gateway`, does not install it.
+    from services.gateway.certs import generate_self_signed
+
     folder = folder.absolute()
     generate_self_signed(folder, hosts=("localhost", settings.edge_host))
     spec = spec_from_settings(settings, upstreams, files_in(folder), **overrides)

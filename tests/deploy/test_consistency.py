@@ -25,6 +25,8 @@ REQUIRED = {_env_name(f.name) for f in Settings.__dataclass_fields__.values()
 # Infrastructure each deployment runs besides our processes (local: devstack's own servers).
 COMPOSE_INFRA = {"postgres", "redis-cluster-init", "migrate", "edge",
                  *(f"redis-{i}" for i in range(1, 7))}
+# The "monitoring" profile: Prometheus, Grafana and the exporters.
+COMPOSE_MONITORING = {"prometheus", "grafana", "redis-exporter", "postgres-exporter"}
 K8S_INFRA = {"redis", "redis-cluster-init", "migrate", "edge"}
 
 
@@ -48,7 +50,9 @@ def settings_configmap(objs: list[Obj]) -> dict[str, str]:
 # ---- components ---------------------------------------------------------------------------------
 
 def test_compose_runs_every_component(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == set(BY_NAME) | COMPOSE_INFRA
+    assert set(compose["services"]) == set(BY_NAME) | COMPOSE_INFRA | COMPOSE_MONITORING
+    for name in COMPOSE_MONITORING:
+        assert compose["services"][name]["profiles"] == ["monitoring"], name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -66,7 +70,10 @@ def test_replicated_components_are_replicated_everywhere(compose: dict[str, Any]
                                                          objects: dict[str, list[Obj]]) -> None:
     for component in COMPONENTS:
         in_compose = compose["services"][component.name]["deploy"]["replicas"]
-        in_k8s = of_kind(objects["prod"], "Deployment")[component.name]["spec"]["replicas"]
+        deployment = of_kind(objects["prod"], "Deployment")[component.name]
+        hpas = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"]
+                for h in of_kind(objects["prod"], "HorizontalPodAutoscaler").values()}
+        in_k8s = hpas.get(component.name) or deployment["spec"]["replicas"]
         assert (in_compose > 1) == (in_k8s > 1) == (component.replicas > 1), component.name
 
 

@@ -53,6 +53,34 @@ def test_wait_for_schema_waits_for_the_migration(postgres: LocalPostgres,
             conn.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
 
 
+def test_a_previous_release_starts_after_the_next_one_migrated(
+        postgres: LocalPostgres, unique: Callable[[str], str]) -> None:
+    """The schema one revision past this release's head (the next release's Job ran first):
+    this release's pods still start; a revision older than the head still waits."""
+    database = unique("schema").replace("-", "_")
+    with psycopg.connect(postgres.admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    try:
+        url = postgres.dsn_for(database)
+        upgrade_to_head(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            head = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            assert head is not None
+            newer = f"{int(head[0]) + 1:04d}"
+            conn.execute("UPDATE alembic_version SET version_num = %s", (newer,))
+        env = {"BANK_DATABASE_URL": url}
+        after = helper("wait_for_schema.py", "--timeout", "5", env=env)
+        assert after.returncode == 0, after.stdout + after.stderr
+        assert "newer than this release's head" in after.stdout
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '0001'")
+        before = helper("wait_for_schema.py", "--timeout", "0.5", "--poll", "0.2", env=env)
+        assert before.returncode == 1 and "waiting for" in before.stdout
+    finally:
+        with psycopg.connect(postgres.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+
+
 def test_wait_for_schema_gives_up_when_the_database_is_unreachable() -> None:
     env = {"BANK_DATABASE_URL": "postgresql://nobody:x@127.0.0.1:1/none"}
     result = helper("wait_for_schema.py", "--timeout", "0.5", "--poll", "0.2", env=env)

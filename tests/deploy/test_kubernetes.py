@@ -19,7 +19,9 @@ from tests.deploy.conftest import K8S, OVERLAYS, load_all, run, tool
 # Kinds without a schema in kubernetes-validate, per overlay: checked by hand below instead.
 UNKNOWN_KINDS = {
     "dev": set(),
-    "prod": {("postgresql.cnpg.io/v1", "Cluster")},
+    "prod": {("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "ScheduledBackup"),
+             ("barmancloud.cnpg.io/v1", "ObjectStore"), ("monitoring.coreos.com/v1", "PodMonitor"),
+             ("monitoring.coreos.com/v1", "PrometheusRule")},
 }
 GRPC_SERVICES = {"account": 7051, "transfer": 7052, "auth": 7053}
 _UNKNOWN = re.compile(r"Couldn't find schema for kind (\S+) with api version (\S+)")
@@ -98,6 +100,51 @@ def test_unknown_kinds_are_checked_by_hand(objects: dict[str, list[Obj]]) -> Non
     assert "postgres" not in of_kind(objects["prod"], "StatefulSet")
     assert "postgres-rw" not in of_kind(objects["prod"], "Service")
     assert "postgres" in of_kind(objects["dev"], "StatefulSet")
+
+
+def test_prod_backs_postgres_up_continuously(objects: dict[str, list[Obj]]) -> None:
+    """WAL archiving and nightly base backups through the Barman Cloud plugin (no schema for
+    these CRDs in kubernetes-validate: the fields this deployment relies on)."""
+    objs = objects["prod"]
+    cluster = of_kind(objs, "Cluster")["postgres"]["spec"]
+    (plugin,) = cluster["plugins"]
+    assert plugin["name"] == "barman-cloud.cloudnative-pg.io" and plugin["isWALArchiver"] is True
+    store = of_kind(objs, "ObjectStore")[plugin["parameters"]["barmanObjectName"]]["spec"]
+    assert store["configuration"]["destinationPath"].startswith("s3://")
+    assert re.fullmatch(r"\d+[dwm]", store["retentionPolicy"])
+    credentials = store["configuration"]["s3Credentials"]
+    example = load_all((K8S / "secrets.example.yaml").read_text())
+    shown = {(s["metadata"]["name"], key) for s in example for key in s.get("stringData", {})}
+    for ref in credentials.values():
+        assert (ref["name"], ref["key"]) in shown, ref
+    backup = of_kind(objs, "ScheduledBackup")["postgres-nightly"]["spec"]
+    assert backup["cluster"] == {"name": "postgres"} and backup["method"] == "plugin"
+    assert backup["pluginConfiguration"]["name"] == plugin["name"]
+    assert len(backup["schedule"].split()) == 6  # CloudNativePG's cron has seconds
+    assert "ScheduledBackup" not in {o["kind"] for o in objects["dev"]}
+
+
+def test_prod_is_monitored_by_the_prometheus_operator(objects: dict[str, list[Obj]]) -> None:
+    objs = objects["prod"]
+    monitors = of_kind(objs, "PodMonitor")
+    assert set(monitors) == {"bank-services", "edge", "redis", "postgres"}
+    pods = {o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]: o
+            for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
+    for name, monitor in monitors.items():
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] == "metrics", name
+        selector = monitor["spec"]["selector"]
+        if name == "postgres":  # CloudNativePG labels its instance pods itself
+            assert selector == {"matchLabels": {"cnpg.io/cluster": "postgres"}}
+            continue
+        names = selector.get("matchLabels", {}).get("app.kubernetes.io/name")
+        wanted = [names] if names else selector["matchExpressions"][0]["values"]
+        for pod in wanted:
+            ports = {p["name"] for c in pods[pod]["spec"]["template"]["spec"]["containers"]
+                     for p in c.get("ports", [])}
+            assert "metrics" in ports, (name, pod)
+    assert of_kind(objects["prod"], "PrometheusRule")["bank-alerts"]["spec"]["groups"]
+    assert not {"PodMonitor", "PrometheusRule"} & {o["kind"] for o in objects["dev"]}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -200,6 +247,18 @@ def test_edge_and_account_autoscale_on_cpu(overlay: str,
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscaled_deployments_leave_the_count_to_the_autoscaler(
+        overlay: str, objects: dict[str, list[Obj]]) -> None:
+    """An applied `replicas` resets the autoscaled count on every apply (a release at peak load
+    would drop to the floor): the HPA's minReplicas is the floor instead."""
+    deployments = of_kind(objects[overlay], "Deployment")
+    for hpa in of_kind(objects[overlay], "HorizontalPodAutoscaler").values():
+        target = hpa["spec"]["scaleTargetRef"]
+        assert target["kind"] == "Deployment"
+        assert "replicas" not in deployments[target["name"]]["spec"], target["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_grpc_targets_are_headless_services(overlay: str, objects: dict[str, list[Obj]]) -> None:
     objs = objects[overlay]
     services = of_kind(objs, "Service")
@@ -283,6 +342,24 @@ def test_redis_cluster_statefulset(overlay: str, objects: dict[str, list[Obj]]) 
     env = {e["name"]: e["value"] for e in
            init["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["REDIS_NODES"].split() == [f"redis-{i}.redis-headless:6379" for i in range(6)]
+    # Re-appliable: the finished Job goes, the next apply runs the idempotent script again.
+    assert init["spec"]["ttlSecondsAfterFinished"] > 0
+    pod = redis["spec"]["template"]["spec"]
+    node = pod["containers"][0]
+    # Ready means a whole cluster and a linked replica; a master fails over before it stops
+    # (the scripts themselves run in tests/deploy/test_redis_cluster_scripts.py).
+    assert node["readinessProbe"]["exec"]["command"] == ["sh", "/conf/ready.sh"]
+    assert node["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "/conf/pre-stop.sh"]
+    assert pod["terminationGracePeriodSeconds"] > 15  # pre-stop.sh's REDIS_FAILOVER_WAIT_S
+    scripts = next(c for n, c in of_kind(objects[overlay], "ConfigMap").items()
+                   if n.startswith("redis-conf"))["data"]
+    assert {"ready.sh", "pre-stop.sh", "cluster-init.sh", "start.sh"} <= set(scripts)
+    # Redis' metrics: the exporter sidecar on the named port the scrape policy opens.
+    exporter = next(c for c in pod["containers"] if c["name"] == "redis-exporter")
+    assert "--redis.addr=redis://127.0.0.1:6379" in exporter["args"]
+    assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121}]
+    annotations = redis["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9121"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -136,3 +136,90 @@ def test_nodes_find_each_other_after_all_addresses_changed(nodes: Nodes) -> None
     for port in nodes.ports:
         text = nodes.nodes_conf(port).read_text()
         assert "127.0.0.2:" not in text, f"node {port} kept a stale address"
+
+
+def script(name: str, port: int, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(REDIS_DIR / name), str(port)], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def roles(nodes: Nodes) -> dict[int, str]:
+    out = {}
+    for port in nodes.ports:
+        with redis.Redis(host=HOST, port=port, socket_timeout=2, decode_responses=True) as r:
+            out[port] = str(r.execute_command("ROLE")[0])
+    return out
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_readiness_means_a_whole_cluster_and_a_linked_replica(nodes: Nodes) -> None:
+    alone = script("ready.sh", nodes.ports[0])
+    assert alone.returncode == 1 and "cluster_state" in alone.stderr
+    assert cluster_init(nodes).returncode == 0
+    nodes.wait_healthy()
+    wait_until(lambda: all(script("ready.sh", p).returncode == 0 for p in nodes.ports),
+               "every node ready")
+    # A replica goes: its master has no linked replica left and stops being ready.
+    replica = next(p for p, role in roles(nodes).items() if role == "slave")
+    with redis.Redis(host=HOST, port=replica, decode_responses=True) as r:
+        master_port = int(r.info("replication")["master_port"])
+    nodes.procs[replica].stop(timeout=10)
+    wait_until(lambda: script("ready.sh", master_port).returncode == 1, "the master unready")
+    assert "without an online replica" in script("ready.sh", master_port).stderr
+
+
+def test_pre_stop_hands_a_master_over_to_its_replica(nodes: Nodes) -> None:
+    assert cluster_init(nodes).returncode == 0
+    nodes.wait_healthy()
+    wait_until(lambda: all(script("ready.sh", p).returncode == 0 for p in nodes.ports),
+               "every node ready")
+    before = roles(nodes)
+    master = next(p for p, role in before.items() if role == "master")
+    result = script("pre-stop.sh", master)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "now a replica" in result.stdout
+    after = roles(nodes)
+    assert after[master] == "slave"
+    assert sorted(after.values()).count("master") == 3
+    # A replica's preStop does nothing.
+    quiet = script("pre-stop.sh", master)
+    assert quiet.returncode == 0 and quiet.stdout == ""
+
+
+def test_cluster_init_re_adds_a_node_that_lost_its_volume(nodes: Nodes) -> None:
+    assert cluster_init(nodes).returncode == 0
+    nodes.wait_healthy()
+    lost = next(p for p, role in roles(nodes).items() if role == "slave")
+    with redis.Redis(host=HOST, port=lost, decode_responses=True) as r:
+        old_id = str(r.execute_command("CLUSTER", "MYID"))
+    proc = nodes.procs[lost]
+    proc.stop(timeout=10)
+    folder = proc.log_path.parent
+    for item in folder.iterdir():  # the volume is gone: a new, empty node on the same host
+        if item != proc.log_path:
+            subprocess.run(["rm", "-rf", str(item)], check=True)
+    witness = next(p for p in nodes.ports if p != lost)
+
+    def flagged_failed() -> bool:
+        with redis.Redis(host=HOST, port=witness, decode_responses=True) as r:
+            text = str(r.execute_command("CLUSTER", "NODES"))
+        return any(line.startswith(old_id) and "fail" in line.split()[2]
+                   for line in text.splitlines())
+
+    wait_until(flagged_failed, "the cluster to flag the lost node")
+    proc.start()
+    wait_for_port(HOST, lost, timeout=30, process=proc)
+    again = cluster_init(nodes)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "adding it as a replica" in again.stdout and old_id in again.stdout
+    nodes.wait_healthy()
+    assert roles(nodes)[lost] == "slave"
+    info = nodes.cluster_info(witness)
+    assert (info["cluster_known_nodes"], info["cluster_size"]) == ("6", "3")

@@ -1,11 +1,13 @@
-"""The whole request path on real parts: Envoy (TLS, transcoding, per-request round robin) in
-front of two replicas each of the auth, account and transfer services, on the harness'
-PostgreSQL and Redis Cluster. Started once per module, stopped even when a test fails."""
+"""The whole request path on real parts (`edge`): Envoy (TLS, transcoding, per-request round
+robin) in front of two replicas each of the auth, account and transfer services, on the harness'
+PostgreSQL and Redis Cluster; or the services alone (`bank`), as internal callers reach them.
+Started once per module, stopped even when a test fails."""
 
 from __future__ import annotations
 
 import dataclasses
 import ssl
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
+from cachebank_client import Endpoints
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
@@ -68,3 +72,46 @@ async def edge(base_settings: Settings, engine: AsyncEngine,
             await envoy.healthy(upstream.name, REPLICAS)
         yield Edge(f"https://127.0.0.1:{https_port}",
                    ssl.create_default_context(cafile=str(folder / "tls.crt")))
+
+
+# ---- the services without the edge: what internal callers (the client package, bankctl) see ----
+
+@dataclass
+class Customer:
+    email: str
+    user_id: str
+    account_id: str
+
+
+@dataclass
+class Bank:
+    endpoints: Endpoints
+    engine: AsyncEngine
+
+    async def customer(self, deposit: int = 0) -> Customer:
+        email = f"client-{uuid.uuid4().hex[:12]}@example.com"
+        cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+        user = await seed.create_user(self.engine, email, PASSWORD, "Client", cheap)
+        account = await seed.create_account(self.engine, user)
+        if deposit:
+            await seed.deposit(self.engine, account, deposit)
+        return Customer(email, user, account)
+
+
+@pytest.fixture(scope="module")
+async def bank(base_settings: Settings, engine: AsyncEngine) -> AsyncIterator[Bank]:
+    await seed.ensure_settlement_account(engine)
+    settings = dataclasses.replace(base_settings, **CHEAP_ARGON2)
+    targets: dict[str, str] = {}
+    async with AsyncExitStack() as stack:
+        for name, build in BUILDERS.items():
+            ports = []
+            for _ in range(2):
+                app: Any = build(dataclasses.replace(settings, service_name=name), port=0)
+                await app.start()
+                stack.push_async_callback(app.stop)
+                ports.append(f"127.0.0.1:{app.grpc.port}")
+            targets[name] = "ipv4:" + ",".join(ports)
+        yield Bank(Endpoints(targets["account"], targets["transfer"], targets["auth"]), engine)
+
+

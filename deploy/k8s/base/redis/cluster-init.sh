@@ -1,8 +1,10 @@
 #!/bin/sh
 # One-shot job: make a Redis Cluster (3 masters + 3 replicas) out of six fresh nodes, and set
 # maxmemory, the eviction policy and the cluster node timeout on every node (the same values
-# start.sh starts the nodes with). Safe to run again: when the first node already knows other
-# nodes, the cluster exists and only the settings are applied.
+# start.sh starts the nodes with). Safe to run again (a re-applied Job, a restarted compose
+# project): when some node already knows other nodes, the cluster exists; then the settings are
+# applied, and a node that knows only itself (its volume was lost, or it is new) joins as a
+# replica, and the old identity of that host is forgotten by every node.
 #
 #   REDIS_NODES      space-separated host:port of the six nodes (required)
 #   REDIS_REPLICAS   replicas per master (default 1)
@@ -27,22 +29,53 @@ wait_until() {  # wait_until DESCRIPTION COMMAND...
   done
 }
 
+# CLUSTER MEET takes addresses; the nodes announce their host names themselves.
+address() {
+  host="${1%:*}"
+  ip="$(getent ahostsv4 "$host" | awk '{ print $1; exit }')"
+  echo "${ip:-$host}:${1##*:}"
+}
+
 addresses=""
+member=""   # a node of the existing cluster, if there is one
+alone=""    # nodes that know only themselves
 for node in $REDIS_NODES; do
   wait_until "$node to answer PING" sh -c "redis-cli -h '${node%:*}' -p '${node##*:}' ping | grep -q PONG"
   cli "$node" config set maxmemory "$REDIS_MAXMEMORY" maxmemory-policy "$REDIS_MAXMEMORY_POLICY" \
       cluster-node-timeout "$REDIS_NODE_TIMEOUT_MS" >/dev/null
-  # CLUSTER MEET takes addresses; the nodes announce their host names themselves.
-  host="${node%:*}"
-  ip="$(getent ahostsv4 "$host" | awk '{ print $1; exit }')"
-  addresses="$addresses ${ip:-$host}:${node##*:}"
-  echo "$node ($ip): maxmemory $REDIS_MAXMEMORY, $REDIS_MAXMEMORY_POLICY," \
+  addresses="$addresses $(address "$node")"
+  echo "$node ($(address "$node")): maxmemory $REDIS_MAXMEMORY, $REDIS_MAXMEMORY_POLICY," \
        "cluster-node-timeout $REDIS_NODE_TIMEOUT_MS"
+  if [ "$(info_field "$node" cluster_known_nodes)" -gt 1 ]; then
+    member="${member:-$node}"
+  else
+    alone="$alone $node"
+  fi
 done
 
-first="${REDIS_NODES%% *}"
-if [ "$(info_field "$first" cluster_known_nodes)" -gt 1 ]; then
-  echo "the cluster exists already ($(info_field "$first" cluster_known_nodes) nodes known)"
+# rejoin NODE: a node without its old identity joins as a replica of the master with the fewest
+# replicas; every node forgets the failed entries that announced the same host name.
+rejoin() {
+  own="$(cli "$1" cluster nodes | tr -d '\r' | awk '$3 ~ /myself/ { print $1, $2; exit }')"
+  id="${own%% *}"
+  hostname="$(echo "${own#* }" | awk -F, '{ print $2 }')"
+  redis-cli --cluster add-node "$(address "$1")" "$(address "$member")" --cluster-slave
+  stale="$(cli "$member" cluster nodes | tr -d '\r' | awk -v id="$id" -v host="$hostname" \
+    'host != "" && $1 != id && $3 ~ /fail/ { n = split($2, a, ","); if (n > 1 && a[2] == host) print $1 }')"
+  for old in $stale; do
+    for node in $REDIS_NODES; do
+      cli "$node" cluster forget "$old" >/dev/null 2>&1 || true
+    done
+    echo "$1: forgot its old identity $old"
+  done
+}
+
+if [ -n "$member" ]; then
+  echo "the cluster exists already ($(info_field "$member" cluster_known_nodes) nodes known)"
+  for node in $alone; do
+    echo "$node knows only itself: adding it as a replica"
+    rejoin "$node"
+  done
 else
   # shellcheck disable=SC2086  # one argument per address
   redis-cli --cluster create $addresses --cluster-replicas "$REDIS_REPLICAS" --cluster-yes
@@ -52,5 +85,6 @@ for node in $REDIS_NODES; do
   wait_until "cluster_state:ok on $node" sh -c \
     "redis-cli -h '${node%:*}' -p '${node##*:}' cluster info | grep -q '^cluster_state:ok'"
 done
+first="${REDIS_NODES%% *}"
 echo "Redis Cluster ready: $(info_field "$first" cluster_known_nodes) nodes," \
      "$(info_field "$first" cluster_size) masters"
