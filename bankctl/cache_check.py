@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from redis.cluster import ClusterNode, RedisCluster
 
-from services.account.adapters.cache_layout import (
+from services.account.service_layer.cache_layout import (
     BalanceCodec,
     RecentTransactionsCodec,
     balance_key,

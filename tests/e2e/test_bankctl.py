@@ -18,7 +18,7 @@ import pytest
 
 from bankctl import cache_check
 from bankctl.__main__ import main
-from services.account.adapters.cache_layout import balance_data, balance_key
+from services.account.service_layer.cache_layout import balance_data, balance_key
 from shared.cache.entry import encode_value
 from shared.config import Settings
 from tests.e2e.conftest import PASSWORD, Bank
