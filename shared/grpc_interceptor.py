@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import psycopg
 from google.protobuf import any_pb2, descriptor_pool, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
@@ -31,6 +32,7 @@ from shared.logging import new_request_id, request_id_var
 from shared.metrics import GRPC_LATENCY, GRPC_REQUESTS
 from shared.rate_limit import RateLimited
 from shared.request_gate import RequestGate
+from shared.text_rules import check_message_text
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                check_message_text(request)  # no control characters in any text field
                 if policy.needs_session:
                     assert gate is not None
                     token = headers.bearer_token()
@@ -142,6 +145,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 if isinstance(err, grpc.aio.AbortError):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
+                if is_data_error(err):
+                    # PostgreSQL refused a value (out of range, malformed): the request's fault,
+                    # whatever validation let it through.
+                    code = grpc.StatusCode.INVALID_ARGUMENT
+                    await context.abort(code, "a value in the request is out of range or "
+                                              "malformed")
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unhandled error in %s", method)
                 await context.abort(
@@ -155,6 +164,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     GRPC_REQUESTS.labels(self._service, short_method, code.name).inc()
 
         return wrapped
+
+
+def is_data_error(err: BaseException) -> bool:
+    """psycopg's DataError (SQLSTATE class 22), also when a database library wrapped it."""
+    for candidate in (err, getattr(err, "orig", None), err.__cause__):
+        if isinstance(candidate, psycopg.errors.DataError):
+            return True
+    return False
 
 
 def _run_prefetch(prefetch: Prefetch, request: Any) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.errors import AlreadyExists, InvalidArgument, Unauthenticated
+from shared.text_rules import normalize_free_text
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321's path limit
 MAX_NAME_LENGTH = 200
@@ -75,14 +76,7 @@ def normalize_email(raw: str) -> str:
 
 
 def normalize_name(raw: str) -> str:
-    name = unicodedata.normalize("NFC", raw).strip()
-    if not name:
-        raise InvalidArgument("name is required")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidArgument(f"name must be at most {MAX_NAME_LENGTH} characters")
-    if any(unicodedata.category(c).startswith("C") for c in name):
-        raise InvalidArgument("name must not contain control or invisible format characters")
-    return name
+    return normalize_free_text("name", raw, max_length=MAX_NAME_LENGTH, required=True)
 
 
 def normalize_currency(raw: str) -> str:

@@ -18,6 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared.errors import AlreadyExists, BankError, FailedPrecondition, InvalidArgument, NotFound
+from shared.text_rules import normalize_free_text
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 500
@@ -162,8 +163,10 @@ def validate_transfer(
         raise InvalidTransfer(f"amount exceeds the maximum of {max_amount} minor units")
     if not _CURRENCY.fullmatch(currency):
         raise InvalidTransfer("amount.currency must be an ISO-4217 code such as 'EUR'")
-    if len(description) > MAX_DESCRIPTION_LENGTH:
-        raise InvalidTransfer(f"description is longer than {MAX_DESCRIPTION_LENGTH} characters")
+    # Shown to both account holders: one spelling (NFC), nothing that reads differently from
+    # what it is (shared/text_rules.py).
+    description = normalize_free_text("description", description,
+                                      max_length=MAX_DESCRIPTION_LENGTH)
     return TransferCommand(user_id, idempotency_key, source, destination, amount, currency,
                            description)
 

@@ -10,7 +10,6 @@ import grpc
 import pytest
 
 from services.transfer.domain import (
-    InvalidTransfer,
     TransferCommand,
     parse_rejection,
     rejection_error,
@@ -52,14 +51,23 @@ def test_a_valid_request_becomes_a_command_with_canonical_ids() -> None:
         ({"currency": "eur"}, "ISO-4217"),
         ({"currency": ""}, "ISO-4217"),
         ({"description": "d" * 501}, "description"),
+        ({"description": "rent\x00"}, "description must not contain control"),
+        ({"description": "line\nbreak"}, "description must not contain control"),
+        ({"description": "evil\u202egnp.exe"}, "invisible format"),
+        ({"description": "zero\u200bwidth"}, "invisible format"),
     ],
 )
 def test_invalid_requests_are_rejected_before_any_io(overrides: dict[str, Any],
                                                       needle: str) -> None:
-    with pytest.raises(InvalidTransfer) as caught:
+    with pytest.raises(InvalidArgument) as caught:
         validate_transfer(**valid(**overrides))
     assert needle in caught.value.message
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_descriptions_are_stored_in_one_spelling() -> None:
+    decomposed = "Cafe\u0301 "  # e + combining acute, trailing space
+    assert validate_transfer(**valid(description=decomposed)).description == "Caf\u00e9"
 
 
 def test_the_maximum_itself_is_allowed() -> None:
