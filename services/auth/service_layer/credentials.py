@@ -30,7 +30,7 @@ async def register(deps: AuthDependencies, email: str, password: str, name: str,
     email = normalize_email(email)
     name = normalize_name(name)
     currency = normalize_currency(currency)
-    password = check_password_strength(password, email=email)
+    password = check_password_strength(password, email=email, name=name)
     password_hash = await deps.hasher.hash(password)
     return await deps.users.register(email, name, password_hash, currency)
 
