@@ -90,6 +90,11 @@ class Settings:
     edge_https_port: int = 8443
     edge_admin_port: int = 9901
 
+    # Traces: exported over OTLP/gRPC to this collector ("http://otel-collector:4317"); empty:
+    # tracing off, nothing instrumented (shared/tracing.py).
+    otel_exporter_otlp_endpoint: str = ""
+    otel_sample_ratio: float = 1.0
+
     grpc_max_connection_age_s: int = 300
     grpc_drain_grace_s: float = 10.0
 

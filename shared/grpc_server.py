@@ -25,6 +25,7 @@ from shared.db import database_ready
 from shared.grpc_interceptor import Prefetch, ServiceInterceptor
 from shared.redis_client import RedisReadyOnce
 from shared.request_gate import RequestGate
+from shared.tracing import current_tracing
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,11 @@ def build_grpc_service(
 ) -> GrpcService:
     """Create (not start) a server. `register` adds servicers and returns their full names;
     `prefetch` maps full method names to their prefetch (shared/grpc_interceptor.py)."""
-    interceptor = ServiceInterceptor(settings.service_name, gate, prefetch)
-    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
+    interceptors: list[Any] = [ServiceInterceptor(settings.service_name, gate, prefetch)]
+    tracing = current_tracing()
+    if tracing is not None:  # outermost: the call's span covers everything below
+        interceptors.insert(0, tracing.server_interceptor)
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     names = list(register(server))
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -1,4 +1,5 @@
-"""Structured (JSON) logs that carry the request id of the call being served."""
+"""Structured (JSON) logs that carry the request id of the call being served, and its trace and
+span ids when tracing is on (shared/tracing.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 import time
 import uuid
 from contextvars import ContextVar
+
+from opentelemetry import trace
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -31,6 +34,10 @@ class JsonFormatter(logging.Formatter):
             "request_id": request_id_var.get(),
             "msg": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)

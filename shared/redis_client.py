@@ -10,6 +10,7 @@ from shared.cache.circuit_breaker import CircuitBreaker, CircuitState
 from shared.config import Settings
 from shared.metrics import CIRCUIT_STATE
 from shared.redis_pipeline import ClusterPipeline
+from shared.tracing import current_tracing
 
 
 def create_redis_cluster(settings: Settings) -> RedisCluster:
@@ -56,7 +57,9 @@ class RedisReadyOnce:
 def create_redis_pipeline(settings: Settings) -> ClusterPipeline:
     """The hot-path client (shared/redis_pipeline.py): one connection per primary, a hard
     deadline on every call."""
-    return ClusterPipeline(settings.redis_startup_nodes, settings.redis_timeout_ms / 1000)
+    tracing = current_tracing()
+    return ClusterPipeline(settings.redis_startup_nodes, settings.redis_timeout_ms / 1000,
+                           tracer=tracing.tracer() if tracing is not None else None)
 
 
 def create_redis_breaker(settings: Settings) -> CircuitBreaker:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import hiredis
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from redis.crc import key_slot
 
 _SLOTS = 16384
@@ -145,11 +146,14 @@ class ClusterPipeline:
         *,
         credentials: RedisCredentials | None = None,
         tls: ssl.SSLContext | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        """`tracer`: a span per command (shared/tracing.py); None costs nothing."""
         self._startup_nodes = list(startup_nodes)
         self._timeout_s = timeout_s
         self._credentials = credentials
         self._tls = tls
+        self._tracer = tracer
         self._slots: list[Node] | None = None
         self._pipes: dict[Node, _Pipe] = {}
         self._connecting: dict[Node, asyncio.Future[_Pipe]] = {}
@@ -164,10 +168,16 @@ class ClusterPipeline:
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The script's reply. Raises RedisCallError, or hiredis.ReplyError from the script."""
         command = encode_command(["EVALSHA", script.sha, len(keys), *keys, *args])
+        if self._tracer is not None:
+            with self._span("EVALSHA", keys[0]):
+                return await self._routed(keys[0], command, script)
         return await self._routed(keys[0], command, script)
 
     async def execute(self, key: str, *args: Any) -> Any:
         """A single-key command (`execute(key, "GET", key)`), routed by `key`."""
+        if self._tracer is not None:
+            with self._span(str(args[0]), key):
+                return await self._routed(key, encode_command(args))
         return await self._routed(key, encode_command(args))
 
     def send_now(self, key: str, *args: Any) -> asyncio.Future[Any] | None:
@@ -185,7 +195,17 @@ class ClusterPipeline:
             return None
         handle = asyncio.get_running_loop().call_later(self._timeout_s, _expire, future)
         future.add_done_callback(lambda _: handle.cancel())
+        if self._tracer is not None:
+            span = self._tracer.start_span(f"redis {args[0]}", kind=SpanKind.CLIENT,
+                                           attributes=_span_attributes(str(args[0]), key))
+            future.add_done_callback(lambda done: _end_span(span, done))
         return future
+
+    def _span(self, operation: str, key: str) -> Any:
+        assert self._tracer is not None
+        return self._tracer.start_as_current_span(
+            f"redis {operation}", kind=SpanKind.CLIENT,
+            attributes=_span_attributes(operation, key))
 
     async def _routed(self, key: str, command: bytes, script: Script | None = None) -> Any:
         if self._slots is None:
@@ -325,6 +345,18 @@ class ClusterPipeline:
             pipe.close()
         self._pipes.clear()
         await asyncio.sleep(0)  # let the transports finish closing
+
+
+def _span_attributes(operation: str, key: str) -> dict[str, Any]:
+    # The key's hash slot, not the key: keys carry user and account ids.
+    return {"db.system": "redis", "db.operation.name": operation,
+            "db.redis.slot": key_slot(key.encode())}
+
+
+def _end_span(span: Span, done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        span.set_status(StatusCode.ERROR, type(done.exception()).__name__)
+    span.end()
 
 
 def redirection(error_text: str) -> tuple[str, int, Node] | None:

@@ -12,6 +12,7 @@ from typing import Protocol
 from shared.config import Settings
 from shared.logging import configure_logging
 from shared.metrics import start_metrics_server
+from shared.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ async def serve(service_name: str, build: Callable[[Settings], ServiceApp]) -> N
     settings = Settings.from_env(service_name=service_name)
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     start_metrics_server(settings.metrics_port, settings.metrics_host)
+    tracing = configure_tracing(settings)  # before the app: its clients pick it up
     app = build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -38,6 +40,8 @@ async def serve(service_name: str, build: Callable[[Settings], ServiceApp]) -> N
     # Drain: NOT_SERVING first, finish in-flight calls, then background work, then clients.
     log.info("draining", extra={"fields": {"grace_s": settings.grpc_drain_grace_s}})
     await app.stop(settings.grpc_drain_grace_s)
+    if tracing is not None:
+        tracing.shutdown()  # export what is still batched
 
 
 def run_service(service_name: str, build: Callable[[Settings], ServiceApp]) -> None:

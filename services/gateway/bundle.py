@@ -41,8 +41,9 @@ def files_in(folder: Path, *, tls_folder: Path | None = None) -> GatewayFiles:
 def spec_from_settings(settings: Settings, upstreams: Sequence[Upstream], files: GatewayFiles,
                        **overrides: object) -> GatewaySpec:
     """The spec from the settings the gateway reads: where it listens (edge_host,
-    edge_https_port, edge_admin_port), the services' deadline (grpc_deadline_s) and the body
-    limit (gateway_max_body_bytes)."""
+    edge_https_port, edge_admin_port), the services' deadline (grpc_deadline_s), the body
+    limit (gateway_max_body_bytes) and where traces go (otel_exporter_otlp_endpoint,
+    otel_sample_ratio)."""
     spec = GatewaySpec(
         listen_host=settings.edge_host,
         https_port=settings.edge_https_port,
@@ -51,6 +52,8 @@ def spec_from_settings(settings: Settings, upstreams: Sequence[Upstream], files:
         files=files,
         grpc_deadline_s=settings.grpc_deadline_s,
         max_body_bytes=settings.gateway_max_body_bytes,
+        otel_collector=settings.otel_exporter_otlp_endpoint,
+        otel_sample_ratio=settings.otel_sample_ratio,
     )
     return replace(spec, **overrides)  # type: ignore[arg-type]
 

@@ -104,6 +104,11 @@ class GatewaySpec:
     max_connections: int = 10_000
     # A plain-HTTP listener that only serves Prometheus stats (containers; None: not at all).
     metrics_port: int | None = None
+    # Traces: Envoy starts (or continues the client's) trace of every request, exports its span
+    # over OTLP/gRPC to this collector "host:port", and sends `traceparent` to the services.
+    # Empty: no tracing.
+    otel_collector: str = ""
+    otel_sample_ratio: float = 1.0
     cluster_policy: ClusterPolicy = field(default_factory=ClusterPolicy)
 
 
@@ -117,6 +122,8 @@ def build_bootstrap(spec: GatewaySpec, table: RouteTable) -> dict[str, Any]:
     if spec.metrics_port is not None:
         listeners.append(_metrics_listener(spec))
         extra_clusters.append(_admin_cluster(spec.admin_port))
+    if spec.otel_collector:
+        extra_clusters.append(_collector_cluster(spec.otel_collector))
     return {
         "node": {"id": "bank-gateway", "cluster": "bank-gateway"},
         "admin": {"address": _address("127.0.0.1", spec.admin_port)},
@@ -168,7 +175,7 @@ def _https_listener(spec: GatewaySpec, table: RouteTable) -> dict[str, Any]:
 def _connection_manager(spec: GatewaySpec, table: RouteTable) -> dict[str, Any]:
     timeouts = RouteTimeouts(grpc_deadline_s=spec.grpc_deadline_s,
                              route_timeout_s=spec.grpc_deadline_s + 1.0)
-    return {
+    manager = {
         "@type": _HCM,
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
@@ -225,6 +232,47 @@ def _connection_manager(spec: GatewaySpec, table: RouteTable) -> dict[str, Any]:
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": _ROUTER, "suppress_envoy_headers": True}},
         ],
+    }
+    if spec.otel_collector:
+        manager["tracing"] = _tracing(spec)
+    return manager
+
+
+_OTEL_TRACER = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
+_COLLECTOR_CLUSTER = "otel_collector"
+
+
+def _tracing(spec: GatewaySpec) -> dict[str, Any]:
+    return {
+        "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
+            "@type": _OTEL_TRACER,
+            "grpc_service": {"envoy_grpc": {"cluster_name": _COLLECTOR_CLUSTER},
+                             "timeout": "1s"},
+            "service_name": "gateway",
+        }},
+        # A request with a sampled traceparent stays sampled; new traces by this share.
+        "random_sampling": {"value": 100.0 * spec.otel_sample_ratio},
+        "spawn_upstream_span": False,
+    }
+
+
+def _collector_cluster(endpoint: str) -> dict[str, Any]:
+    host, _, port = endpoint.removeprefix("http://").removeprefix("https://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"the OTLP collector must be host:port, got {endpoint!r}")
+    return {
+        "name": _COLLECTOR_CLUSTER,
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": _COLLECTOR_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _address(host, int(port))}}]}]},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
+                         ".HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
     }
 
 
