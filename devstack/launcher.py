@@ -137,8 +137,13 @@ class Stack:
         self.lines.append(f"{name:<15} pid {proc.pid:<7} {described}")
 
     def _start_edge(self) -> None:
+        # The gateway's BANK_* settings as the services get theirs: this environment, then the
+        # stack's own (the benchmark raises the per-address limit: all its load is 127.0.0.1).
+        gateway_settings = Settings.from_env({**os.environ, **self.extra_env},
+                                             database_url="", redis_nodes="")
         envoy = start_edge(self.run_dir / "gateway", local_upstreams(), EDGE_HTTPS_PORT,
-                           EDGE_ADMIN_PORT, log_path=self.run_dir / "logs" / "gateway.log")
+                           EDGE_ADMIN_PORT, settings=gateway_settings,
+                           log_path=self.run_dir / "logs" / "gateway.log")
         self.edge = envoy
         self.edge_url = f"https://127.0.0.1:{EDGE_HTTPS_PORT}"
         self.lines.append(f"{'gateway (Envoy)':<15} pid {envoy.pid:<7} {self.edge_url} (admin :{EDGE_ADMIN_PORT})")

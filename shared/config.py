@@ -79,6 +79,9 @@ class Settings:
     event_partitions: int = 16
 
     rate_limit_per_minute: int = 100
+    # Failed session checks (bad, revoked or expired tokens) one client address may cause per
+    # minute on one replica before it is refused without any lookup (shared/request_gate.py).
+    failed_session_checks_per_minute: int = 20
     gateway_max_body_bytes: int = 64 * 1024
     grpc_deadline_s: float = 5.0
     account_target: str = "dns:///127.0.0.1:7051"
@@ -89,6 +92,9 @@ class Settings:
     edge_host: str = "127.0.0.1"
     edge_https_port: int = 8443
     edge_admin_port: int = 9901
+    # Requests per minute per client address at the edge (Envoy, every route, before any
+    # service work); 0: off. An abuse limit: the per-user limit is rate_limit_per_minute.
+    edge_address_limit_per_minute: int = 3000
 
     # Traces: exported over OTLP/gRPC to this collector ("http://otel-collector:4317"); empty:
     # tracing off, nothing instrumented (shared/tracing.py).

@@ -125,7 +125,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         )
                     floor_of = (canonical_uuid(request.account_id) or ""
                                 if policy.has_floor else "")
-                    pending = gate.admit(token, count=headers.from_edge, account_id=floor_of)
+                    pending = gate.admit(token, count=headers.from_edge, account_id=floor_of,
+                                         address=lambda: headers.client_address(
+                                             context.peer() or ""))
                     if prefetch is not None:
                         _run_prefetch(prefetch, request)
                     admission = await pending

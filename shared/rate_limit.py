@@ -20,6 +20,7 @@ from shared.errors import ResourceExhausted
 
 USER_SCOPE = "user"
 ADDRESS_SCOPE = "address"
+FAILED_CHECKS_SCOPE = "failed_checks"
 _MAX_TRACKED_KEYS = 20_000
 
 
@@ -89,6 +90,21 @@ class InMemoryRateLimiter:
             log.append(now)
         reset_ms = int((log[0] + self._window_s - now) * 1000) if log else self._window_s * 1000
         return LimitDecision(allowed, scope, self._limit, self._window_s,
+                             self._limit - len(log), max(reset_ms, 1))
+
+    def peek(self, key: str, scope: str) -> LimitDecision | None:
+        """The key's state without counting a request; None when it has no request in the
+        window."""
+        log = self._logs.get(key)
+        if not log:
+            return None
+        now = self._clock()
+        while log and log[0] <= now - self._window_s:
+            log.popleft()
+        if not log:
+            return None
+        reset_ms = int((log[0] + self._window_s - now) * 1000)
+        return LimitDecision(len(log) < self._limit, scope, self._limit, self._window_s,
                              self._limit - len(log), max(reset_ms, 1))
 
     def _evict(self, window_start: float) -> None:

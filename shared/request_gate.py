@@ -29,17 +29,19 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from shared.auth_context import Caller
 from shared.cache.circuit_breaker import CircuitBreaker
 from shared.config import Settings
+from shared.errors import Unauthenticated
 from shared.metrics import RATE_LIMITED, REDIS_FALLBACKS, SESSION_CHECKS
 from shared.pg_pool import PoolType
 from shared.rate_limit import (
     ADDRESS_SCOPE,
+    FAILED_CHECKS_SCOPE,
     USER_SCOPE,
     InMemoryRateLimiter,
     LimitDecision,
@@ -170,6 +172,30 @@ class GatePolicy:
     absolute_ttl_s: int
     limit_per_minute: int
     floor_ttl_s: int
+    # Failed session checks one client address may cause per minute, per replica.
+    failed_checks_per_minute: int = 20
+
+
+class FailedCheckQuota:
+    """A small quota of failed session checks per client address, in this replica's memory: an
+    address that keeps sending bad or revoked tokens (guessing, a stolen list) is refused for
+    the rest of the window before any Redis or PostgreSQL work. Costs nothing while no address
+    has failed. N replicas allow up to N x the quota; the per-address limit at the edge and the
+    per-user limit bound the rest."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._limiter = InMemoryRateLimiter(per_minute, WINDOW_S)
+        self._per_minute = per_minute
+        self.active = False
+
+    def record(self, address: str) -> None:
+        self.active = True
+        self._limiter.check(address, FAILED_CHECKS_SCOPE)
+
+    def peek(self, address: str) -> LimitDecision | None:
+        """The refusal when the address has used up its quota, else None (counts nothing)."""
+        decision = self._limiter.peek(address, FAILED_CHECKS_SCOPE)
+        return decision if decision is not None and not decision.allowed else None
 
 
 class RequestGate:
@@ -182,6 +208,7 @@ class RequestGate:
         self._policy = policy
         self._recheck_s = int(recheck_interval_for(policy.session_ttl_s))
         self._local_limits = InMemoryRateLimiter(policy.limit_per_minute, WINDOW_S)
+        self._failed_checks = FailedCheckQuota(policy.failed_checks_per_minute)
         self._refused: dict[tuple[str, str, str], float] = {}
         # Members of a limit window must be unique across replicas and requests.
         self._member_prefix = secrets.token_hex(6) + ":"
@@ -199,10 +226,26 @@ class RequestGate:
             log.warning("Redis not reachable at start-up (%s: %s): sessions and limits fall back"
                         " until it is", type(err).__name__, err)
 
-    async def admit(self, token: str, *, count: bool, account_id: str = "") -> Admission:
+    async def admit(self, token: str, *, count: bool, account_id: str = "",
+                    address: Callable[[], str] | None = None) -> Admission:
         """Check the session, count the request when `count`, and return the floor for
         `account_id`. Raises Unauthenticated, RateLimited, or Unavailable (PostgreSQL and Redis
-        both unable to vouch for the session)."""
+        both unable to vouch for the session). `address` names the client (asked only when
+        failures are being counted): an address past its quota of failed checks is refused
+        before any Redis or PostgreSQL work."""
+        if address is not None and self._failed_checks.active:
+            decision = self._failed_checks.peek(address())
+            if decision is not None:
+                RATE_LIMITED.labels(FAILED_CHECKS_SCOPE).inc()
+                raise RateLimited(decision)
+        try:
+            return await self._admit(token, count, account_id)
+        except Unauthenticated:
+            if address is not None:
+                self._failed_checks.record(address())
+            raise
+
+    async def _admit(self, token: str, count: bool, account_id: str) -> Admission:
         parsed = parse_token(token)
         if self._recently_refused(parsed):
             raise invalid_session()
@@ -222,7 +265,7 @@ class RequestGate:
 
     async def authenticate(self, token: str) -> Caller:
         """The session alone, the request not counted (internal callers that check a token)."""
-        return (await self.admit(token, count=False)).caller
+        return (await self._admit(token, False, "")).caller
 
     async def admit_address(self, address: str) -> LimitDecision:
         """The per-address limit of the public calls (register, login)."""
@@ -347,6 +390,7 @@ def build_request_gate(settings: Settings, redis: ClusterPipeline, pool: PoolTyp
         absolute_ttl_s=settings.session_absolute_ttl_s,
         limit_per_minute=settings.rate_limit_per_minute,
         floor_ttl_s=settings.read_your_writes_ttl_s,
+        failed_checks_per_minute=settings.failed_session_checks_per_minute,
     )
     return RequestGate(redis, confirmer, SessionEntrySigner(settings.session_signing_key),
                        breaker, policy)

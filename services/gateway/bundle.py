@@ -54,6 +54,7 @@ def spec_from_settings(settings: Settings, upstreams: Sequence[Upstream], files:
         max_body_bytes=settings.gateway_max_body_bytes,
         otel_collector=settings.otel_exporter_otlp_endpoint,
         otel_sample_ratio=settings.otel_sample_ratio,
+        address_limit_per_minute=settings.edge_address_limit_per_minute,
     )
     return replace(spec, **overrides)  # type: ignore[arg-type]
 

@@ -8,6 +8,8 @@ interface, and an overload manager that caps downstream connections.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +111,9 @@ class GatewaySpec:
     # Empty: no tracing.
     otel_collector: str = ""
     otel_sample_ratio: float = 1.0
+    # Requests per minute one client address may send, whatever the route, counted by Envoy
+    # before a request reaches a service (no Redis, no PostgreSQL work for a flood); 0: off.
+    address_limit_per_minute: int = 3000
     cluster_policy: ClusterPolicy = field(default_factory=ClusterPolicy)
 
 
@@ -223,6 +228,7 @@ def _connection_manager(spec: GatewaySpec, table: RouteTable) -> dict[str, Any]:
                     "response_mutations": [{"remove": name} for name in _GRPC_RESPONSE_HEADERS],
                 },
             }},
+            *_address_limit(spec),
             # Whole requests only, and at most max_body_bytes of them: 413 otherwise, before
             # anything is sent upstream (the transcoder alone bounds its buffer, not the body).
             {"name": "envoy.filters.http.buffer", "typed_config": {
@@ -236,6 +242,45 @@ def _connection_manager(spec: GatewaySpec, table: RouteTable) -> dict[str, Any]:
     if spec.otel_collector:
         manager["tracing"] = _tracing(spec)
     return manager
+
+
+_LOCAL_RATE_LIMIT = ("type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
+                     ".LocalRateLimit")
+# Distinct client addresses with a bucket at once (LRU): beyond it the least recent loses its
+# count, which a flood of spoofed sources cannot use (the TCP peer is what is counted).
+_ADDRESS_BUCKETS = 100_000
+
+
+def _address_limit(spec: GatewaySpec) -> list[dict[str, Any]]:
+    """A token bucket per client address (the TCP peer, `remote_address`), refilled a second
+    at a time: an abuse limit per Envoy replica, far above what a person or an office behind
+    one address sends; the exact per-user limit is the request gate's."""
+    limit = spec.address_limit_per_minute
+    if limit <= 0:
+        return []
+    # Refilled every second when the limit allows one a second, else one every 60/limit s.
+    if limit >= 60:
+        bucket = {"max_tokens": limit, "tokens_per_fill": limit // 60, "fill_interval": "1s"}
+    else:
+        bucket = {"max_tokens": limit, "tokens_per_fill": 1,
+                  "fill_interval": f"{math.ceil(60 / limit)}s"}
+    return [{"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": _LOCAL_RATE_LIMIT,
+        "stat_prefix": "address_limit",
+        # Requests that match no descriptor (none: every request has an address) pass.
+        "token_bucket": {"max_tokens": 1_000_000_000, "tokens_per_fill": 1_000_000_000,
+                         "fill_interval": "1s"},
+        "always_consume_default_token_bucket": False,
+        "descriptors": [{"entries": [{"key": "remote_address"}], "token_bucket": bucket}],
+        "max_dynamic_descriptors": _ADDRESS_BUCKETS,
+        "vh_rate_limits": "INCLUDE",
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"},
+                           "runtime_key": "address_limit.enabled"},
+        "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"},
+                            "runtime_key": "address_limit.enforced"},
+        "response_headers_to_add": [{"header": {"key": "retry-after", "value": "1"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+    }}]
 
 
 _OTEL_TRACER = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"

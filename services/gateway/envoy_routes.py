@@ -71,7 +71,12 @@ def route_config(table: RouteTable, files: RouteFiles, timeouts: RouteTimeouts) 
             "header": {"key": EDGE_HEADER, "value": "1"},
             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
         }],
-        "virtual_hosts": [{"name": "bank_api", "domains": ["*"], "routes": routes}],
+        "virtual_hosts": [{
+            "name": "bank_api", "domains": ["*"], "routes": routes,
+            # Every request yields the descriptor (remote_address, <peer>) for the per-address
+            # limit (envoy_config._address_limit).
+            "rate_limits": [{"actions": [{"remote_address": {}}]}],
+        }],
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from bank.v1 import account_pb2, auth_pb2, common_pb2, transfer_pb2
 from google.protobuf.message import Message
 
-from tests.support.gateway import RunningGateway
+from tests.support.gateway import RunningGateway, gateway_settings, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +281,19 @@ async def test_headers_grpc_cannot_carry_are_dropped_not_a_5xx(fake_bank: Runnin
     assert call.metadata["x-kept"] == "yes" and call.metadata["x-tab"] == "a\tb"
     assert not {"2w$oek&", "x-data-bin"} & set(call.metadata)
     assert call.metadata.get("grpc-encoding") != "gzip"
+
+
+async def test_one_address_is_limited_at_the_edge_before_any_service_work(
+    tmp_path: Path,
+) -> None:
+    """Past its per-address budget a client gets 429 from Envoy itself: the request never
+    reaches a service (no Redis, no PostgreSQL work for a flood)."""
+    settings = gateway_settings(edge_address_limit_per_minute=5)
+    async with running_gateway(tmp_path, settings=settings) as gateway:
+        async with gateway.client() as http:
+            replies = [await http.get("/v1/accounts/a/balance") for _ in range(8)]
+    assert [r.status_code for r in replies[:5]] == [200] * 5
+    limited = replies[5:]
+    assert {r.status_code for r in limited} == {429}
+    assert limited[0].json()["code"] == 8 and limited[0].headers["retry-after"]
+    assert len(gateway.calls(BALANCE)) == 5

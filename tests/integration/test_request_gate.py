@@ -225,3 +225,23 @@ async def test_without_redis_postgres_decides_and_limits_stay_local(
             assert time.monotonic() - started < 2.0
         finally:
             await asyncio.to_thread(private_redis_cluster.start_all_nodes)
+
+
+async def test_an_address_past_its_failed_checks_is_refused_before_any_lookup(
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str],
+) -> None:
+    user = await new_user(engine, unique)
+    session = await session_store(engine, None).create(user)
+    guess = f"{user}.{session.session_id}.{'G' * 43}"
+    settings = dataclasses.replace(base_settings, failed_session_checks_per_minute=3)
+    async with request_gate(settings) as gate:
+        for _ in range(3):
+            with pytest.raises(Unauthenticated):
+                await gate.admit(guess, count=True, address=lambda: "198.51.100.7")
+        # The quota is spent: even the right token from that address waits for the window.
+        with pytest.raises(RateLimited) as refused:
+            await gate.admit(session.token, count=True, address=lambda: "198.51.100.7")
+        assert refused.value.decision.scope == "failed_checks"
+        assert refused.value.retry_after_s >= 1
+        other = await gate.admit(session.token, count=True, address=lambda: "198.51.100.8")
+        assert other.caller.user_id == user
