@@ -9,7 +9,6 @@ interface, and an overload manager that caps downstream connections.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
