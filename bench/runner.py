@@ -4,7 +4,6 @@ on, the closed-loop maxima, the raw-server baselines; then the report."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import os
 import time
@@ -320,7 +319,7 @@ def _users_file(cfg: BenchConfig) -> Path:
 
 
 async def _create_users(settings: Settings, count: int) -> list[BenchUser]:
-    engine = create_engine(dataclasses.replace(settings, db_pool_size=20))
+    engine = create_engine(settings, pool_size=20)
     try:
         return await create_bench_users(engine, settings, count)
     finally:

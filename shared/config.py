@@ -38,8 +38,9 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Connections of each service process's psycopg pool (fixed size; the health probe has one
+    # more of its own). docs/database.md adds them up against max_connections.
     db_pool_size: int = 10
-    db_max_overflow: int = 10
     db_statement_timeout_ms: int = 5000
 
     # The cache is an accelerator: with it off, every read goes to PostgreSQL (the benchmark's

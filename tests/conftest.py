@@ -18,6 +18,7 @@ from devstack.redis_cluster import LocalRedisCluster
 from shared.config import Settings
 from shared.db import create_engine
 from shared.migrate import upgrade_to_head
+from shared.pg_pool import PoolType, create_pool
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 
 
@@ -100,6 +101,17 @@ async def engine(base_settings: Settings) -> AsyncIterator[AsyncEngine]:
         yield eng
     finally:
         await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+async def pg_pool(base_settings: Settings) -> AsyncIterator[PoolType]:
+    """The services' kind of pool (psycopg, autocommit), for tests that build their adapters."""
+    pool = create_pool(base_settings, size=4)
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from bank.v1 import auth_pb2, auth_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.auth.adapters.login_limiter import RedisLoginLimiter
 from services.auth.adapters.password_hasher import hasher_from_settings
@@ -15,28 +14,24 @@ from services.auth.adapters.user_repository import PostgresUserRepository
 from services.auth.entrypoints.grpc_servicer import AuthServicer
 from services.auth.service_layer.ports import AuthDependencies
 from shared.config import Settings
-from shared.db import create_engine
 from shared.grpc_server import (
     GrpcService,
     build_grpc_service,
     servicer_registration,
     standard_readiness,
 )
-from shared.pg_pool import PoolType, create_pool
+from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 from shared.sessions import SessionEntrySigner
 
-# Session confirmations only (a Redis miss or a stale entry): a few connections suffice.
-_GATE_POOL_SIZE = 4
-
 
 @dataclass
 class AuthApp:
     settings: Settings
-    engine: AsyncEngine
-    pool: PoolType
+    probe_pool: PoolType  # the health probe's own connection
+    pool: PoolType  # users, sessions and the request gate's confirmations
     redis: RedisCluster  # the login limiter
     redis_pipeline: ClusterPipeline  # sessions and the request gate
     gate: RequestGate
@@ -44,6 +39,7 @@ class AuthApp:
     grpc: GrpcService
 
     async def start(self) -> None:
+        await self.probe_pool.open(wait=False)
         await self.pool.open(wait=False)
         await self.gate.warm_up()
         await self.grpc.start()
@@ -53,7 +49,7 @@ class AuthApp:
         await self.pool.close()
         await self.redis_pipeline.close()
         await self.redis.aclose()
-        await self.engine.dispose()
+        await self.probe_pool.close()
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.grpc.stop(grace)
@@ -63,16 +59,16 @@ class AuthApp:
 def build_auth_app(settings: Settings, port: int | None = None,
                    health_poll_s: float = 1.0) -> AuthApp:
     settings.require("session_signing_key")
-    engine = create_engine(settings)
-    pool = create_pool(settings, size=_GATE_POOL_SIZE)
+    probe_pool = create_probe_pool(settings)
+    pool = create_pool(settings)
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
     gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
-    sessions = SessionStore(engine, pipeline, SessionEntrySigner(settings.session_signing_key),
+    sessions = SessionStore(pool, pipeline, SessionEntrySigner(settings.session_signing_key),
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
     deps = AuthDependencies(
-        users=PostgresUserRepository(engine),
+        users=PostgresUserRepository(pool),
         sessions=sessions,
         checker=gate,
         limiter=RedisLoginLimiter(redis, settings.login_max_failures, settings.login_window_s),
@@ -86,9 +82,9 @@ def build_auth_app(settings: Settings, port: int | None = None,
             auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer,
             auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         ),
-        readiness_checks=standard_readiness(engine, redis),
+        readiness_checks=standard_readiness(probe_pool, redis),
         gate=gate,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AuthApp(settings, engine, pool, redis, pipeline, gate, sessions, service)
+    return AuthApp(settings, probe_pool, pool, redis, pipeline, gate, sessions, service)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from dataclasses import dataclass, field
 
 from bank.v1 import transfer_pb2, transfer_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.transfer.adapters.event_publisher import RedisEventPublisher
 from services.transfer.adapters.outbox_store import PostgresOutboxStore
@@ -19,28 +17,22 @@ from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay
 from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
 from shared.config import Settings
-from shared.db import create_engine
 from shared.grpc_server import (
     GrpcService,
     build_grpc_service,
     servicer_registration,
     standard_readiness,
 )
-from shared.pg_pool import PoolType, create_pool
+from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 
 
-def _probe_engine(settings: Settings) -> AsyncEngine:
-    """The health probe's own small pool: a busy hot-path pool must not fail the probe."""
-    return create_engine(dataclasses.replace(settings, db_pool_size=2))
-
-
 @dataclass
 class TransferApp:
     settings: Settings
-    engine: AsyncEngine
+    probe_pool: PoolType  # the health probe's own connection
     pool: PoolType
     redis: RedisCluster  # event publishing
     redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors
@@ -52,6 +44,7 @@ class TransferApp:
     async def start(self) -> None:
         """Open the pool (connections are made in the background, so a service started before
         PostgreSQL serves NOT_SERVING until it answers), start the dispatcher, then serve."""
+        await self.probe_pool.open(wait=False)
         await self.pool.open(wait=False)
         await self.gate.warm_up()
         self.dispatcher.start()
@@ -63,7 +56,7 @@ class TransferApp:
         await self.pool.close()
         await self.redis_pipeline.close()
         await self.redis.aclose()
-        await self.engine.dispose()
+        await self.probe_pool.close()
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.grpc.stop(grace)
@@ -78,7 +71,7 @@ def build_transfer_app(
     after_commit: AfterCommitHook | None = None,
 ) -> TransferApp:
     """`after_commit` is for the crash test only (see service_layer.transfers)."""
-    engine = _probe_engine(settings)
+    probe_pool = create_probe_pool(settings)
     pool = create_pool(settings)
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
@@ -100,12 +93,12 @@ def build_transfer_app(
             transfer_pb2_grpc.add_TransferServiceServicer_to_server, servicer,
             transfer_pb2.DESCRIPTOR.services_by_name["TransferService"],
         ),
-        readiness_checks=standard_readiness(engine, redis),
+        readiness_checks=standard_readiness(probe_pool, redis),
         gate=gate,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return TransferApp(settings, engine, pool, redis, pipeline, gate, grpc_service, dispatcher,
+    return TransferApp(settings, probe_pool, pool, redis, pipeline, gate, grpc_service, dispatcher,
                        service)
 
 
