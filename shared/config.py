@@ -78,6 +78,10 @@ class Settings:
     max_transfer_minor_units: int = 100_000_000_00  # 100 million in major units
     idempotency_retention_s: int = 86_400
     event_partitions: int = 16
+    # The transfer service confirms the outbox rows of the events it published in one UPDATE
+    # this often (services/transfer/service_layer/event_dispatcher.py); the relay leaves rows
+    # alone until they are older than twice this, plus a second.
+    outbox_confirm_interval_ms: int = 1000
 
     rate_limit_per_minute: int = 100
     gateway_max_body_bytes: int = 64 * 1024

@@ -76,7 +76,10 @@ def build_transfer_app(
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
     gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
-    dispatcher = EventDispatcher(RedisEventPublisher(redis), PostgresOutboxStore(pool))
+    dispatcher = EventDispatcher(
+        RedisEventPublisher(redis), PostgresOutboxStore(pool),
+        confirm_interval_s=settings.outbox_confirm_interval_ms / 1000,
+    )
     service = TransferService(
         PostgresTransferRepository(pool),
         dispatcher,
@@ -128,8 +131,14 @@ class RelayApp:
         await self.close()
 
 
+def relay_min_age_s(settings: Settings) -> float:
+    """Rows younger than this are still the service's to confirm (event_dispatcher.py)."""
+    return 2 * settings.outbox_confirm_interval_ms / 1000 + 1.0
+
+
 def build_relay_app(
-    settings: Settings, *, min_age_s: float = 1.5, poll_s: float = 0.5, batch_size: int = 500
+    settings: Settings, *, min_age_s: float | None = None, poll_s: float = 0.5,
+    batch_size: int = 500,
 ) -> RelayApp:
     """The relay needs few connections: it works in batches, one at a time."""
     pool = create_pool(settings, size=2)
@@ -137,9 +146,8 @@ def build_relay_app(
     relay = OutboxRelay(
         PostgresOutboxStore(pool),
         RedisEventPublisher(redis),
-        min_age_s=min_age_s,
+        min_age_s=relay_min_age_s(settings) if min_age_s is None else min_age_s,
         poll_s=poll_s,
         batch_size=batch_size,
-        idempotency_retention_s=settings.idempotency_retention_s,
     )
     return RelayApp(settings, pool, redis, relay)

@@ -29,7 +29,9 @@ class TransferRepository(Protocol):
 
 class EventPublisher(Protocol):
     async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
-        """Publish what it can; return the outbox ids that were published. Never raises."""
+        """Publish what it can, each event at most once (one already out is not sent again);
+        return the outbox ids that are now published, by this call or an earlier one. Never
+        raises."""
         ...
 
 
@@ -49,9 +51,9 @@ class OutboxStore(Protocol):
         duration of the context, so that several relays share the work."""
         ...
 
-    async def backlog(self) -> int: ...
-
-    async def purge_rejections(self, older_than_s: int) -> int: ...
+    async def backlog(self, min_age_s: float) -> int:
+        """Unconfirmed rows older than `min_age_s`: what the relay has to deliver."""
+        ...
 
 
 class ReadYourWritesFloors(Protocol):
