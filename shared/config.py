@@ -82,6 +82,14 @@ class Settings:
     # this often (services/transfer/service_layer/event_dispatcher.py); the relay leaves rows
     # alone until they are older than twice this, plus a second.
     outbox_confirm_interval_ms: int = 1000
+    # Retention jobs (docs/database.md): confirmed outbox rows are kept this long (far longer
+    # than the account service's catch-up window, a few minutes), ended sessions this long after
+    # they ended; rejections for idempotency_retention_s. A job runs every retention_interval_s
+    # (make run, compose) or once (`--once`, Kubernetes CronJobs), deleting in batches.
+    outbox_retention_s: int = 3_600
+    session_retention_s: int = 86_400
+    retention_interval_s: int = 300
+    retention_batch_size: int = 5_000
 
     rate_limit_per_minute: int = 100
     gateway_max_body_bytes: int = 64 * 1024

@@ -36,7 +36,13 @@ EVENTS = Counter(
     "bank_events_total", "Balance-changed events by outcome (published, applied, gap, catch_up)",
     ["outcome"],
 )
-OUTBOX_BACKLOG = Gauge("bank_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_BACKLOG = Gauge(
+    "bank_outbox_backlog", "Outbox rows the relay has to deliver (unconfirmed past its minimum age)"
+)
+RETENTION_DELETED = Counter(
+    "bank_retention_deleted_total", "Rows the retention jobs deleted, by job and rule",
+    ["job", "rule"],
+)
 SESSION_CHECKS = Counter(
     "bank_session_checks_total",
     "Session checks of the request gate by outcome (redis_hit, confirmed by PostgreSQL,"

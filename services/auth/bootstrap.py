@@ -9,10 +9,12 @@ from redis.asyncio.cluster import RedisCluster
 
 from services.auth.adapters.login_limiter import RedisLoginLimiter
 from services.auth.adapters.password_hasher import hasher_from_settings
+from services.auth.adapters.session_retention import PostgresSessionRetention
 from services.auth.adapters.session_store import SessionStore
 from services.auth.adapters.user_repository import PostgresUserRepository
 from services.auth.entrypoints.grpc_servicer import AuthServicer
 from services.auth.service_layer.ports import AuthDependencies
+from services.auth.service_layer.retention import session_retention_rules
 from shared.config import Settings
 from shared.grpc_server import (
     GrpcService,
@@ -24,6 +26,7 @@ from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
+from shared.retention import RetentionJob
 from shared.sessions import SessionEntrySigner
 
 
@@ -88,3 +91,12 @@ def build_auth_app(settings: Settings, port: int | None = None,
         health_poll_s=health_poll_s,
     )
     return AuthApp(settings, probe_pool, pool, redis, pipeline, gate, sessions, service)
+
+
+def build_retention_job(settings: Settings) -> RetentionJob:
+    pool = create_pool(settings, size=1)
+    rules = session_retention_rules(
+        PostgresSessionRetention(pool), idle_ttl_s=settings.session_ttl_s,
+        absolute_ttl_s=settings.session_absolute_ttl_s, keep_s=settings.session_retention_s,
+    )
+    return RetentionJob("auth", pool, rules)

@@ -11,10 +11,12 @@ from redis.asyncio.cluster import RedisCluster
 
 from services.transfer.adapters.event_publisher import RedisEventPublisher
 from services.transfer.adapters.outbox_store import PostgresOutboxStore
+from services.transfer.adapters.retention_store import PostgresTransferRetention
 from services.transfer.adapters.transfer_repository import PostgresTransferRepository
 from services.transfer.entrypoints.grpc_servicer import TransferServicer
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay
+from services.transfer.service_layer.retention import transfer_retention_rules
 from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
 from shared.config import Settings
 from shared.grpc_server import (
@@ -27,6 +29,7 @@ from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
+from shared.retention import RetentionJob
 
 
 @dataclass
@@ -151,3 +154,13 @@ def build_relay_app(
         batch_size=batch_size,
     )
     return RelayApp(settings, pool, redis, relay)
+
+
+def build_retention_job(settings: Settings) -> RetentionJob:
+    pool = create_pool(settings, size=1)
+    rules = transfer_retention_rules(
+        PostgresTransferRetention(pool),
+        outbox_retention_s=settings.outbox_retention_s,
+        rejection_retention_s=settings.idempotency_retention_s,
+    )
+    return RetentionJob("transfer", pool, rules)

@@ -31,10 +31,17 @@ def of_kind(objs: list[Obj], kind: str) -> dict[str, Obj]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
 
 
+def pod_template(obj: Obj) -> Obj:
+    """The pod template of a workload (a CronJob's sits inside its job template)."""
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    template: Obj = spec["template"]
+    return template
+
+
 def pod_specs(objs: list[Obj]) -> dict[str, Obj]:
     return {
-        f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
-        for o in objs if o["kind"] in ("Deployment", "StatefulSet", "Job")
+        f"{o['kind']}/{o['metadata']['name']}": pod_template(o)["spec"]
+        for o in objs if o["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")
     }
 
 
@@ -154,7 +161,7 @@ def test_grpc_services_use_native_grpc_probes(overlay: str, objects: dict[str, l
 def test_every_process_has_liveness_and_readiness(overlay: str,
                                                   objects: dict[str, list[Obj]]) -> None:
     for name, spec in pod_specs(objects[overlay]).items():
-        if name.startswith("Job/"):
+        if name.startswith(("Job/", "CronJob/")):
             continue
         container = spec["containers"][0]
         assert "livenessProbe" in container, name
@@ -227,9 +234,9 @@ def test_network_policies_deny_by_default(overlay: str, objects: dict[str, list[
         named.update(selector.get("matchLabels", {}).values())
         for expr in selector.get("matchExpressions", []):
             named.update(expr["values"])
-    workloads = {o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    workloads = {pod_template(o)["metadata"]["labels"]["app.kubernetes.io/name"]
                  for o in objects[overlay]
-                 if o["kind"] in ("Deployment", "StatefulSet", "Job")}
+                 if o["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")}
     assert workloads - named == set(), "pods without an allow policy"
     # The database is reachable only from the processes that own data, never from the edge.
     sources = policies["postgres"]["spec"]["ingress"][0]["from"][0]["podSelector"]

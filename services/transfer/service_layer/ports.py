@@ -56,6 +56,16 @@ class OutboxStore(Protocol):
         ...
 
 
+class TransferRetentionStore(Protocol):
+    async def delete_confirmed_outbox(self, older_than_s: float, limit: int) -> int:
+        """Outbox rows confirmed published more than `older_than_s` ago (at most `limit`)."""
+        ...
+
+    async def delete_rejections(self, older_than_s: float, limit: int) -> int:
+        """Stored rejections older than `older_than_s`: their idempotency keys are free again."""
+        ...
+
+
 class ReadYourWritesFloors(Protocol):
     async def remember_writes(self, user_id: str, versions: Mapping[str, int]) -> None:
         """Every session of the user reads at least these account versions from now on (for a
