@@ -26,6 +26,8 @@ PoolType = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
 
 # How long the health probe waits for its connection and its answer.
 PROBE_TIMEOUT_S = 2.0
+# A service process opens its pool (Settings.db_pool_size) and this many more for the probe.
+PROBE_CONNECTIONS = 1
 
 
 def libpq_url(url: str) -> str:
@@ -60,8 +62,8 @@ def create_pool(settings: Settings, *, size: int | None = None, role: str = "") 
 
 
 def create_probe_pool(settings: Settings) -> PoolType:
-    """The health probe's single connection."""
-    return create_pool(settings, size=1, role="probe")
+    """The health probe's own connection."""
+    return create_pool(settings, size=PROBE_CONNECTIONS, role="probe")
 
 
 async def database_ready(pool: PoolType) -> bool:

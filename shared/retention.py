@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Bounds one pass (batches x batch size rows per rule); the next pass goes on.
 MAX_BATCHES_PER_PASS = 1_000
+# A job deletes one batch at a time: one connection.
+RETENTION_POOL_SIZE = 1
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
-from shared.retention import RetentionJob
+from shared.retention import RETENTION_POOL_SIZE, RetentionJob
 from shared.sessions import SessionEntrySigner
 
 
@@ -94,7 +94,7 @@ def build_auth_app(settings: Settings, port: int | None = None,
 
 
 def build_retention_job(settings: Settings) -> RetentionJob:
-    pool = create_pool(settings, size=1)
+    pool = create_pool(settings, size=RETENTION_POOL_SIZE)
     rules = session_retention_rules(
         PostgresSessionRetention(pool), idle_ttl_s=settings.session_ttl_s,
         absolute_ttl_s=settings.session_absolute_ttl_s, keep_s=settings.session_retention_s,

@@ -29,7 +29,7 @@ from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
-from shared.retention import RetentionJob
+from shared.retention import RETENTION_POOL_SIZE, RetentionJob
 
 
 @dataclass
@@ -134,6 +134,10 @@ class RelayApp:
         await self.close()
 
 
+# The relay works in batches, one at a time (docs/database.md counts its connections).
+RELAY_POOL_SIZE = 2
+
+
 def relay_min_age_s(settings: Settings) -> float:
     """Rows younger than this are still the service's to confirm (event_dispatcher.py)."""
     return 2 * settings.outbox_confirm_interval_ms / 1000 + 1.0
@@ -144,7 +148,7 @@ def build_relay_app(
     batch_size: int = 500,
 ) -> RelayApp:
     """The relay needs few connections: it works in batches, one at a time."""
-    pool = create_pool(settings, size=2)
+    pool = create_pool(settings, size=RELAY_POOL_SIZE)
     redis = create_redis_cluster(settings)
     relay = OutboxRelay(
         PostgresOutboxStore(pool),
@@ -157,7 +161,7 @@ def build_relay_app(
 
 
 def build_retention_job(settings: Settings) -> RetentionJob:
-    pool = create_pool(settings, size=1)
+    pool = create_pool(settings, size=RETENTION_POOL_SIZE)
     rules = transfer_retention_rules(
         PostgresTransferRetention(pool),
         outbox_retention_s=settings.outbox_retention_s,

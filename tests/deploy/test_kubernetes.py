@@ -19,7 +19,7 @@ from tests.deploy.conftest import K8S, OVERLAYS, load_all, run, tool
 # Kinds without a schema in kubernetes-validate, per overlay: checked by hand below instead.
 UNKNOWN_KINDS = {
     "dev": set(),
-    "prod": {("postgresql.cnpg.io/v1", "Cluster")},
+    "prod": {("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "Pooler")},
 }
 GRPC_SERVICES = {"account": 7051, "transfer": 7052, "auth": 7053}
 _UNKNOWN = re.compile(r"Couldn't find schema for kind (\S+) with api version (\S+)")
@@ -105,6 +105,22 @@ def test_unknown_kinds_are_checked_by_hand(objects: dict[str, list[Obj]]) -> Non
     assert "postgres" not in of_kind(objects["prod"], "StatefulSet")
     assert "postgres-rw" not in of_kind(objects["prod"], "Service")
     assert "postgres" in of_kind(objects["dev"], "StatefulSet")
+    # The Pooler: transaction mode in front of the primary, and the services use it.
+    pooler = of_kind(objects["prod"], "Pooler")["postgres-pooler-rw"]["spec"]
+    assert (pooler["cluster"]["name"], pooler["type"]) == ("postgres", "rw")
+    assert pooler["pgbouncer"]["poolMode"] == "transaction"
+    assert pooler["instances"] >= 2
+    assert pooler["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "postgres-pooler"
+    for kind in ("Deployment", "CronJob"):
+        for name, obj in of_kind(objects["prod"], kind).items():
+            spec = obj["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else obj["spec"]
+            for container in spec["template"]["spec"]["containers"]:
+                env = {e["name"]: e for e in container.get("env", [])}
+                if "BANK_DATABASE_URL" in env:
+                    assert env["BANK_DATABASE_URL"] == {
+                        "name": "BANK_DATABASE_URL",
+                        "value": "postgresql://postgres-pooler-rw:5432/app"}, name
+                    assert {"PGUSER", "PGPASSWORD"} <= set(env), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
