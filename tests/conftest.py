@@ -71,13 +71,19 @@ def private_redis_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
         cluster.stop()
 
 
+# The services' default targets are `make run`'s fixed ports, where another stack may be
+# listening: tests point them at a port nothing listens on unless they wire services together.
+NOWHERE = "ipv4:127.0.0.1:1"
+
+
 def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any) -> Settings:
+    targets = {"account_target": NOWHERE, "transfer_target": NOWHERE, "auth_target": NOWHERE}
     return Settings(
         database_url=pg.dsn,
         redis_nodes=cluster.startup_nodes_csv,
         log_json=False,
         session_signing_key=TEST_SESSION_SIGNING_KEY,
-        **overrides,
+        **{**targets, **overrides},
     )
 
 

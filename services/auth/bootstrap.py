@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 from bank.v1 import auth_pb2, auth_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 
+from services.auth.adapters.cache_warmer import GrpcCacheWarmer
 from services.auth.adapters.login_limiter import RedisLoginLimiter
 from services.auth.adapters.password_hasher import hasher_from_settings
 from services.auth.adapters.session_retention import PostgresSessionRetention
@@ -39,6 +41,7 @@ class AuthApp:
     redis_pipeline: ClusterPipeline  # sessions and the request gate
     gate: RequestGate
     sessions: SessionStore
+    warmer: GrpcCacheWarmer  # WarmCache on the account service after each login
     grpc: GrpcService
 
     async def start(self) -> None:
@@ -48,6 +51,7 @@ class AuthApp:
         await self.grpc.start()
 
     async def close(self) -> None:
+        await self.warmer.aclose()
         await self.sessions.aclose()
         await self.pool.close()
         await self.redis_pipeline.close()
@@ -70,12 +74,16 @@ def build_auth_app(settings: Settings, port: int | None = None,
     sessions = SessionStore(pool, pipeline, SessionEntrySigner(settings.session_signing_key),
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
+    # Client-side round robin over the account replicas (dns:/// in Kubernetes).
+    warmer = GrpcCacheWarmer(grpc.aio.insecure_channel(
+        settings.account_target, options=[("grpc.lb_policy_name", "round_robin")]))
     deps = AuthDependencies(
         users=PostgresUserRepository(pool),
         sessions=sessions,
         checker=gate,
         limiter=RedisLoginLimiter(redis, settings.login_max_failures, settings.login_window_s),
         hasher=hasher_from_settings(settings),
+        warmer=warmer,
     )
     servicer = AuthServicer(deps)
 
@@ -90,7 +98,8 @@ def build_auth_app(settings: Settings, port: int | None = None,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AuthApp(settings, probe_pool, pool, redis, pipeline, gate, sessions, service)
+    return AuthApp(settings, probe_pool, pool, redis, pipeline, gate, sessions, warmer,
+                   service)
 
 
 def build_retention_job(settings: Settings) -> RetentionJob:

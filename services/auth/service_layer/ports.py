@@ -89,6 +89,13 @@ class PasswordHasher(Protocol):
     def needs_rehash(self, stored_hash: str) -> bool: ...
 
 
+class CacheWarmer(Protocol):
+    def warm(self, token: str) -> None:
+        """Ask the account service to warm the cache of the session's user, and return at once:
+        the login reply never waits for it, and its failure is not the login's."""
+        ...
+
+
 @dataclass(frozen=True)
 class AuthDependencies:
     users: UserRepository
@@ -96,3 +103,4 @@ class AuthDependencies:
     checker: SessionChecker
     limiter: LoginLimiter
     hasher: PasswordHasher
+    warmer: CacheWarmer
