@@ -20,6 +20,7 @@ from bench.goals import goals, headline
 from bench.histogram import LatencyHistogram
 from bench.model import BenchRun, MixedPhase, PhaseResult, Step
 from bench.observe import sum_by
+from bench.report_db import hot_account, statements_by_kind, transfer_time
 from bench.tables import (
     fmt_bytes,
     fmt_ms,
@@ -255,7 +256,8 @@ def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
         parts += [f"## Cache requests by key kind (cache {'on' if phase.cache_enabled else 'off'})",
                   "", _hit_rate_table(phase), ""]
     if run.mixed:
-        parts += ["## Database load", "", _db_table(run), "", *_busiest_statements(run),
+        parts += ["## Database load", "", _db_table(run), "", *statements_by_kind(run),
+                  *_busiest_statements(run),
                   *_grpc_calls_table(run), *_events(run),
                   "## Redis", "", _redis_table(run), ""]
     if run.read_steps:
@@ -266,6 +268,12 @@ def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
         parts += [f"## Maximum transfers (closed loop, p95 <= "
                   f"{run.transfer_p95_goal_s * 1000:g} ms)", "",
                   _steps_table(run.transfer_steps, 95, run.transfer_p95_goal_s), ""]
+    transfer_lines = transfer_time(run)
+    if transfer_lines:
+        parts += ["## Where a transfer's time goes", "", *transfer_lines]
+    hot_lines = hot_account(run)
+    if hot_lines:
+        parts += ["## Hot account", "", *hot_lines]
     parts += ["## Baselines: the raw servers, same run", "", _baselines(run), ""]
     profiles = _profiles(run)
     if profiles:
