@@ -3,7 +3,7 @@ ages from Settings); this runs them once (`--once`: a Kubernetes CronJob) or eve
 `retention_interval_s` (`make run`, compose), and never stops on a failed pass in that mode.
 
 A rule deletes at most `retention_batch_size` rows per statement and is called again until a
-batch comes back short: each DELETE is its own short transaction, so pruning never holds many
+batch deletes nothing: each DELETE is its own short transaction, so pruning never holds many
 row locks at once or keeps autovacuum waiting behind one long transaction.
 """
 
@@ -31,7 +31,8 @@ RETENTION_POOL_SIZE = 1
 @dataclass(frozen=True)
 class PruneRule:
     name: str
-    # Deletes up to `limit` rows that are past their retention; returns how many it deleted.
+    # Deletes up to `limit` rows that are past their retention; returns how many it deleted
+    # (a batch may come back short while rows remain, e.g. spread over partitions).
     prune: Callable[[int], Awaitable[int]]
 
 
@@ -52,14 +53,14 @@ class RetentionJob:
 
 async def prune(rule: PruneRule, batch_size: int, job: str = "",
                 max_batches: int = MAX_BATCHES_PER_PASS) -> int:
-    """Run one rule in batches until a batch is short; returns the rows deleted."""
+    """Run one rule in batches until one deletes nothing; returns the rows deleted."""
     deleted = 0
     counter = RETENTION_DELETED.labels(job, rule.name)
     for _ in range(max_batches):
         batch = await rule.prune(batch_size)
         deleted += batch
         counter.inc(batch)
-        if batch < batch_size:
+        if batch == 0:
             break
     return deleted
 

@@ -163,7 +163,7 @@ def build_relay_app(
 def build_retention_job(settings: Settings) -> RetentionJob:
     pool = create_pool(settings, size=RETENTION_POOL_SIZE)
     rules = transfer_retention_rules(
-        PostgresTransferRetention(pool),
+        PostgresTransferRetention(pool, settings.event_partitions),
         outbox_retention_s=settings.outbox_retention_s,
         rejection_retention_s=settings.idempotency_retention_s,
     )

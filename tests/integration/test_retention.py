@@ -55,9 +55,9 @@ async def test_the_transfer_job_prunes_confirmed_outbox_rows_and_old_rejections(
     old_confirmed = [await add_outbox_row(engine, marker, age_s=2 * HOUR, confirmed_age_s=2 * HOUR)
                      for _ in range(3)]
     kept = {
-        # confirmed recently (the catch-up window reads these), unconfirmed however old
-        # (the relay still owes their events), and young
-        await add_outbox_row(engine, marker, age_s=2 * HOUR, confirmed_age_s=60),
+        # confirmed, but younger than the retention; unconfirmed however old (the relay still
+        # owes their events); young and unconfirmed
+        await add_outbox_row(engine, marker, age_s=HOUR / 2, confirmed_age_s=HOUR / 2),
         await add_outbox_row(engine, marker, age_s=3 * HOUR, confirmed_age_s=None),
         await add_outbox_row(engine, marker, age_s=1, confirmed_age_s=None),
     }

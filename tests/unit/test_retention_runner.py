@@ -39,13 +39,13 @@ def job(*rules: PruneRule) -> RetentionJob:
     return RetentionJob("test", NoPool(), list(rules))  # type: ignore[arg-type]
 
 
-async def test_a_rule_runs_in_batches_until_one_is_short() -> None:
+async def test_a_rule_runs_in_batches_until_one_deletes_nothing() -> None:
     table = Table(expired=25)
     assert await prune(PruneRule("t", table.prune), batch_size=10) == 25
-    assert table.calls == [10, 10, 10]
-    exact = Table(expired=20)
-    assert await prune(PruneRule("t", exact.prune), batch_size=10) == 20
-    assert exact.calls == [10, 10, 10]  # a full batch may hide more: one more look
+    assert table.calls == [10, 10, 10, 10]  # 10, 10, 5, then nothing is left
+    empty = Table(expired=0)
+    assert await prune(PruneRule("t", empty.prune), batch_size=10) == 0
+    assert empty.calls == [10]
 
 
 async def test_one_failing_rule_does_not_stop_the_others() -> None:

@@ -58,7 +58,7 @@ class OutboxStore(Protocol):
 
 class TransferRetentionStore(Protocol):
     async def delete_confirmed_outbox(self, older_than_s: float, limit: int) -> int:
-        """Outbox rows confirmed published more than `older_than_s` ago (at most `limit`)."""
+        """Confirmed outbox rows made more than `older_than_s` ago (at most `limit`)."""
         ...
 
     async def delete_rejections(self, older_than_s: float, limit: int) -> int:

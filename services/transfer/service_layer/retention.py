@@ -1,8 +1,9 @@
 """What the transfer service's retention job prunes, and after how long (docs/database.md).
 
-- Outbox rows confirmed published more than `outbox_retention_s` ago. Unconfirmed rows are never
-  pruned: the relay still owes their events. The account service's catch-up reads the last few
-  minutes of the outbox, far inside the retention.
+- Confirmed outbox rows made more than `outbox_retention_s` ago (a row is confirmed seconds
+  after it was made). Unconfirmed rows are never pruned: the relay still owes their events. The
+  account service's catch-up reads the last few minutes of the outbox, far inside the
+  retention.
 - Stored rejections older than `idempotency_retention_s`: a retry with such a key is a new
   request again (docs/transfers.md, Idempotency). Completed transfers keep their key for good.
 """
