@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench.baseline import TransferAlone
 from bench.histogram import LatencyHistogram
 from bench.observe import CpuSnapshot, DatabaseSnapshot, RedisSnapshot, SampleKey
 from bench.pgprofile import PerfSummary, WaitShares
@@ -116,8 +117,14 @@ class ServerSide:
     deadlocks: int
     retries: float  # transfer_money run again after a deadlock or serialization failure
     transfer_money_ms: float | None  # its mean execution time inside PostgreSQL
+    wal_flush_ms: float | None = None  # a WAL flush (commit) on average (pg_stat_wal)
+    wal_flushes: int = 0
     waits: WaitShares | None = None
     perf: PerfSummary | None = None
+    # Cores the machine was busy on average, and how much of that was other processes than this
+    # run's (other engineers' test suites take CPU from the stack on a shared machine).
+    machine_cores: float = float("nan")
+    other_cores: float = float("nan")
 
     def per_transfer(self, amount: float) -> float | None:
         return amount / self.transfers if self.transfers else None
@@ -163,6 +170,8 @@ class BenchRun:
     # Transfers with `hot_share` of them touching one account (None: not run).
     hot: Step | None = None
     hot_share: float = 0.0
+    # transfer_money alone on the idle server, just before the hot-account phase
+    transfer_alone: TransferAlone | None = None
     baselines: Baselines = field(default_factory=Baselines)
     read_p99_goal_s: float = 0.050
     transfer_p95_goal_s: float = 0.100

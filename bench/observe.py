@@ -35,6 +35,8 @@ _PER_STATEMENT_SQL = (
     "SELECT queryid, calls, rows, regexp_replace(query, '\\s+', ' ', 'g'), total_exec_time"
     " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)"
 )
+# The WAL flushes (commits) of the whole server: with track_wal_io_timing, their time.
+_WAL_SQL = "SELECT wal_sync, wal_sync_time FROM pg_stat_wal"
 _DATABASE_SQL = (
     "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched,"
     " tup_inserted + tup_updated + tup_deleted, deadlocks"
@@ -141,6 +143,8 @@ class DatabaseSnapshot:
     per_statement: dict[int, tuple[int, int, str]] = field(default_factory=dict)
     deadlocks: int = 0
     exec_ms: dict[int, float] = field(default_factory=dict)  # queryid -> total execution time
+    wal_syncs: int = 0
+    wal_sync_ms: float = 0.0
 
     @classmethod
     def take(cls, conn: psycopg.Connection[tuple[Any, ...]], dbname: str,
@@ -154,8 +158,15 @@ class DatabaseSnapshot:
                                                                   (dbname,)):
                 detail[int(qid)] = (int(calls), int(rows), str(query))
                 exec_ms[int(qid)] = float(total_ms)
+        wal = conn.execute(_WAL_SQL).fetchone() or (0, 0.0)
         return cls(int(statements), int(data), int(row[0]), int(row[1]),
-                   int(row[2]), int(row[3]), time.time(), detail, int(row[4] or 0), exec_ms)
+                   int(row[2]), int(row[3]), time.time(), detail, int(row[4] or 0), exec_ms,
+                   int(wal[0] or 0), float(wal[1] or 0.0))
+
+    def mean_wal_sync_ms(self, earlier: DatabaseSnapshot) -> float | None:
+        """How long a WAL flush took on average between two snapshots (0 without timing)."""
+        syncs = self.wal_syncs - earlier.wal_syncs
+        return (self.wal_sync_ms - earlier.wal_sync_ms) / syncs if syncs > 0 else None
 
     def statement_deltas(self, earlier: DatabaseSnapshot) -> list[tuple[int, str]]:
         """(calls, query) of every statement called between two per-statement snapshots."""

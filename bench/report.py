@@ -194,12 +194,14 @@ def _steps_table(steps: list[Step], percentile: float, goal_s: float) -> str:
     best = best_step(steps, percentile, goal_s)
     for step in steps:
         hist = step.result.histogram()
+        other = (f"{step.server.other_cores:.2f}" if step.server is not None
+                 and not math.isnan(step.server.other_cores) else "–")
         rows.append([str(step.concurrency), fmt_rate(step.result.throughput),
                      fmt_ms(hist.percentile_s(50)), fmt_ms(hist.percentile_s(95)),
-                     fmt_ms(hist.percentile_s(99)), f"{step.result.error_count:,}",
+                     fmt_ms(hist.percentile_s(99)), f"{step.result.error_count:,}", other,
                      "<- max" if step is best else ""])
-    return markdown_table(["concurrent", "per s", "p50 ms", "p95 ms", "p99 ms", "errors", ""],
-                          rows)
+    return markdown_table(["concurrent", "per s", "p50 ms", "p95 ms", "p99 ms", "errors",
+                           "other processes' cores", ""], rows)
 
 
 def _errors(run: BenchRun) -> list[str]:

@@ -4,7 +4,10 @@ profile), and the hot account with what bounds it."""
 
 from __future__ import annotations
 
+import math
+
 from bench.analysis import best_transfer_step, server_errors, statement_counts
+from bench.baseline import TransferAlone
 from bench.cpu import by_role
 from bench.model import BenchRun, ServerSide, Step
 from bench.pgprofile import WaitShares
@@ -124,37 +127,53 @@ def hot_account(run: BenchRun) -> list[str]:
     lines = [f"{hot.concurrency} concurrent clients, {run.hot_share:.0%} of the transfers touching "
              "one account (half from it, half to it), closed loop:", "",
              markdown_table(["transfers/s", "p50 ms", "p95 ms", "p99 ms", "errors", "5xx",
-                             "deadlocks", "retries"],
+                             "deadlocks", "retries", "other processes' cores"],
                             [[fmt_rate(result.throughput), fmt_ms(hist.percentile_s(50)),
                               fmt_ms(hist.percentile_s(95)), fmt_ms(hist.percentile_s(99)),
                               errors, f"{server_errors(result):,}",
                               str(server.deadlocks) if server else "–",
-                              f"{server.retries:,.0f}" if server else "–"]]), ""]
+                              f"{server.retries:,.0f}" if server else "–",
+                              f"{server.other_cores:.2f}" if server else "–"]]), ""]
     if server is not None:
-        lines.append(_bound(server, result.throughput, run.hot_share))
+        lines.append(_bound(server, result.throughput, run.hot_share, run.transfer_alone))
         lines.append("")
         lines += _perf_lines(server)
     return lines
 
 
-def _bound(server: ServerSide, rate: float, share: float) -> str:
-    """What bounds the hot account, in words, from the waits and transfer_money's time."""
+def _bound(server: ServerSide, rate: float, share: float, alone: TransferAlone | None) -> str:
+    """What bounds the hot account, in words: the serial time per hot transfer against the
+    parts PostgreSQL can account for (its WAL flush, its waits), the rest being CPU."""
     hot_rate = rate * share
     waits = server.waits
-    parts = [f"The hot account takes {fmt_rate(hot_rate)} transfers/s: its row lock is held from "
-             "the transfer's `SELECT ... FOR UPDATE` to the end of its commit, so these run one "
-             "after the other"]
+    text = (f"The hot account takes {fmt_rate(hot_rate)} transfers/s. Its row lock is held from "
+            "the transfer's `SELECT ... FOR UPDATE` to the end of its commit's WAL flush, so "
+            "those transfers run one after the other")
     if hot_rate:
-        parts.append(f" ({1000 / hot_rate:.2f} ms each at most)")
+        text += f": {1000 / hot_rate:.2f} ms each"
+    flush = server.wal_flush_ms
+    if flush is not None and flush > 0:
+        text += (f", of which the commit's WAL flush takes {flush:.2f} ms "
+                 f"(pg_stat_wal, {server.wal_flushes:,} flushes)")
+    if alone is not None:
+        flushed = f" and {alone.flush_ms:.2f} ms flushing" if alone.flush_ms else ""
+        text += (f". Alone on the idle server just before, one client spent "
+                 f"{alone.exec_ms:.2f} ms inside transfer_money{flushed} "
+                 f"({alone.client_ms:.2f} ms a round trip, {alone.calls} calls)")
+    text += (": the rest of each turn is the lock's next holder waiting to be woken and to get "
+             "a CPU, on a machine whose 2 cores the services, Envoy and Redis keep busy")
+    if not math.isnan(server.machine_cores):
+        text += (f" ({server.machine_cores:.2f} cores busy on average, "
+                 f"{server.other_cores:.2f} of them other processes)")
+    text += "."
     if server.transfer_money_ms is not None:
-        parts.append(f"; `transfer_money` itself ran {server.transfer_money_ms:.2f} ms on average "
-                     "(waiting for the lock included, the commit's WAL flush not)")
-    text = "".join(parts) + "."
+        text += (f" transfer_money ran {server.transfer_money_ms:.2f} ms on average, waiting "
+                 "for the lock included.")
     line = _waits_line(waits)
     if line and waits is not None:
         lock = sum(sh for sh, st in waits.shares if st.startswith("Lock"))
         wal = sum(sh for sh, st in waits.shares if "WAL" in st)
         cpu = sum(sh for sh, st in waits.shares if st.startswith("running"))
-        text += (f" {line} Waiting for a row lock: {fmt_pct(lock)} (the hot row); WAL write and "
-                 f"flush at commit: {fmt_pct(wal)}; running: {fmt_pct(cpu)}.")
+        text += (f" {line} Queued for the hot row: {fmt_pct(lock)}; WAL write and flush: "
+                 f"{fmt_pct(wal)}; running: {fmt_pct(cpu)}.")
     return text

@@ -39,14 +39,17 @@ from bench.stack import (
     port_open,
     running_replicas,
 )
-from bench.workload import Op, OperationMix
+from bench.workload import HOT_USER, Op, OperationMix
 from bench.wrk import run_closed_loop, wrk_available
 from devstack.components import COMPONENTS
 from devstack.processes import DevstackError
 from shared.config import Settings
 from shared.db import create_engine
+from shared.events import partition_of
 
 Log = Callable[[str], None]
+# The services' partition count (Settings.event_partitions: the bench does not change it).
+EVENT_PARTITIONS: int = Settings(database_url="", redis_nodes="").event_partitions
 
 
 def choose_target(via: str, endpoints: Endpoints) -> Target:
@@ -181,6 +184,7 @@ class Runner:
                                              cfg.transfer_p95_goal_s, stack, 32,
                                              ["transfer-0", "account-0"], run, observer)
         if "hot" in cfg.phases:
+            run.transfer_alone = self._transfer_alone(endpoints)
             run.hot, run.hot_share = self._hot_account(generator, target, observer), cfg.hot_share
         if "baseline" in cfg.phases and not cfg.skip_baseline:
             run.baselines = self._baselines(stack, endpoints)
@@ -203,6 +207,23 @@ class Runner:
                  f"{result.error_count} errors, {seen.server.deadlocks if seen.server else '?'}"
                  " deadlocks")
         return Step(cfg.hot_concurrency, result, seen.server)
+
+    def _transfer_alone(self, endpoints: Endpoints) -> baseline.TransferAlone | None:
+        """transfer_money back to back from one client, on the idle server: the yardstick of
+        the hot account's serial transfers."""
+        users = self._users()
+        hot, other = users[HOT_USER], users[HOT_USER + 1]
+        partitions = (partition_of(hot.account_id, EVENT_PARTITIONS),
+                      partition_of(other.account_id, EVENT_PARTITIONS))
+        try:
+            alone = baseline.transfer_money_alone(endpoints.dsn, hot.user_id, hot.account_id,
+                                                  other.account_id, partitions)
+        except psycopg.Error as err:
+            self.log(f"transfer_money alone: {err}")
+            return None
+        self.log(f"transfer_money alone: {alone.client_ms:.2f} ms a call, {alone.exec_ms:.2f} ms "
+                 "inside")
+        return alone
 
     def _closed_loop(self, generator: LoadGenerator, target: Target, spec: PhaseSpec,
                      op: Op) -> PhaseResult:

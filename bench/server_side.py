@@ -13,7 +13,13 @@ from typing import Protocol
 
 from bench.cpu import CpuByProcess
 from bench.model import ServerSide
-from bench.observe import DatabaseSnapshot, MetricsSnapshot, open_monitor_connection, sum_by
+from bench.observe import (
+    CpuSnapshot,
+    DatabaseSnapshot,
+    MetricsSnapshot,
+    open_monitor_connection,
+    sum_by,
+)
 from bench.pgprofile import PerfRecorder, WaitSampler, postgres_pids
 from bench.stack import DBNAME, Endpoints, metrics_endpoints
 from bench.statements import StatementCounts
@@ -50,10 +56,12 @@ class ServerObserver:
             db_before = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
             metrics_before = MetricsSnapshot.take(metrics_endpoints())
             cpu_before = CpuByProcess.take(groups)
+            machine_before = CpuSnapshot.take()
             started = time.monotonic()
             yield observation
             elapsed = time.monotonic() - started
             cpu = CpuByProcess.take(groups).since(cpu_before)
+            busy, ours = CpuSnapshot.take().cores_since(machine_before)
             # PostgreSQL publishes a backend's counters when it goes idle (at most once a second).
             time.sleep(1.1)
             db_after = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
@@ -68,6 +76,10 @@ class ServerObserver:
             deadlocks=db_after.deadlocks - db_before.deadlocks,
             retries=retries.get(("transfer", "retry"), 0.0),
             transfer_money_ms=db_after.mean_exec_ms(db_before, "transfer_money("),
+            wal_flush_ms=db_after.mean_wal_sync_ms(db_before),
+            wal_flushes=db_after.wal_syncs - db_before.wal_syncs,
             waits=waits.result() if waits is not None else None,
             perf=perf.finish() if perf is not None else None,
+            machine_cores=busy,
+            other_cores=max(0.0, busy - ours),
         )
