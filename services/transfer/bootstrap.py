@@ -37,8 +37,8 @@ class TransferApp:
     settings: Settings
     probe_pool: PoolType  # the health probe's own connection
     pool: PoolType
-    redis: RedisCluster  # event publishing
-    redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors
+    redis: RedisCluster  # readiness (every master answers once)
+    redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors, events
     gate: RequestGate
     grpc: GrpcService
     dispatcher: EventDispatcher
@@ -80,7 +80,7 @@ def build_transfer_app(
     pipeline = create_redis_pipeline(settings)
     gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
     dispatcher = EventDispatcher(
-        RedisEventPublisher(redis), PostgresOutboxStore(pool),
+        RedisEventPublisher(pipeline), PostgresOutboxStore(pool),
         confirm_interval_s=settings.outbox_confirm_interval_ms / 1000,
     )
     service = TransferService(
@@ -112,7 +112,7 @@ def build_transfer_app(
 class RelayApp:
     settings: Settings
     pool: PoolType
-    redis: RedisCluster
+    redis: ClusterPipeline
     relay: OutboxRelay
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -123,7 +123,7 @@ class RelayApp:
 
     async def close(self) -> None:
         await self.pool.close()
-        await self.redis.aclose()
+        await self.redis.close()
 
     async def stop(self, grace: float = 0.0) -> None:
         if self._task is not None:
@@ -149,7 +149,7 @@ def build_relay_app(
 ) -> RelayApp:
     """The relay needs few connections: it works in batches, one at a time."""
     pool = create_pool(settings, size=RELAY_POOL_SIZE)
-    redis = create_redis_cluster(settings)
+    redis = create_redis_pipeline(settings)
     relay = OutboxRelay(
         PostgresOutboxStore(pool),
         RedisEventPublisher(redis),
