@@ -146,7 +146,8 @@ async def test_a_sequence_gap_catches_up_from_the_outbox(
         await seed.deposit(engine, bob.account_id, 1)
         await warm(stub, alice)
         publish = publish_newest_events
-        await publish(engine, app.redis_pipeline, [bob.account_id])  # the consumer's sequence baseline
+        # The consumer's sequence baseline:
+        await publish(engine, app.redis_pipeline, [bob.account_id])
         await eventually(at_version(app.redis, recent_key(bob.account_id), 2))
         gaps = metric("bank_events_total", outcome="gap")
 
@@ -155,7 +156,8 @@ async def test_a_sequence_gap_catches_up_from_the_outbox(
         await asyncio.sleep(0.1)
         assert await at_version(app.redis, balance_key(alice.account_id), 2)()
         await seed.deposit(engine, bob.account_id, 1)
-        await publish(engine, app.redis_pipeline, [bob.account_id])  # the next message shows the gap
+        # The next message shows the gap:
+        await publish(engine, app.redis_pipeline, [bob.account_id])
         await eventually(at_version(app.redis, balance_key(alice.account_id), 3), timeout_s=2)
         assert metric("bank_events_total", outcome="gap") == gaps + 1
 
