@@ -159,7 +159,7 @@ def transfer_money_alone(dsn: str, user_id: str, from_account: str, to_account: 
         def sampled() -> tuple[float, int, float, int]:
             stmt = conn.execute("SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0)"
                                 " FROM pg_stat_statements WHERE query LIKE %s",
-                                ("%bench: alone%",)).fetchone() or (0.0, 0)
+                                ("SELECT outcome FROM transfer_money(%",)).fetchone() or (0.0, 0)
             wal = conn.execute("SELECT wal_sync, wal_sync_time FROM pg_stat_wal").fetchone() \
                 or (0, 0.0)
             return float(stmt[0]), int(stmt[1]), float(wal[1] or 0.0), int(wal[0] or 0)
@@ -171,6 +171,8 @@ def transfer_money_alone(dsn: str, user_id: str, from_account: str, to_account: 
                 "user": user_id, "key": f"alone-{uuid.uuid4().hex}", "from_id": from_account,
                 "to_id": to_account, "from_p": partitions[0], "to_p": partitions[1]})
         elapsed = time.perf_counter() - started
+        # A backend reports its WAL statistics when it goes idle, at most once a second.
+        conn.execute("SELECT pg_stat_force_next_flush()")
         after = sampled()
     exec_calls = after[1] - before[1]
     syncs = after[3] - before[3]

@@ -20,7 +20,7 @@ from bench.analysis import (
     without_logins,
 )
 from bench.model import BenchRun, MixedPhase
-from bench.statements import READ_PATH
+from bench.statements import READ_PATH, TRANSFER_PATH
 from bench.tables import (
     fmt_bytes,
     fmt_ms,
@@ -171,13 +171,15 @@ def goals(run: BenchRun) -> list[list[str]]:
     best = best_transfer_step(run)
     server = best.server if best is not None else None
     if best is not None and server is not None and server.transfers:
-        per = server.statements.total(what=("transfers (transfer_money)",)) / server.transfers
+        per = server.statements.total(what=TRANSFER_PATH) / server.transfers
+        batched = server.statements.total(what=TRANSFER_PATH[1:])
         others = [(what, n / server.transfers) for (kind, what), n in
                   sorted(server.statements.calls.items(), key=lambda kv: -kv[1])
-                  if what != "transfers (transfer_money)" and kind != "control" and n]
-        detail = "; besides: " + ", ".join(f"{what} {n:.3f}" for what, n in others[:4]) \
+                  if what not in TRANSFER_PATH and kind != "control" and n]
+        detail = (f" ({batched / server.transfers:.3f} of them batches)" if batched else "")
+        detail += "; besides: " + ", ".join(f"{what} {n:.3f}" for what, n in others[:4]) \
             if others else ""
-        rows.append(["statements per transfer on the request path (transfer_money)", "1",
+        rows.append(["PostgreSQL round trips per transfer on the request path", "1",
                      f"{per:.3f} at {best.concurrency} concurrent" + detail,
                      verdict(per <= 1.005)])
     login = statements_per_login(on) if on else None

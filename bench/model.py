@@ -119,6 +119,7 @@ class ServerSide:
     transfer_money_ms: float | None  # its mean execution time inside PostgreSQL
     wal_flush_ms: float | None = None  # a WAL flush (commit) on average (pg_stat_wal)
     wal_flushes: int = 0
+    transactions: int = 0  # committed or rolled back in the bench's database
     waits: WaitShares | None = None
     perf: PerfSummary | None = None
     # Cores the machine was busy on average, and how much of that was other processes than this

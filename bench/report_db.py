@@ -35,13 +35,23 @@ def statements_by_kind(run: BenchRun) -> list[str]:
             markdown_table(headers, rows, right_align_from=2), ""]
 
 
-def _before_map(run: BenchRun, section: str, key: str) -> dict[str, float]:
+def _before_map(run: BenchRun, concurrency: int, key: str) -> dict[str, float]:
+    """A figure of the earlier run (--before) at the same concurrency: CPU per transfer grows
+    when fewer transfers share the fixed costs, so only the same load compares."""
     before = run.before or {}
-    part = before.get(section)
+    steps = before.get("transfer_steps")
+    part = steps.get(str(concurrency)) if isinstance(steps, dict) else None
     if not isinstance(part, dict):
         return {}
     values = part.get(key)
     return {str(k): float(v) for k, v in values.items()} if isinstance(values, dict) else {}
+
+
+def _reference_step(run: BenchRun) -> Step | None:
+    """The step CPU per transfer is shown for: the profiled one (the same concurrency in every
+    run), else the transfer maximum."""
+    profiled = next((s for s in run.transfer_steps if s.server and s.server.waits), None)
+    return profiled or best_transfer_step(run)
 
 
 def _waits_line(waits: WaitShares | None) -> str:
@@ -62,13 +72,13 @@ def _perf_lines(server: ServerSide) -> list[str]:
 
 
 def transfer_time(run: BenchRun) -> list[str]:
-    """CPU per transfer by process and statements per transfer at the transfer maximum."""
-    best = best_transfer_step(run)
+    """CPU per transfer by process and statements per transfer at the profiled step."""
+    best = _reference_step(run)
     if best is None or best.server is None or not best.server.transfers:
         return []
     server = best.server
     cpu = by_role(server.cpu_s)
-    before_cpu = _before_map(run, "transfer_max", "cpu_ms_per_transfer")
+    before_cpu = _before_map(run, best.concurrency, "cpu_ms_per_transfer")
     rows = []
     for role, used in sorted(cpu.items(), key=lambda kv: -kv[1]):
         ms = used * 1000 / server.transfers
@@ -87,11 +97,11 @@ def transfer_time(run: BenchRun) -> list[str]:
     headers = ["process", "CPU ms per transfer", "cores"]
     if before_cpu:
         headers = ["process", "before: CPU ms per transfer", "after", "cores"]
-    lines = [f"At the transfer maximum ({best.concurrency} concurrent, "
+    lines = [f"At {best.concurrency} concurrent clients (the profiled step, "
              f"{fmt_rate(best.result.throughput)}/s; CPU from /proc over {server.seconds:.0f} s, "
              f"{fmt_rate(server.transfers)} transfers answered; the load generator: "
              f"{client:.3f} ms per request more):", "", markdown_table(headers, rows), ""]
-    before_statements = _before_map(run, "transfer_max", "statements_per_transfer")
+    before_statements = _before_map(run, best.concurrency, "statements_per_transfer")
     statement_rows = []
     for (kind, what), n in sorted(server.statements.calls.items(), key=lambda kv: -kv[1]):
         label = f"{kind}: {what}"
@@ -142,26 +152,30 @@ def hot_account(run: BenchRun) -> list[str]:
 
 
 def _bound(server: ServerSide, rate: float, share: float, alone: TransferAlone | None) -> str:
-    """What bounds the hot account, in words: the serial time per hot transfer against the
-    parts PostgreSQL can account for (its WAL flush, its waits), the rest being CPU."""
+    """What bounds the hot account, in words: its transfers are serial up to the end of each
+    commit, so the commit's WAL flush, the work under the lock and the hand-off to the next
+    holder (a CPU for it) make the turn; batching shares one turn between several transfers."""
     hot_rate = rate * share
-    waits = server.waits
-    text = (f"The hot account takes {fmt_rate(hot_rate)} transfers/s. Its row lock is held from "
-            "the transfer's `SELECT ... FOR UPDATE` to the end of its commit's WAL flush, so "
-            "those transfers run one after the other")
-    if hot_rate:
-        text += f": {1000 / hot_rate:.2f} ms each"
+    seconds = max(server.seconds, 1e-9)
+    commits = server.transactions / seconds
+    text = (f"The hot account takes {fmt_rate(hot_rate)} transfers/s. Its row lock is held from a "
+            "transfer's `SELECT ... FOR UPDATE` to the end of its commit's WAL flush, so its "
+            "transactions run one after the other; concurrent transfers share a transaction "
+            "(adapters/transfer_batches.py), and PostgreSQL committed "
+            f"{fmt_rate(commits)} transactions/s for {fmt_rate(rate)} transfers/s (every "
+            "statement of the stack counted, the request gate's and the relay's too)")
     flush = server.wal_flush_ms
     if flush is not None and flush > 0:
-        text += (f", of which the commit's WAL flush takes {flush:.2f} ms "
-                 f"(pg_stat_wal, {server.wal_flushes:,} flushes)")
+        text += (f". A WAL flush took {flush:.2f} ms on average (pg_stat_wal, "
+                 f"{server.wal_flushes / seconds:,.0f} a second)")
     if alone is not None:
         flushed = f" and {alone.flush_ms:.2f} ms flushing" if alone.flush_ms else ""
-        text += (f". Alone on the idle server just before, one client spent "
+        text += (f"; alone on the idle server just before, one client spent "
                  f"{alone.exec_ms:.2f} ms inside transfer_money{flushed} "
                  f"({alone.client_ms:.2f} ms a round trip, {alone.calls} calls)")
-    text += (": the rest of each turn is the lock's next holder waiting to be woken and to get "
-             "a CPU, on a machine whose 2 cores the services, Envoy and Redis keep busy")
+    text += (". Each turn of the lock is that work, the flush, and the next holder being woken "
+             "and getting a CPU, on a machine whose 2 cores the services, Envoy and Redis keep "
+             "busy")
     if not math.isnan(server.machine_cores):
         text += (f" ({server.machine_cores:.2f} cores busy on average, "
                  f"{server.other_cores:.2f} of them other processes)")
@@ -169,6 +183,7 @@ def _bound(server: ServerSide, rate: float, share: float, alone: TransferAlone |
     if server.transfer_money_ms is not None:
         text += (f" transfer_money ran {server.transfer_money_ms:.2f} ms on average, waiting "
                  "for the lock included.")
+    waits = server.waits
     line = _waits_line(waits)
     if line and waits is not None:
         lock = sum(sh for sh, st in waits.shares if st.startswith("Lock"))

@@ -78,6 +78,7 @@ class ServerObserver:
             transfer_money_ms=db_after.mean_exec_ms(db_before, "transfer_money("),
             wal_flush_ms=db_after.mean_wal_sync_ms(db_before),
             wal_flushes=db_after.wal_syncs - db_before.wal_syncs,
+            transactions=db_after.transactions - db_before.transactions,
             waits=waits.result() if waits is not None else None,
             perf=perf.finish() if perf is not None else None,
             machine_cores=busy,

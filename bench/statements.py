@@ -16,6 +16,7 @@ _RULES: tuple[tuple[str, str, str], ...] = (
      r"^\s*(begin|commit|end|rollback|start transaction|set|show|reset|discard|deallocate)\b"),
     ("background", "health probes", r"^\s*select\s+(\$1|1)\s*$"),
     ("write", "transfers (transfer_money)", r"\btransfer_money\s*\("),
+    ("write", "transfer batches (transfer_money_batch)", r"\btransfer_money_batch\s*\("),
     ("write", "registrations", r"\binsert\s+into\s+users\b"),
     ("write", "logins: new session", r"^\s*insert\s+into\s+sessions\b"),
     ("write", "session confirmations (request gate)", r"^\s*update\s+sessions\s+set\s+last_used"),
@@ -38,6 +39,8 @@ _COMPILED = tuple((kind, what, re.compile(pattern, re.IGNORECASE | re.DOTALL))
 # The reads the cache exists to take off PostgreSQL: what the account service reads for its
 # clients, the warm-ups that stand in for their first misses included.
 READ_PATH = ("account reads (balance, recent, details, loans)", "warm-ups after login")
+# A transfer's round trip: alone, or shared with the others of its batch.
+TRANSFER_PATH = ("transfers (transfer_money)", "transfer batches (transfer_money_batch)")
 
 
 def classify(query: str) -> tuple[str, str]:

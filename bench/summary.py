@@ -50,6 +50,8 @@ def summarize(run: BenchRun) -> dict[str, Any]:
         "statements_per_login": statements_per_login(on) if on else None,
         "reads_per_s_max": reads.result.throughput if reads else None,
         "transfer_max": _server(best_transfer_step(run)),
+        # Every step, by concurrency: CPU per transfer compares at the same load.
+        "transfer_steps": {str(step.concurrency): _server(step) for step in run.transfer_steps},
         "hot_account": _server(run.hot),
         "pgbench_tps": run.baselines.pgbench_tps,
     }

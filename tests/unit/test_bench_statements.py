@@ -27,6 +27,7 @@ CASES = [
     (session_store._LIST_ACTIVE, "read", "session lists"),
     (session_confirmation._CONFIRM, "write", "session confirmations (request gate)"),
     (transfer_repository._TRANSFER_SQL, "write", "transfers (transfer_money)"),
+    (transfer_repository._BATCH_SQL, "write", "transfer batches (transfer_money_batch)"),
     (transfer_repository._GET_SQL, "read", "transfer reads"),
     (outbox_store._MARK_SQL, "background", "outbox confirmations"),
     (outbox_store._CLAIM_SQL, "background", "outbox relay"),
