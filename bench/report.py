@@ -236,6 +236,12 @@ def build_report(run: BenchRun, chart_name: str | None = "chart.png") -> str:
         "",
         headline(run),
         "",
+        "The design's \"90 % less database load\" is about reads: transfers and logins write, "
+        "and their writes reach PostgreSQL whatever the cache, so the goal is judged on the "
+        "reads the cache serves (balance, recent transactions, account details, loans, and the "
+        "warm-ups after login that stand in for their first misses), counted by PostgreSQL "
+        "itself (pg_stat_statements); every statement is shown beside it.",
+        "",
         "## Goals",
         "",
         markdown_table(["goal", "target", "measured", ""], goals(run)),
