@@ -42,6 +42,10 @@ class Settings:
     # more of its own). docs/database.md adds them up against max_connections.
     db_pool_size: int = 10
     db_statement_timeout_ms: int = 5000
+    # Transfer transactions a transfer replica runs at once; transfers beyond them queue and
+    # share the next one (services/transfer/adapters/transfer_batches.py). Few lanes make big
+    # batches: one commit, one WAL flush for many transfers, which is what bounds a hot account.
+    transfer_lanes: int = 2
 
     # The cache is an accelerator: with it off, every read goes to PostgreSQL (the benchmark's
     # "before" column). Redis calls give up after this and reads fall back to PostgreSQL.

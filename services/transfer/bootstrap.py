@@ -84,9 +84,10 @@ def build_transfer_app(
         confirm_interval_s=settings.outbox_confirm_interval_ms / 1000,
     )
     service = TransferService(
-        # Half the pool runs transfers, alone or batched (adapters/transfer_batches.py); the
-        # rest serves reads, confirmations and the request gate.
-        PostgresTransferRepository(pool, lanes=max(1, settings.db_pool_size // 2)),
+        # A few lanes run transfers, alone or batched (adapters/transfer_batches.py); the rest
+        # of the pool serves reads, confirmations and the request gate.
+        PostgresTransferRepository(pool, lanes=min(settings.transfer_lanes,
+                                                   max(1, settings.db_pool_size - 1))),
         dispatcher,
         gate,
         max_amount=settings.max_transfer_minor_units,
