@@ -38,6 +38,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="load generator processes (2)")
     parser.add_argument("--skip-baseline", action="store_true",
                         help="no pgbench / redis-benchmark")
+    parser.add_argument("--phases", help="comma-separated subset of: mixed, reads, transfers, "
+                                         "hot, baseline (default: all)")
+    parser.add_argument("--before", type=Path,
+                        help="summary.json of an earlier run: CPU per transfer and statements "
+                             "per transfer before and after")
     parser.add_argument("--no-profile", action="store_true",
                         help="no py-spy sampling of the services during the maxima")
     parser.add_argument("--production-argon2", action="store_true",
@@ -53,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         if path not in sys.path:
             sys.path.insert(0, path)
     from bench.chart import write_chart
-    from bench.config import BenchConfig
+    from bench.config import PHASES, BenchConfig
     from bench.report import build_report
     from bench.runner import Runner
+    from bench.summary import load_summary, write_summary
 
     args = _parse(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, object] = {
@@ -68,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         "results_dir": args.results,
         "run_dir": ROOT / ".run" / "bench",
     }
+    if args.phases:
+        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+        unknown = set(phases) - set(PHASES)
+        if unknown:
+            raise SystemExit(f"--phases: unknown {sorted(unknown)}; known: {', '.join(PHASES)}")
+        overrides["phases"] = phases
+    if args.before is not None:
+        overrides["before"] = args.before
     for name, value in (("users", args.users), ("rate", args.rate),
                         ("mixed_seconds", args.seconds), ("zipf_exponent", args.zipf),
                         ("arrivals", args.arrivals), ("workers", args.workers)):
@@ -77,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
               else dataclasses.replace(BenchConfig(), **overrides))  # type: ignore[arg-type]
 
     run = Runner(config, log=lambda line: print(line, flush=True)).run()
+    if config.before is not None:
+        run.before = load_summary(config.before)
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = config.results_dir / f"bench-{stamp}{'-quick' if config.quick else ''}"
@@ -89,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         chart_name = None
     report = build_report(run, chart_name)
     (folder / "report.md").write_text(report)
+    write_summary(run, folder / "summary.json")
     print()
     print(report)
     print(f"report: {folder / 'report.md'}")

@@ -49,6 +49,7 @@ from shared.call_metadata import EDGE_HEADER  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_engine  # noqa: E402
 from shared.migrate import upgrade_to_head  # noqa: E402
+from shared.pg_pool import create_pool  # noqa: E402
 from shared.redis_client import create_redis_pipeline  # noqa: E402
 from shared.sessions import SessionEntrySigner  # noqa: E402
 
@@ -72,9 +73,11 @@ class Throughput:
 async def seed_customers(settings: Settings, count: int) -> list[Credential]:
     engine = create_engine(settings)
     redis = create_redis_pipeline(settings)
+    pool = create_pool(settings, size=1)
+    await pool.open()
     try:
         await seed.ensure_settlement_account(engine)
-        sessions = SessionStore(engine, redis, SessionEntrySigner(BENCH_SIGNING_KEY), ttl_s=3600,
+        sessions = SessionStore(pool, redis, SessionEntrySigner(BENCH_SIGNING_KEY), ttl_s=3600,
                                 absolute_ttl_s=43_200)
         credentials = []
         for n in range(count):
@@ -85,6 +88,7 @@ async def seed_customers(settings: Settings, count: int) -> list[Credential]:
             credentials.append((account, (await sessions.create(user)).token))
         return credentials
     finally:
+        await pool.close()
         await redis.close()
         await engine.dispose()
 

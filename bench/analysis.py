@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bench.histogram import LatencyHistogram
 from bench.model import BenchRun, MixedPhase, PhaseResult, Step
 from bench.observe import SampleKey, sum_by
+from bench.statements import StatementCounts
 from bench.tables import ratio, reduction
 from bench.workload import READS, Op
 
@@ -190,3 +191,42 @@ def compare(run: BenchRun) -> Comparison:
         return _reads(phase.result).mean_s if phase else None
 
     return Comparison(stmts(off), stmts(on), avg(off), avg(on), read_avg(off), read_avg(on))
+
+
+def statement_counts(phase: MixedPhase) -> StatementCounts:
+    """PostgreSQL's statements of a mixed phase's window, by kind (bench/statements.py)."""
+    return StatementCounts.of(phase.db_after.statement_deltas(phase.db_before))
+
+
+def grpc_ok(metrics: dict[SampleKey, float], method: str) -> float:
+    return sum_by(metrics, "bank_grpc_requests_total", "method", "code").get((method, "OK"), 0.0)
+
+
+def statements_per_login(phase: MixedPhase) -> float | None:
+    """The login's own statements (credentials, the new session, a rehash) per login."""
+    logins = grpc_ok(phase.metrics, "Login")
+    counts = statement_counts(phase)
+    login_statements = counts.total(what=("logins: credentials", "logins: new session"))
+    return login_statements / logins if logins else None
+
+
+def hit_rate(phase: MixedPhase | None, kind: str) -> float | None:
+    if phase is None:
+        return None
+    counts = cache_hits_by_kind(phase.metrics).get(kind)
+    return counts.hit_rate if counts else None
+
+
+def best_transfer_step(run: BenchRun) -> Step | None:
+    """The transfer maximum, or (no step kept the goal) the fastest step, for the CPU figures."""
+    best = best_step(run.transfer_steps, 95, run.transfer_p95_goal_s)
+    if best is None and run.transfer_steps:
+        best = max(run.transfer_steps, key=lambda s: s.result.throughput)
+    return best
+
+
+def server_errors(result: PhaseResult) -> int:
+    """Requests answered with a 5xx (or, over gRPC, a server-side status)."""
+    server_side = ("http 5", "grpc UNAVAILABLE", "grpc INTERNAL", "grpc UNKNOWN",
+                   "grpc DEADLINE_EXCEEDED", "grpc DATA_LOSS")
+    return sum(n for (_, kind), n in result.errors.items() if kind.startswith(server_side))

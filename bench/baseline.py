@@ -130,3 +130,53 @@ def run_redis_benchmark(host: str, port: int, *, clients: int,
         raise RuntimeError(f"no GET line in redis-benchmark's output: {output[-400:]}")
     rps, p50, p99 = results["GET"]
     return RedisBenchmarkResult("GET", rps, p50, p99, clients, requests)
+
+
+@dataclass(frozen=True)
+class TransferAlone:
+    """One client calling transfer_money back to back on an otherwise idle server: what a
+    transfer costs PostgreSQL with no queue, no CPU contention and no Python in front of it."""
+
+    calls: int
+    client_ms: float  # one round trip, as the client saw it
+    exec_ms: float  # inside transfer_money (pg_stat_statements)
+    flush_ms: float | None  # one WAL flush (pg_stat_wal; None without track_wal_io_timing)
+
+
+_TRANSFER_ALONE_SQL = (
+    "SELECT outcome FROM transfer_money(%(user)s, %(key)s, %(from_id)s, %(to_id)s, 1, 'EUR',"
+    " 'bench: alone', %(from_p)s, %(to_p)s)"
+)
+
+
+def transfer_money_alone(dsn: str, user_id: str, from_account: str, to_account: str,
+                         partitions: tuple[int, int], calls: int = 400) -> TransferAlone:
+    """`calls` transfers of 1 cent from the user's account to another, one at a time."""
+    import time
+    import uuid
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        def sampled() -> tuple[float, int, float, int]:
+            stmt = conn.execute("SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0)"
+                                " FROM pg_stat_statements WHERE query LIKE %s",
+                                ("SELECT outcome FROM transfer_money(%",)).fetchone() or (0.0, 0)
+            wal = conn.execute("SELECT wal_sync, wal_sync_time FROM pg_stat_wal").fetchone() \
+                or (0, 0.0)
+            return float(stmt[0]), int(stmt[1]), float(wal[1] or 0.0), int(wal[0] or 0)
+
+        before = sampled()
+        started = time.perf_counter()
+        for _ in range(calls):
+            conn.execute(_TRANSFER_ALONE_SQL, {
+                "user": user_id, "key": f"alone-{uuid.uuid4().hex}", "from_id": from_account,
+                "to_id": to_account, "from_p": partitions[0], "to_p": partitions[1]})
+        elapsed = time.perf_counter() - started
+        # A backend reports its WAL statistics when it goes idle, at most once a second.
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        after = sampled()
+    exec_calls = after[1] - before[1]
+    syncs = after[3] - before[3]
+    return TransferAlone(
+        calls, elapsed * 1000 / calls,
+        (after[0] - before[0]) / exec_calls if exec_calls else float("nan"),
+        (after[2] - before[2]) / syncs if syncs and after[2] > before[2] else None)

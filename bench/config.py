@@ -10,6 +10,8 @@ from bench.workload import OperationMix
 
 # The design's peak: 105 requests a second.
 DESIGN_PEAK_RATE = 105.0
+# Every phase, in the order a run makes them (`--phases` picks some).
+PHASES = ("mixed", "reads", "transfers", "hot", "baseline")
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,17 @@ class BenchConfig:
     # Excluded from the figures of each mixed phase (connections, JIT-free warm paths, first fills
     # are still counted as misses in the hit rates of the services' metrics).
     warmup_seconds: float = 10.0
+    # The cache-on phase starts from an empty cache, where a running system has entries of every
+    # age: its warm-up lasts longer than the longest entry TTL with its jitter (recent
+    # transactions: 120 s + 10 %), so the measured window sees the steady state.
+    cache_warmup_seconds: float = 135.0
     # Closed-loop maxima: one step per concurrency level.
     read_concurrency: tuple[int, ...] = (8, 16, 32, 64, 128)
     transfer_concurrency: tuple[int, ...] = (4, 8, 16, 32, 64)
+    # The hot-account phase: this many concurrent clients, and this share of the transfers
+    # touching one account (half from it, half to it).
+    hot_concurrency: int = 64
+    hot_share: float = 0.7
     step_seconds: float = 8.0
     step_warmup_seconds: float = 1.0
     # Load generator processes for the closed-loop steps (the open-loop phase needs one).
@@ -56,6 +66,10 @@ class BenchConfig:
     profile: bool = True
     seed: int = 20260101
     quick: bool = False
+    phases: tuple[str, ...] = PHASES
+    # A summary.json of an earlier run (e.g. the code before a change): the report then shows
+    # CPU per transfer and the statement counts before and after.
+    before: Path | None = None
 
     @classmethod
     def quick_mode(cls, **overrides: object) -> BenchConfig:
@@ -63,6 +77,7 @@ class BenchConfig:
             users=300,
             mixed_seconds=5.0,
             warmup_seconds=1.0,
+            cache_warmup_seconds=3.0,
             read_concurrency=(16, 64),
             transfer_concurrency=(8, 32),
             step_seconds=2.0,

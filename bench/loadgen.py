@@ -19,7 +19,13 @@ from pathlib import Path
 from bench.drivers import Request, RequestFailed, Target, driver_for
 from bench.model import PhaseResult, SecondBin
 from bench.population import BENCH_PASSWORD, BenchUser, load_users
-from bench.workload import Op, OperationMix, poisson_arrivals, visit_sequence
+from bench.workload import (
+    Op,
+    OperationMix,
+    poisson_arrivals,
+    transfer_parties,
+    visit_sequence,
+)
 from bench.zipf import ZipfSampler
 
 # Open loop: past this many requests in flight per worker, new arrivals are dropped and
@@ -42,6 +48,8 @@ class PhaseSpec:
     # rather than independent requests.
     visits: bool = False
     think_s: float = 1.0
+    # Share of the transfers that touch one account (the hot-account phase); 0: none.
+    hot_share: float = 0.0
 
 
 class _Worker:
@@ -62,14 +70,19 @@ class _Worker:
         self.visits_in_progress = 0
 
     def _request(self) -> tuple[Request, int]:
+        op = self.picker.pick(self.rng)
+        if op is Op.TRANSFER:
+            who, to = transfer_parties(self.rng, self.zipf, self.spec.hot_share)
+            return self._request_for(op, who, to), who
         who = self.zipf.sample(self.rng)
-        return self._request_for(self.picker.pick(self.rng), who), who
+        return self._request_for(op, who), who
 
-    def _request_for(self, op: Op, who: int) -> Request:
+    def _request_for(self, op: Op, who: int, to: int | None = None) -> Request:
         user = self.users[who]
         request = Request(op, user.account_id, self.tokens[who])
         if op is Op.TRANSFER:
-            request.to_account_id = self.users[self.zipf.sample_other(self.rng, who)].account_id
+            other = self.zipf.sample_other(self.rng, who) if to is None else to
+            request.to_account_id = self.users[other].account_id
             request.amount_minor = self.rng.randint(1, 999)
         elif op is Op.LOGIN:
             request.email, request.password = user.email, BENCH_PASSWORD

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench.baseline import TransferAlone
 from bench.histogram import LatencyHistogram
 from bench.observe import CpuSnapshot, DatabaseSnapshot, RedisSnapshot, SampleKey
+from bench.pgprofile import PerfSummary, WaitShares
 from bench.profiling import ProfileSummary
+from bench.statements import StatementCounts
 
 
 @dataclass
@@ -104,11 +107,37 @@ class MixedPhase:
 
 
 @dataclass
+class ServerSide:
+    """What the servers did during a closed-loop step (transfers, the hot account)."""
+
+    seconds: float
+    transfers: float  # CreateTransfer calls answered OK (the services' metrics)
+    cpu_s: dict[str, float]  # CPU seconds by process group (replicas apart)
+    statements: StatementCounts
+    deadlocks: int
+    retries: float  # transfer_money run again after a deadlock or serialization failure
+    transfer_money_ms: float | None  # its mean execution time inside PostgreSQL
+    wal_flush_ms: float | None = None  # a WAL flush (commit) on average (pg_stat_wal)
+    wal_flushes: int = 0
+    transactions: int = 0  # committed or rolled back in the bench's database
+    waits: WaitShares | None = None
+    perf: PerfSummary | None = None
+    # Cores the machine was busy on average, and how much of that was other processes than this
+    # run's (other engineers' test suites take CPU from the stack on a shared machine).
+    machine_cores: float = float("nan")
+    other_cores: float = float("nan")
+
+    def per_transfer(self, amount: float) -> float | None:
+        return amount / self.transfers if self.transfers else None
+
+
+@dataclass
 class Step:
     """One closed-loop level of a maximum search."""
 
     concurrency: int
     result: PhaseResult
+    server: ServerSide | None = None
 
 
 @dataclass
@@ -139,6 +168,11 @@ class BenchRun:
     mixed: list[MixedPhase] = field(default_factory=list)
     read_steps: list[Step] = field(default_factory=list)
     transfer_steps: list[Step] = field(default_factory=list)
+    # Transfers with `hot_share` of them touching one account (None: not run).
+    hot: Step | None = None
+    hot_share: float = 0.0
+    # transfer_money alone on the idle server, just before the hot-account phase
+    transfer_alone: TransferAlone | None = None
     baselines: Baselines = field(default_factory=Baselines)
     read_p99_goal_s: float = 0.050
     transfer_p95_goal_s: float = 0.100
@@ -146,6 +180,8 @@ class BenchRun:
     elapsed_s: float = 0.0
     # (what was running, the summary of one replica's samples)
     profiles: list[tuple[str, ProfileSummary]] = field(default_factory=list)
+    # summary.json of an earlier run, for the before/after columns (bench/summary.py)
+    before: dict[str, object] | None = None
 
     def phase(self, cache_enabled: bool) -> MixedPhase | None:
         return next((m for m in self.mixed if m.cache_enabled == cache_enabled), None)

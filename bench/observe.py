@@ -29,13 +29,17 @@ _STATEMENTS_SQL = (
     f" coalesce(sum(calls) FILTER (WHERE query !~* '{_CONTROL}'), 0)::bigint"
     " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)"
 )
+# The whole text (not cut): the bench sorts statements by what they read or write
+# (bench/statements.py), which can be said far into a statement.
 _PER_STATEMENT_SQL = (
-    "SELECT queryid, calls, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 160)"
+    "SELECT queryid, calls, rows, regexp_replace(query, '\\s+', ' ', 'g'), total_exec_time"
     " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)"
 )
+# The WAL flushes (commits) of the whole server: with track_wal_io_timing, their time.
+_WAL_SQL = "SELECT wal_sync, wal_sync_time FROM pg_stat_wal"
 _DATABASE_SQL = (
     "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched,"
-    " tup_inserted + tup_updated + tup_deleted"
+    " tup_inserted + tup_updated + tup_deleted, deadlocks"
     " FROM pg_stat_database WHERE datname = %s"
 )
 
@@ -137,18 +141,50 @@ class DatabaseSnapshot:
     at: float
     # queryid -> (calls, rows, query text); only when asked for (the per-second sampler skips it)
     per_statement: dict[int, tuple[int, int, str]] = field(default_factory=dict)
+    deadlocks: int = 0
+    exec_ms: dict[int, float] = field(default_factory=dict)  # queryid -> total execution time
+    wal_syncs: int = 0
+    wal_sync_ms: float = 0.0
 
     @classmethod
     def take(cls, conn: psycopg.Connection[tuple[Any, ...]], dbname: str,
              per_statement: bool = False) -> DatabaseSnapshot:
         statements, data = conn.execute(_STATEMENTS_SQL, (dbname,)).fetchone() or (0, 0)
-        row = conn.execute(_DATABASE_SQL, (dbname,)).fetchone() or (0, 0, 0, 0)
+        row = conn.execute(_DATABASE_SQL, (dbname,)).fetchone() or (0, 0, 0, 0, 0)
         detail: dict[int, tuple[int, int, str]] = {}
+        exec_ms: dict[int, float] = {}
         if per_statement:
-            for qid, calls, rows, query in conn.execute(_PER_STATEMENT_SQL, (dbname,)):
+            for qid, calls, rows, query, total_ms in conn.execute(_PER_STATEMENT_SQL,
+                                                                  (dbname,)):
                 detail[int(qid)] = (int(calls), int(rows), str(query))
+                exec_ms[int(qid)] = float(total_ms)
+        wal = conn.execute(_WAL_SQL).fetchone() or (0, 0.0)
         return cls(int(statements), int(data), int(row[0]), int(row[1]),
-                   int(row[2]), int(row[3]), time.time(), detail)
+                   int(row[2]), int(row[3]), time.time(), detail, int(row[4] or 0), exec_ms,
+                   int(wal[0] or 0), float(wal[1] or 0.0))
+
+    def mean_wal_sync_ms(self, earlier: DatabaseSnapshot) -> float | None:
+        """How long a WAL flush took on average between two snapshots (0 without timing)."""
+        syncs = self.wal_syncs - earlier.wal_syncs
+        return (self.wal_sync_ms - earlier.wal_sync_ms) / syncs if syncs > 0 else None
+
+    def statement_deltas(self, earlier: DatabaseSnapshot) -> list[tuple[int, str]]:
+        """(calls, query) of every statement called between two per-statement snapshots."""
+        out = []
+        for qid, (calls, _, query) in self.per_statement.items():
+            before = earlier.per_statement.get(qid, (0, 0, ""))[0]
+            if calls > before:
+                out.append((calls - before, query))
+        return out
+
+    def mean_exec_ms(self, earlier: DatabaseSnapshot, fragment: str) -> float | None:
+        """Mean execution time of the statements whose text holds `fragment`, in the window."""
+        calls = total = 0.0
+        for qid, (n, _, query) in self.per_statement.items():
+            if fragment in query.lower():
+                calls += n - earlier.per_statement.get(qid, (0, 0, ""))[0]
+                total += self.exec_ms.get(qid, 0.0) - earlier.exec_ms.get(qid, 0.0)
+        return total / calls if calls > 0 else None
 
     def busiest_since(self, earlier: DatabaseSnapshot,
                       limit: int = 8) -> list[tuple[int, int, str]]:

@@ -25,6 +25,7 @@ from devstack import seed
 from services.auth.adapters.password_hasher import hasher_from_settings
 from services.auth.adapters.session_store import SessionStore
 from shared.config import Settings
+from shared.pg_pool import create_pool
 from shared.sessions import SessionEntrySigner
 
 BENCH_PASSWORD = "Bench-passphrase-2026"
@@ -84,14 +85,19 @@ async def create_bench_users(engine: AsyncEngine, settings: Settings,
                                             description="Bench opening deposit"))
     # Sessions are made in PostgreSQL only: each user's first request confirms and caches its
     # session, signed by the stack's own key, so the bench never needs that key.
-    sessions = SessionStore(engine, None, SessionEntrySigner(secrets.token_hex(32)),
+    pool = create_pool(settings, size=_PARALLEL)
+    await pool.open()
+    sessions = SessionStore(pool, None, SessionEntrySigner(secrets.token_hex(32)),
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
 
     async def new_token(user_id: str) -> str:
         return (await sessions.create(user_id, "127.0.0.1", "cachebank-bench")).token
 
-    tokens = await _bounded(ordered, _PARALLEL, new_token)
+    try:
+        tokens = await _bounded(ordered, _PARALLEL, new_token)
+    finally:
+        await pool.close()
     return [BenchUser(uid, account_of[uid], emails[uid], token)
             for uid, token in zip(ordered, tokens, strict=True)]
 

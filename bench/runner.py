@@ -4,7 +4,7 @@ on, the closed-loop maxima, the raw-server baselines; then the report."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import datetime
 import os
 import time
@@ -17,7 +17,7 @@ from bench import baseline
 from bench.config import BenchConfig
 from bench.drivers import Target
 from bench.loadgen import LoadGenerator, PhaseSpec
-from bench.model import Baselines, BenchRun, MixedPhase, Step
+from bench.model import Baselines, BenchRun, MixedPhase, PhaseResult, Step
 from bench.observe import (
     CpuSnapshot,
     DatabaseSampler,
@@ -28,6 +28,7 @@ from bench.observe import (
 )
 from bench.population import BenchUser, create_bench_users, load_users, save_users
 from bench.profiling import Profiler
+from bench.server_side import Observation, ServerObserver
 from bench.stack import (
     DBNAME,
     Endpoints,
@@ -38,14 +39,17 @@ from bench.stack import (
     port_open,
     running_replicas,
 )
-from bench.workload import Op, OperationMix
+from bench.workload import HOT_USER, Op, OperationMix
 from bench.wrk import run_closed_loop, wrk_available
 from devstack.components import COMPONENTS
 from devstack.processes import DevstackError
 from shared.config import Settings
 from shared.db import create_engine
+from shared.events import partition_of
 
 Log = Callable[[str], None]
+# The services' partition count (Settings.event_partitions: the bench does not change it).
+EVENT_PARTITIONS: int = Settings(database_url="", redis_nodes="").event_partitions
 
 
 def choose_target(via: str, endpoints: Endpoints) -> Target:
@@ -150,48 +154,104 @@ class Runner:
             run.notes.append("A running stack was measured as it is: its cache setting could "
                              "not be switched, so there is no cache-off column, and its rate "
                              "limits are the production ones (expect 429s from hot users).")
-        for enabled in cache_settings:
-            restart_s = 0.0
-            if isinstance(stack, OwnStack) and stack.cache_enabled != enabled:
-                self.log(f"restarting the services with the cache {_on_off(enabled)} ...")
-                restart_s = stack.set_cache(enabled)
-                target = choose_target(target.via, stack.endpoints())
-            run.mixed.append(self._mixed_phase(generator, target, endpoints, enabled,
-                                               restart_s))
+        if "mixed" in cfg.phases:
+            for enabled in cache_settings:
+                restart_s = 0.0
+                if isinstance(stack, OwnStack) and stack.cache_enabled != enabled:
+                    self.log(f"restarting the services with the cache {_on_off(enabled)} ...")
+                    restart_s = stack.set_cache(enabled)
+                    target = choose_target(target.via, stack.endpoints())
+                run.mixed.append(self._mixed_phase(generator, target, endpoints, enabled,
+                                                   restart_s))
+        elif isinstance(stack, OwnStack) and not stack.cache_enabled:
+            self.log("restarting the services with the cache on ...")
+            stack.set_cache(True)
+            target = choose_target(target.via, stack.endpoints())
         if not (stack.can_toggle_cache or stack.cache_enabled):
             run.notes.append("The cache was off for the maxima below.")
-        if self._wrk_for(target):
+        if self._wrk_for(target) and {"reads", "transfers", "hot"} & set(cfg.phases):
             run.notes.append("The closed-loop maxima through the edge were driven by wrk (one "
                              "thread): its CPU per request is a fraction of the Python "
                              "generator's, which the stack would otherwise lose on 2 cores.")
-        run.read_steps = self._steps(generator, target, Op.BALANCE, cfg.read_concurrency,
-                                     99, cfg.read_p99_goal_s, stack, 64,
-                                     ["account-0", "auth-0"], run)
-        run.transfer_steps = self._steps(generator, target, Op.TRANSFER,
-                                         cfg.transfer_concurrency, 95, cfg.transfer_p95_goal_s,
-                                         stack, 32, ["transfer-0"], run)
-        if not cfg.skip_baseline:
+        observer = ServerObserver(stack, endpoints, cfg.results_dir / ".work" / "profiles")
+        if "reads" in cfg.phases:
+            run.read_steps = self._steps(generator, target, Op.BALANCE, cfg.read_concurrency,
+                                         99, cfg.read_p99_goal_s, stack, 64,
+                                         ["account-0", "auth-0"], run)
+        if "transfers" in cfg.phases:
+            run.transfer_steps = self._steps(generator, target, Op.TRANSFER,
+                                             cfg.transfer_concurrency, 95,
+                                             cfg.transfer_p95_goal_s, stack, 32,
+                                             ["transfer-0", "account-0"], run, observer)
+        if "hot" in cfg.phases:
+            run.transfer_alone = self._transfer_alone(endpoints)
+            run.hot, run.hot_share = self._hot_account(generator, target, observer), cfg.hot_share
+        if "baseline" in cfg.phases and not cfg.skip_baseline:
             run.baselines = self._baselines(stack, endpoints)
         return run
+
+    def _hot_account(self, generator: LoadGenerator, target: Target,
+                     observer: ServerObserver) -> Step:
+        """Transfers at `hot_concurrency` clients, `hot_share` of them touching one account."""
+        cfg = self.config
+        spec = PhaseSpec(f"hot account, {cfg.hot_concurrency} concurrent, "
+                         f"{cfg.hot_share:.0%} on one account", OperationMix.only(Op.TRANSFER),
+                         duration_s=cfg.step_seconds + cfg.step_warmup_seconds,
+                         warmup_s=cfg.step_warmup_seconds, zipf_exponent=cfg.zipf_exponent,
+                         seed=cfg.seed + 7, concurrency=cfg.hot_concurrency,
+                         hot_share=cfg.hot_share)
+        with observer.observe(profile=True, seconds=spec.duration_s) as seen:
+            result = self._closed_loop(generator, target, spec, Op.TRANSFER)
+        tail = result.histogram().percentile_s(95)
+        self.log(f"{spec.name}: {result.throughput:.0f}/s, p95 {tail * 1000:.1f} ms, "
+                 f"{result.error_count} errors, {seen.server.deadlocks if seen.server else '?'}"
+                 " deadlocks")
+        return Step(cfg.hot_concurrency, result, seen.server)
+
+    def _transfer_alone(self, endpoints: Endpoints) -> baseline.TransferAlone | None:
+        """transfer_money back to back from one client, on the idle server: the yardstick of
+        the hot account's serial transfers."""
+        users = self._users()
+        hot, other = users[HOT_USER], users[HOT_USER + 1]
+        partitions = (partition_of(hot.account_id, EVENT_PARTITIONS),
+                      partition_of(other.account_id, EVENT_PARTITIONS))
+        try:
+            alone = baseline.transfer_money_alone(endpoints.dsn, hot.user_id, hot.account_id,
+                                                  other.account_id, partitions)
+        except psycopg.Error as err:
+            self.log(f"transfer_money alone: {err}")
+            return None
+        self.log(f"transfer_money alone: {alone.client_ms:.2f} ms a call, {alone.exec_ms:.2f} ms "
+                 "inside")
+        return alone
+
+    def _closed_loop(self, generator: LoadGenerator, target: Target, spec: PhaseSpec,
+                     op: Op) -> PhaseResult:
+        if self._wrk_for(target):
+            return run_closed_loop(target, spec, op, self._users(),
+                                   self.config.results_dir / ".work" / "wrk")
+        return generator.run_phase(target, spec, self.users_path, self.config.workers)
 
     def _mixed_phase(self, generator: LoadGenerator, target: Target, endpoints: Endpoints,
                      enabled: bool, restart_s: float) -> MixedPhase:
         cfg = self.config
+        # With the cache on, the warm-up brings it to what a running system has (config.py).
+        warmup_s = cfg.cache_warmup_seconds if enabled else cfg.warmup_seconds
         spec = PhaseSpec(f"mixed, cache {_on_off(enabled)}", cfg.mix,
-                         duration_s=cfg.mixed_seconds + cfg.warmup_seconds,
-                         warmup_s=cfg.warmup_seconds, zipf_exponent=cfg.zipf_exponent,
+                         duration_s=cfg.mixed_seconds + warmup_s,
+                         warmup_s=warmup_s, zipf_exponent=cfg.zipf_exponent,
                          seed=cfg.seed, rate=cfg.rate, visits=cfg.arrivals == "visits",
                          think_s=cfg.think_seconds)
         # One process sends a few hundred requests a second with room to spare.
         workers = 1 if cfg.rate <= 400 else cfg.workers
         self.log(f"{spec.name}: open loop at {cfg.rate:g} req/s for "
-                 f"{cfg.warmup_seconds:g} s warm-up + {cfg.mixed_seconds:g} s ...")
+                 f"{warmup_s:g} s warm-up + {cfg.mixed_seconds:g} s ...")
         scrape_from = metrics_endpoints()
         with open_monitor_connection(endpoints.admin_dsn) as monitor, \
                 DatabaseSampler(endpoints.admin_dsn, DBNAME) as sampler:
             pending = generator.start_phase(target, spec, self.users_path, workers)
             # The servers' counters cover the same window as the client's figures.
-            time.sleep(max(0.0, pending.start_wall + cfg.warmup_seconds - time.time()))
+            time.sleep(max(0.0, pending.start_wall + warmup_s - time.time()))
             metrics_before = MetricsSnapshot.take(scrape_from)
             redis_before = RedisSnapshot.take(endpoints.redis_ports)
             db_before = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
@@ -217,29 +277,32 @@ class Runner:
 
     def _steps(self, generator: LoadGenerator, target: Target, op: Op, levels: tuple[int, ...],
                percentile: float, goal_s: float, stack: OwnStack | RunningStack,
-               profile_near: int, profile_names: list[str], run: BenchRun) -> list[Step]:
+               profile_near: int, profile_names: list[str], run: BenchRun,
+               observer: ServerObserver | None = None) -> list[Step]:
+        """`observer`: what the servers did at each step (CPU by process, statements, PostgreSQL's
+        waits and perf at the profiled step)."""
         cfg = self.config
         steps: list[Step] = []
         profile_level = min(levels, key=lambda level: abs(level - profile_near), default=0)
         pids = {name: pid for name, pid in stack.pids().items() if name in profile_names}
         for concurrency in levels:
+            profiling = cfg.profile and concurrency == profile_level
             profiler = None
-            if cfg.profile and concurrency == profile_level and pids and Profiler.available():
+            if profiling and pids and Profiler.available():
                 profiler = Profiler(cfg.results_dir / ".work" / "profiles" / op.value)
                 profiler.start(pids, cfg.step_seconds + cfg.step_warmup_seconds)
             spec = PhaseSpec(f"{op.value} max, {concurrency} concurrent", OperationMix.only(op),
                              duration_s=cfg.step_seconds + cfg.step_warmup_seconds,
                              warmup_s=cfg.step_warmup_seconds, zipf_exponent=cfg.zipf_exponent,
                              seed=cfg.seed + concurrency, concurrency=concurrency)
-            if self._wrk_for(target):
-                result = run_closed_loop(target, spec, op, self._users(),
-                                         cfg.results_dir / ".work" / "wrk")
-            else:
-                result = generator.run_phase(target, spec, self.users_path, cfg.workers)
+            watching = (observer.observe(profile=profiling, seconds=spec.duration_s)
+                        if observer is not None else contextlib.nullcontext(Observation()))
+            with watching as seen:
+                result = self._closed_loop(generator, target, spec, op)
             tail = result.histogram().percentile_s(percentile)
             self.log(f"{spec.name}: {result.throughput:.0f}/s, p{percentile:g} "
                      f"{tail * 1000:.1f} ms, {result.error_count} errors")
-            steps.append(Step(concurrency, result))
+            steps.append(Step(concurrency, result, seen.server))
             if profiler is not None:
                 context = f"{op.value}, {concurrency} concurrent, via {target.via}"
                 run.profiles += [(context, summary) for summary in profiler.finish()]
@@ -320,7 +383,7 @@ def _users_file(cfg: BenchConfig) -> Path:
 
 
 async def _create_users(settings: Settings, count: int) -> list[BenchUser]:
-    engine = create_engine(dataclasses.replace(settings, db_pool_size=20))
+    engine = create_engine(settings, pool_size=20)
     try:
         return await create_bench_users(engine, settings, count)
     finally:

@@ -138,6 +138,18 @@ class OwnStack:
         """Replica name ("account-0") -> pid, for the profiler."""
         return {p.name: p.pid for p in self._stack.processes if p.pid is not None and p.alive}
 
+    def process_groups(self) -> dict[str, list[int]]:
+        """Root pids by process group, for CPU by process (bench/cpu.py): each replica, the
+        gateway, PostgreSQL (the postmaster: its backends are its children) and Redis."""
+        groups: dict[str, list[int]] = {name: [pid] for name, pid in self.pids().items()}
+        edge = self._stack.edge
+        if edge is not None and edge.pid is not None:
+            groups["gateway (Envoy)"] = [edge.pid]
+        if self._stack.pg.pid is not None:
+            groups["postgres"] = [self._stack.pg.pid]
+        groups["redis"] = [pid for pid in self._stack.redis.pids.values() if pid is not None]
+        return groups
+
     def set_cache(self, enabled: bool) -> float:
         """Restart every service replica with the cache on or off; returns the seconds it took."""
         started = time.monotonic()
@@ -191,6 +203,9 @@ class RunningStack:
 
     def pids(self) -> dict[str, int]:
         return {}  # not our processes
+
+    def process_groups(self) -> dict[str, list[int]]:
+        return {}
 
     def set_cache(self, enabled: bool) -> float:
         raise RuntimeError("a running stack keeps its cache setting")

@@ -41,6 +41,7 @@ from services.auth.adapters.session_store import SessionStore  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_engine  # noqa: E402
 from shared.migrate import upgrade_to_head  # noqa: E402
+from shared.pg_pool import create_pool  # noqa: E402
 from shared.sessions import SessionEntrySigner  # noqa: E402
 
 USERS = 64
@@ -52,11 +53,13 @@ START_BALANCE = 1_000_000_000
 async def seed_accounts(settings: Settings) -> list[tuple[str, list[str]]]:
     """(token, account ids) per user; every account holds plenty of money."""
     engine = create_engine(settings)
+    pool = create_pool(settings, size=1)
+    await pool.open()
     users: list[tuple[str, list[str]]] = []
     try:
         await seed.ensure_settlement_account(engine)
         # PostgreSQL only: the services confirm each session on first use and cache it.
-        sessions = SessionStore(engine, None, SessionEntrySigner(BENCH_SIGNING_KEY), ttl_s=3600,
+        sessions = SessionStore(pool, None, SessionEntrySigner(BENCH_SIGNING_KEY), ttl_s=3600,
                                 absolute_ttl_s=43_200)
         for _ in range(USERS):
             user = await seed.create_user(engine, f"bench-{uuid.uuid4().hex}@example.com", "-",
@@ -67,6 +70,7 @@ async def seed_accounts(settings: Settings) -> list[tuple[str, list[str]]]:
             token = (await sessions.create(user)).token
             users.append((token, accounts))
     finally:
+        await pool.close()
         await engine.dispose()
     return users
 

@@ -13,6 +13,7 @@ import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class Op(enum.StrEnum):
@@ -100,3 +101,28 @@ def visit_sequence(mix: OperationMix, rng: random.Random) -> list[Op]:
     rest = [op for op, n in counts.items() for _ in range(n)]
     rng.shuffle(rest)
     return opening + rest
+
+
+# The hot account of the hot-account phase: the first bench user's (the Zipf choice's top rank).
+HOT_USER = 0
+
+
+class UserSampler(Protocol):
+    def sample(self, rng: random.Random) -> int: ...
+
+    def sample_other(self, rng: random.Random, not_this: int) -> int: ...
+
+
+def transfer_parties(rng: random.Random, users: UserSampler, hot_share: float = 0.0
+                     ) -> tuple[int, int]:
+    """(source user, destination user) of a transfer: Zipf-chosen; with `hot_share`, exactly
+    that share of the transfers touches HOT_USER's account (half from it, half to it), and the
+    others do not."""
+    if hot_share and rng.random() < hot_share:
+        other = users.sample_other(rng, HOT_USER)
+        return (HOT_USER, other) if rng.random() < 0.5 else (other, HOT_USER)
+    while True:
+        who = users.sample(rng)
+        to = users.sample_other(rng, who)
+        if not hot_share or HOT_USER not in (who, to):
+            return who, to

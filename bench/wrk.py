@@ -24,7 +24,7 @@ from bench.histogram import LatencyHistogram
 from bench.loadgen import PhaseSpec
 from bench.model import PhaseResult, SecondBin
 from bench.population import BenchUser
-from bench.workload import Op
+from bench.workload import Op, transfer_parties
 from bench.zipf import ZipfSampler
 
 _REQUESTS_PER_SCRIPT = 20_000
@@ -94,14 +94,17 @@ def write_requests(path: Path, users: list[BenchUser], op: Op, spec: PhaseSpec) 
     zipf = ZipfSampler(len(users), spec.zipf_exponent)
     lines = []
     for _ in range(_REQUESTS_PER_SCRIPT):
-        who = zipf.sample(rng)
+        if op is Op.TRANSFER:
+            who, to = transfer_parties(rng, zipf, spec.hot_share)
+        else:
+            who, to = zipf.sample(rng), -1
         user = users[who]
         if op is Op.BALANCE:
             lines.append(f"GET\t/v1/accounts/{user.account_id}/balance\t{user.token}")
         elif op is Op.RECENT:
             lines.append(f"GET\t/v1/accounts/{user.account_id}/transactions:recent\t{user.token}")
         elif op is Op.TRANSFER:
-            other = users[zipf.sample_other(rng, who)]
+            other = users[to]
             body = json.dumps({
                 "fromAccountId": user.account_id, "toAccountId": other.account_id,
                 "amount": {"minorUnits": str(rng.randint(1, 999)), "currency": "EUR"},

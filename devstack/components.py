@@ -15,6 +15,9 @@ class Component:
     # Port of the first replica; replica i listens on base_port + 10 * i.
     grpc_port: int | None = None
     metrics_port: int | None = None
+    # A periodic job: a Kubernetes CronJob on this schedule (`--once` per run); locally and in
+    # compose a process that repeats its pass every BANK_RETENTION_INTERVAL_S.
+    schedule: str | None = None
 
     def ports(self, replica: int) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -37,6 +40,10 @@ COMPONENTS: tuple[Component, ...] = (
     Component("transfer", "services.transfer", replicas=2, grpc_port=7052, metrics_port=9102),
     Component("auth", "services.auth", replicas=2, grpc_port=7053, metrics_port=9103),
     Component("outbox-relay", "services.transfer.relay", replicas=1, metrics_port=9104),
+    # Retention (docs/database.md): published outbox rows, old rejections, ended sessions.
+    Component("transfer-retention", "services.transfer.retention", replicas=1,
+              schedule="*/5 * * * *"),
+    Component("auth-retention", "services.auth.retention", replicas=1, schedule="*/5 * * * *"),
 )
 # The gateway is Envoy (EDGE_HTTPS_PORT), in front of the replicas of these components.
 GATEWAY_UPSTREAMS = ("account", "transfer", "auth")

@@ -236,6 +236,9 @@ class LocalPostgres:
             "max_connections": str(self.max_connections),
             "shared_buffers": self.shared_buffers,
             "shared_preload_libraries": "pg_stat_statements",
+            # pg_stat_wal then says how long the commits' WAL flushes take (the bench reports
+            # it: a hot account's transfers are serial up to the end of each flush).
+            "track_wal_io_timing": "on",
             "listen_addresses": HOST,
             # Everything goes to stderr, i.e. our log file.
             "logging_collector": "off",

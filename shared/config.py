@@ -38,9 +38,14 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Connections of each service process's psycopg pool (fixed size; the health probe has one
+    # more of its own). docs/database.md adds them up against max_connections.
     db_pool_size: int = 10
-    db_max_overflow: int = 10
     db_statement_timeout_ms: int = 5000
+    # Transfer transactions a transfer replica runs at once; transfers beyond them queue and
+    # share the next one (services/transfer/adapters/transfer_batches.py). Few lanes make big
+    # batches: one commit, one WAL flush for many transfers, which is what bounds a hot account.
+    transfer_lanes: int = 2
 
     # The cache is an accelerator: with it off, every read goes to PostgreSQL (the benchmark's
     # "before" column). Redis calls give up after this and reads fall back to PostgreSQL.
@@ -77,6 +82,18 @@ class Settings:
     max_transfer_minor_units: int = 100_000_000_00  # 100 million in major units
     idempotency_retention_s: int = 86_400
     event_partitions: int = 16
+    # The transfer service confirms the outbox rows of the events it published in one UPDATE
+    # this often (services/transfer/service_layer/event_dispatcher.py); the relay leaves rows
+    # alone until they are older than twice this, plus a second.
+    outbox_confirm_interval_ms: int = 1000
+    # Retention jobs (docs/database.md): confirmed outbox rows are kept this long (far longer
+    # than the account service's catch-up window, a few minutes), ended sessions this long after
+    # they ended; rejections for idempotency_retention_s. A job runs every retention_interval_s
+    # (make run, compose) or once (`--once`, Kubernetes CronJobs), deleting in batches.
+    outbox_retention_s: int = 3_600
+    session_retention_s: int = 86_400
+    retention_interval_s: int = 300
+    retention_batch_size: int = 5_000
 
     rate_limit_per_minute: int = 100
     # Failed session checks (bad, revoked or expired tokens) one client address may cause per

@@ -1,8 +1,9 @@
-"""PostgreSQL access: one SQLAlchemy 2 async engine on psycopg 3 per process."""
+"""SQLAlchemy, for Alembic (migrations/env.py, the migrate Job, wait-for-schema) and the tooling
+that seeds and inspects databases (devstack, the bench's population, tests). The services never
+use it: they read and write through psycopg's pool (shared/pg_pool.py)."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.config import Settings
@@ -16,27 +17,11 @@ def to_sqlalchemy_url(url: str) -> str:
     raise ValueError(f"BANK_DATABASE_URL must be a postgresql:// URL, got {url.split(':')[0]}:")
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, pool_size: int = 5) -> AsyncEngine:
+    """An async engine for seeding and inspection (never on a request path)."""
     return create_async_engine(
         to_sqlalchemy_url(settings.database_url),
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_pre_ping=False,  # a dead connection surfaces as an error and is replaced; a ping per
-        # checkout would add a round trip to every query on the hot path.
-        pool_recycle=1800,
-        connect_args={
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
-            "connect_timeout": 3,
-            "application_name": settings.service_name,
-        },
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args={"connect_timeout": 3, "application_name": settings.service_name},
     )
-
-
-async def database_ready(engine: AsyncEngine) -> bool:
-    """Health probe: True when PostgreSQL answers a trivial query."""
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False

@@ -18,11 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio.cluster import RedisCluster
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
-from shared.db import database_ready
 from shared.grpc_interceptor import Prefetch, ServiceInterceptor
+from shared.pg_pool import PoolType, database_ready
 from shared.redis_client import RedisReadyOnce
 from shared.request_gate import RequestGate
 from shared.tracing import current_tracing
@@ -37,12 +36,12 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 LIVENESS_SERVICE = "liveness"
 
 
-def standard_readiness(engine: AsyncEngine, redis: RedisCluster) -> list[ReadinessCheck]:
+def standard_readiness(probe: PoolType, redis: RedisCluster) -> list[ReadinessCheck]:
     """SERVING while PostgreSQL answers, once Redis has answered since start-up (a later Redis
     outage degrades instead of draining every replica: docs/decisions.md, Readiness)."""
 
     async def database() -> bool:
-        return await database_ready(engine)
+        return await database_ready(probe)
 
     return [database, RedisReadyOnce(redis)]
 

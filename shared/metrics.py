@@ -26,6 +26,17 @@ CACHE_WRITES = Counter(
     "Cache compare-and-set writes by key kind and outcome (written, stale_rejected)",
     ["kind", "outcome"],
 )
+CACHE_WARMUPS = Counter(
+    "bank_cache_warmups_total",
+    "Warm-ups after a login by outcome (cached: nothing to do, loaded: read PostgreSQL once,"
+    " unavailable: Redis could not take entries)",
+    ["outcome"],
+)
+CACHE_WARMUP_CALLS = Counter(
+    "bank_cache_warmup_calls_total",
+    "WarmCache calls the auth service made after logins, by outcome (done, failed, skipped)",
+    ["outcome"],
+)
 CIRCUIT_STATE = Gauge("bank_cache_circuit_open", "1 while the Redis circuit breaker is open")
 DB_QUERIES = Counter("bank_db_queries_total", "Database round trips", ["service", "query"])
 EVENT_LAG = Histogram(
@@ -36,7 +47,13 @@ EVENTS = Counter(
     "bank_events_total", "Balance-changed events by outcome (published, applied, gap, catch_up)",
     ["outcome"],
 )
-OUTBOX_BACKLOG = Gauge("bank_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_BACKLOG = Gauge(
+    "bank_outbox_backlog", "Outbox rows the relay has to deliver (unconfirmed past its minimum age)"
+)
+RETENTION_DELETED = Counter(
+    "bank_retention_deleted_total", "Rows the retention jobs deleted, by job and rule",
+    ["job", "rule"],
+)
 SESSION_CHECKS = Counter(
     "bank_session_checks_total",
     "Session checks of the request gate by outcome (redis_hit, confirmed by PostgreSQL,"

@@ -18,6 +18,7 @@ from devstack.redis_cluster import LocalRedisCluster
 from shared.config import Settings
 from shared.db import create_engine
 from shared.migrate import upgrade_to_head
+from shared.pg_pool import PoolType, create_pool
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 
 
@@ -70,13 +71,19 @@ def private_redis_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
         cluster.stop()
 
 
+# The services' default targets are `make run`'s fixed ports, where another stack may be
+# listening: tests point them at a port nothing listens on unless they wire services together.
+NOWHERE = "ipv4:127.0.0.1:1"
+
+
 def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any) -> Settings:
+    targets = {"account_target": NOWHERE, "transfer_target": NOWHERE, "auth_target": NOWHERE}
     return Settings(
         database_url=pg.dsn,
         redis_nodes=cluster.startup_nodes_csv,
         log_json=False,
         session_signing_key=TEST_SESSION_SIGNING_KEY,
-        **overrides,
+        **{**targets, **overrides},
     )
 
 
@@ -100,6 +107,17 @@ async def engine(base_settings: Settings) -> AsyncIterator[AsyncEngine]:
         yield eng
     finally:
         await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+async def pg_pool(base_settings: Settings) -> AsyncIterator[PoolType]:
+    """The services' kind of pool (psycopg, autocommit), for tests that build their adapters."""
+    pool = create_pool(base_settings, size=4)
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

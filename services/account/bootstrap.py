@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bank.v1 import account_pb2, account_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.account.adapters.account_repository import AccountRepository
 from services.account.adapters.event_subscription import ShardedSubscription
@@ -23,14 +21,13 @@ from shared.cache import AppliedVersions, ReadThroughCache, VersionedCache
 from shared.cache.read_through import LeaseTuning
 from shared.cache.redis_backend import RedisCacheBackend
 from shared.config import Settings
-from shared.db import create_engine
 from shared.grpc_server import (
     GrpcService,
     build_grpc_service,
     servicer_registration,
     standard_readiness,
 )
-from shared.pg_pool import PoolType, create_pool
+from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
@@ -39,7 +36,7 @@ from shared.request_gate import RequestGate, build_request_gate
 @dataclass
 class AccountApp:
     settings: Settings
-    engine: AsyncEngine  # the health probe only
+    probe_pool: PoolType  # the health probe's own connection
     pool: PoolType  # every account read, and session confirmations
     redis: RedisCluster  # the event subscription (sharded pub/sub)
     redis_pipeline: ClusterPipeline  # sessions, limits and the cache
@@ -53,6 +50,7 @@ class AccountApp:
     async def start(self) -> None:
         """Open the pool (connections are made in the background: a service started before
         PostgreSQL answers once it does), subscribe to the events, then serve."""
+        await self.probe_pool.open(wait=False)
         await self.pool.open(wait=False)
         await self.gate.warm_up()
         if self.events is not None:
@@ -65,7 +63,7 @@ class AccountApp:
         await self.pool.close()
         await self.redis_pipeline.close()
         await self.redis.aclose()
-        await self.engine.dispose()
+        await self.probe_pool.close()
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.grpc.stop(grace)
@@ -88,8 +86,7 @@ def build_account_app(
     lease: LeaseTuning | None = None,
 ) -> AccountApp:
     """`wrap_reader` lets tests count or pause database loads (the race and stampede tests)."""
-    # The health probe has its own small pool: a busy read pool must not fail the probe.
-    engine = create_engine(dataclasses.replace(settings, db_pool_size=2))
+    probe_pool = create_probe_pool(settings)
     pool = create_pool(settings)
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
@@ -135,11 +132,11 @@ def build_account_app(
             account_pb2_grpc.add_AccountServiceServicer_to_server, servicer,
             account_pb2.DESCRIPTOR.services_by_name["AccountService"],
         ),
-        readiness_checks=standard_readiness(engine, redis),
+        readiness_checks=standard_readiness(probe_pool, redis),
         gate=gate,
         prefetch=prefetchers(reads),
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AccountApp(settings, engine, pool, redis, pipeline, gate, service, cache, reads, events,
-                      applied_versions)
+    return AccountApp(settings, probe_pool, pool, redis, pipeline, gate, service, cache, reads,
+                      events, applied_versions)

@@ -55,6 +55,23 @@ class RecentTransactions:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """An account's balance and newest entries, both at one version (one statement)."""
+
+    balance: BalanceSnapshot
+    recent: RecentTransactions
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccountIds:
+    """The ids of a user's accounts: what a warm-up looks up before it looks at their entries
+    (the `api:{user}:accounts` entry)."""
+
+    user_id: str
+    account_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionsPage:
     account_id: str
     owner_user_id: str  # '' when the account does not exist

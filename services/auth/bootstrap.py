@@ -4,56 +4,59 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 from bank.v1 import auth_pb2, auth_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.auth.adapters.cache_warmer import GrpcCacheWarmer
 from services.auth.adapters.login_limiter import RedisLoginLimiter
 from services.auth.adapters.password_hasher import hasher_from_settings
+from services.auth.adapters.session_retention import PostgresSessionRetention
 from services.auth.adapters.session_store import SessionStore
 from services.auth.adapters.user_repository import PostgresUserRepository
 from services.auth.entrypoints.grpc_servicer import AuthServicer
 from services.auth.service_layer.ports import AuthDependencies
+from services.auth.service_layer.retention import session_retention_rules
 from shared.config import Settings
-from shared.db import create_engine
 from shared.grpc_server import (
     GrpcService,
     build_grpc_service,
     servicer_registration,
     standard_readiness,
 )
-from shared.pg_pool import PoolType, create_pool
+from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
+from shared.retention import RETENTION_POOL_SIZE, RetentionJob
 from shared.sessions import SessionEntrySigner
-
-# Session confirmations only (a Redis miss or a stale entry): a few connections suffice.
-_GATE_POOL_SIZE = 4
 
 
 @dataclass
 class AuthApp:
     settings: Settings
-    engine: AsyncEngine
-    pool: PoolType
+    probe_pool: PoolType  # the health probe's own connection
+    pool: PoolType  # users, sessions and the request gate's confirmations
     redis: RedisCluster  # the login limiter
     redis_pipeline: ClusterPipeline  # sessions and the request gate
     gate: RequestGate
     sessions: SessionStore
+    warmer: GrpcCacheWarmer  # WarmCache on the account service after each login
     grpc: GrpcService
 
     async def start(self) -> None:
+        await self.probe_pool.open(wait=False)
         await self.pool.open(wait=False)
         await self.gate.warm_up()
         await self.grpc.start()
 
     async def close(self) -> None:
+        await self.warmer.aclose()
         await self.sessions.aclose()
         await self.pool.close()
         await self.redis_pipeline.close()
         await self.redis.aclose()
-        await self.engine.dispose()
+        await self.probe_pool.close()
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.grpc.stop(grace)
@@ -63,20 +66,24 @@ class AuthApp:
 def build_auth_app(settings: Settings, port: int | None = None,
                    health_poll_s: float = 1.0) -> AuthApp:
     settings.require("session_signing_key")
-    engine = create_engine(settings)
-    pool = create_pool(settings, size=_GATE_POOL_SIZE)
+    probe_pool = create_probe_pool(settings)
+    pool = create_pool(settings)
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
     gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
-    sessions = SessionStore(engine, pipeline, SessionEntrySigner(settings.session_signing_key),
+    sessions = SessionStore(pool, pipeline, SessionEntrySigner(settings.session_signing_key),
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
+    # Client-side round robin over the account replicas (dns:/// in Kubernetes).
+    warmer = GrpcCacheWarmer(grpc.aio.insecure_channel(
+        settings.account_target, options=[("grpc.lb_policy_name", "round_robin")]))
     deps = AuthDependencies(
-        users=PostgresUserRepository(engine),
+        users=PostgresUserRepository(pool),
         sessions=sessions,
         checker=gate,
         limiter=RedisLoginLimiter(redis, settings.login_max_failures, settings.login_window_s),
         hasher=hasher_from_settings(settings),
+        warmer=warmer,
     )
     servicer = AuthServicer(deps)
 
@@ -86,9 +93,19 @@ def build_auth_app(settings: Settings, port: int | None = None,
             auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer,
             auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         ),
-        readiness_checks=standard_readiness(engine, redis),
+        readiness_checks=standard_readiness(probe_pool, redis),
         gate=gate,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AuthApp(settings, engine, pool, redis, pipeline, gate, sessions, service)
+    return AuthApp(settings, probe_pool, pool, redis, pipeline, gate, sessions, warmer,
+                   service)
+
+
+def build_retention_job(settings: Settings) -> RetentionJob:
+    pool = create_pool(settings, size=RETENTION_POOL_SIZE)
+    rules = session_retention_rules(
+        PostgresSessionRetention(pool), idle_ttl_s=settings.session_ttl_s,
+        absolute_ttl_s=settings.session_absolute_ttl_s, keep_s=settings.session_retention_s,
+    )
+    return RetentionJob("auth", pool, rules)

@@ -4,46 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from dataclasses import dataclass, field
 
 from bank.v1 import transfer_pb2, transfer_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.transfer.adapters.event_publisher import RedisEventPublisher
 from services.transfer.adapters.outbox_store import PostgresOutboxStore
+from services.transfer.adapters.retention_store import PostgresTransferRetention
 from services.transfer.adapters.transfer_repository import PostgresTransferRepository
 from services.transfer.entrypoints.grpc_servicer import TransferServicer
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay
+from services.transfer.service_layer.retention import transfer_retention_rules
 from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
 from shared.config import Settings
-from shared.db import create_engine
 from shared.grpc_server import (
     GrpcService,
     build_grpc_service,
     servicer_registration,
     standard_readiness,
 )
-from shared.pg_pool import PoolType, create_pool
+from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
-
-
-def _probe_engine(settings: Settings) -> AsyncEngine:
-    """The health probe's own small pool: a busy hot-path pool must not fail the probe."""
-    return create_engine(dataclasses.replace(settings, db_pool_size=2))
+from shared.retention import RETENTION_POOL_SIZE, RetentionJob
 
 
 @dataclass
 class TransferApp:
     settings: Settings
-    engine: AsyncEngine
+    probe_pool: PoolType  # the health probe's own connection
     pool: PoolType
-    redis: RedisCluster  # event publishing
-    redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors
+    redis: RedisCluster  # readiness (every master answers once)
+    redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors, events
     gate: RequestGate
     grpc: GrpcService
     dispatcher: EventDispatcher
@@ -52,6 +47,7 @@ class TransferApp:
     async def start(self) -> None:
         """Open the pool (connections are made in the background, so a service started before
         PostgreSQL serves NOT_SERVING until it answers), start the dispatcher, then serve."""
+        await self.probe_pool.open(wait=False)
         await self.pool.open(wait=False)
         await self.gate.warm_up()
         self.dispatcher.start()
@@ -63,7 +59,7 @@ class TransferApp:
         await self.pool.close()
         await self.redis_pipeline.close()
         await self.redis.aclose()
-        await self.engine.dispose()
+        await self.probe_pool.close()
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.grpc.stop(grace)
@@ -78,14 +74,20 @@ def build_transfer_app(
     after_commit: AfterCommitHook | None = None,
 ) -> TransferApp:
     """`after_commit` is for the crash test only (see service_layer.transfers)."""
-    engine = _probe_engine(settings)
+    probe_pool = create_probe_pool(settings)
     pool = create_pool(settings)
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
     gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
-    dispatcher = EventDispatcher(RedisEventPublisher(redis), PostgresOutboxStore(pool))
+    dispatcher = EventDispatcher(
+        RedisEventPublisher(pipeline), PostgresOutboxStore(pool),
+        confirm_interval_s=settings.outbox_confirm_interval_ms / 1000,
+    )
     service = TransferService(
-        PostgresTransferRepository(pool),
+        # A few lanes run transfers, alone or batched (adapters/transfer_batches.py); the rest
+        # of the pool serves reads, confirmations and the request gate.
+        PostgresTransferRepository(pool, lanes=min(settings.transfer_lanes,
+                                                   max(1, settings.db_pool_size - 1))),
         dispatcher,
         gate,
         max_amount=settings.max_transfer_minor_units,
@@ -100,12 +102,12 @@ def build_transfer_app(
             transfer_pb2_grpc.add_TransferServiceServicer_to_server, servicer,
             transfer_pb2.DESCRIPTOR.services_by_name["TransferService"],
         ),
-        readiness_checks=standard_readiness(engine, redis),
+        readiness_checks=standard_readiness(probe_pool, redis),
         gate=gate,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return TransferApp(settings, engine, pool, redis, pipeline, gate, grpc_service, dispatcher,
+    return TransferApp(settings, probe_pool, pool, redis, pipeline, gate, grpc_service, dispatcher,
                        service)
 
 
@@ -113,7 +115,7 @@ def build_transfer_app(
 class RelayApp:
     settings: Settings
     pool: PoolType
-    redis: RedisCluster
+    redis: ClusterPipeline
     relay: OutboxRelay
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -124,7 +126,7 @@ class RelayApp:
 
     async def close(self) -> None:
         await self.pool.close()
-        await self.redis.aclose()
+        await self.redis.close()
 
     async def stop(self, grace: float = 0.0) -> None:
         if self._task is not None:
@@ -135,18 +137,37 @@ class RelayApp:
         await self.close()
 
 
+# The relay works in batches, one at a time (docs/database.md counts its connections).
+RELAY_POOL_SIZE = 2
+
+
+def relay_min_age_s(settings: Settings) -> float:
+    """Rows younger than this are still the service's to confirm (event_dispatcher.py)."""
+    return 2 * settings.outbox_confirm_interval_ms / 1000 + 1.0
+
+
 def build_relay_app(
-    settings: Settings, *, min_age_s: float = 1.5, poll_s: float = 0.5, batch_size: int = 500
+    settings: Settings, *, min_age_s: float | None = None, poll_s: float = 0.5,
+    batch_size: int = 500,
 ) -> RelayApp:
     """The relay needs few connections: it works in batches, one at a time."""
-    pool = create_pool(settings, size=2)
-    redis = create_redis_cluster(settings)
+    pool = create_pool(settings, size=RELAY_POOL_SIZE)
+    redis = create_redis_pipeline(settings)
     relay = OutboxRelay(
         PostgresOutboxStore(pool),
         RedisEventPublisher(redis),
-        min_age_s=min_age_s,
+        min_age_s=relay_min_age_s(settings) if min_age_s is None else min_age_s,
         poll_s=poll_s,
         batch_size=batch_size,
-        idempotency_retention_s=settings.idempotency_retention_s,
     )
     return RelayApp(settings, pool, redis, relay)
+
+
+def build_retention_job(settings: Settings) -> RetentionJob:
+    pool = create_pool(settings, size=RETENTION_POOL_SIZE)
+    rules = transfer_retention_rules(
+        PostgresTransferRetention(pool, settings.event_partitions),
+        outbox_retention_s=settings.outbox_retention_s,
+        rejection_retention_s=settings.idempotency_retention_s,
+    )
+    return RetentionJob("transfer", pool, rules)

@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -103,6 +103,37 @@ class ReadThroughCache:
         """Send the lookup of `key` ahead; this call's `read` of it takes the reply."""
         if self._cache is not None:
             self._cache.prefetch(key)
+
+    async def peek(self, keys: Sequence[str]) -> list[CacheEntry | None] | None:
+        """The entries at these keys as they are, read together (the pipelined client sends the
+        GETs of one tick in one write per master), without a lease and not counted as reads;
+        None when the cache is off or Redis cannot answer."""
+        cache = self._cache
+        if cache is None:
+            return None
+        found = await asyncio.gather(*(cache.lookup(key) for key in keys),
+                                     return_exceptions=True)
+        entries: list[CacheEntry | None] = []
+        for entry in found:
+            if isinstance(entry, BaseException):
+                if isinstance(entry, CacheUnavailable):
+                    return None
+                raise entry
+            entries.append(entry)
+        return entries
+
+    async def fill(self, kind: str, key: str, value: T, *, codec: EntryCodec[T],
+                   ttl_s: float) -> bool:
+        """Write a value read from the source of truth ahead of any read (a warm-up), through
+        the same compare-and-set as a read's fill: a newer entry, or a tombstone above its
+        version, keeps it out. False when it was not written or Redis cannot answer."""
+        if self._cache is None:
+            return False
+        try:
+            return await self._cache.put_if_newer(
+                kind, key, codec.to_entry(value), jittered_ttl_ms(ttl_s, self._jitter))
+        except CacheUnavailable:
+            return False
 
     def _count(self, kind: str) -> _RequestCounters:
         counters = self._counters.get(kind)

@@ -16,10 +16,13 @@ from devstack.launcher import service_env
 from services.gateway.deployments import METRICS_PORT
 from shared.config import Settings, _env_name
 from tests.deploy.conftest import OVERLAYS
-from tests.deploy.test_kubernetes import of_kind
+from tests.deploy.test_kubernetes import of_kind, pod_template
 
 Obj = dict[str, Any]
 BY_NAME = {c.name: c for c in COMPONENTS}
+# Long-running processes (Deployments in Kubernetes) and periodic jobs (CronJobs there).
+RUNNING = {c.name for c in COMPONENTS if c.schedule is None}
+SCHEDULED = {c.name for c in COMPONENTS if c.schedule is not None}
 REQUIRED = {_env_name(f.name) for f in Settings.__dataclass_fields__.values()
             if f.metadata.get("required")}
 # Infrastructure each deployment runs besides our processes (local: devstack's own servers).
@@ -61,7 +64,14 @@ def test_k8s_runs_every_component(overlay: str, objects: dict[str, list[Obj]]) -
     workloads = {*of_kind(objs, "Deployment"), *of_kind(objs, "StatefulSet"),
                  *of_kind(objs, "Job")}
     database = {"postgres"} if overlay == "dev" else set()
-    assert workloads == set(BY_NAME) | K8S_INFRA | database
+    assert workloads == RUNNING | K8S_INFRA | database
+    cron_jobs = of_kind(objs, "CronJob")
+    assert set(cron_jobs) == SCHEDULED
+    for name, job in cron_jobs.items():
+        assert job["spec"]["schedule"] == BY_NAME[name].schedule, name
+        assert job["spec"]["concurrencyPolicy"] == "Forbid", name
+        (container,) = pod_template(job)["spec"]["containers"]
+        assert container["args"] == [name, "--once"], name
     if overlay == "prod":
         assert "postgres" in of_kind(objs, "Cluster")
 
@@ -70,6 +80,9 @@ def test_replicated_components_are_replicated_everywhere(compose: dict[str, Any]
                                                          objects: dict[str, list[Obj]]) -> None:
     for component in COMPONENTS:
         in_compose = compose["services"][component.name]["deploy"]["replicas"]
+        if component.schedule is not None:  # a CronJob: one run at a time (Forbid)
+            assert in_compose == component.replicas == 1, component.name
+            continue
         deployment = of_kind(objects["prod"], "Deployment")[component.name]
         hpas = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"]
                 for h in of_kind(objects["prod"], "HorizontalPodAutoscaler").values()}
@@ -96,10 +109,10 @@ def test_compose_ports_match_components(compose: dict[str, Any]) -> None:
 def test_k8s_ports_match_components(overlay: str, objects: dict[str, list[Obj]]) -> None:
     objs = objects[overlay]
     data = settings_configmap(objs)
+    workloads = {**of_kind(objs, "Deployment"), **of_kind(objs, "CronJob")}
     for component in COMPONENTS:
-        container = of_kind(objs, "Deployment")[component.name]["spec"]["template"]["spec"][
-            "containers"][0]
-        container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        container = pod_template(workloads[component.name])["spec"]["containers"][0]
+        container_ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
         assert container_ports == expected_ports(component), component.name
         env = k8s_env(container, data)
         for kind, name in (("grpc", "BANK_GRPC_PORT"), ("metrics", "BANK_METRICS_PORT")):
@@ -136,9 +149,9 @@ def _compose_envs(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _k8s_envs(objs: list[Obj]) -> dict[str, dict[str, str | None]]:
     data = settings_configmap(objs)
     out: dict[str, dict[str, str | None]] = {}
-    for kind in ("Deployment", "Job"):
+    for kind in ("Deployment", "Job", "CronJob"):
         for name, obj in of_kind(objs, kind).items():
-            spec = obj["spec"]["template"]["spec"]
+            spec = pod_template(obj)["spec"]
             for container in spec.get("initContainers", []) + spec["containers"]:
                 if container["image"].split("/")[-1].startswith("cachebank"):
                     out[f"{name}/{container['name']}"] = k8s_env(container, data)

@@ -20,7 +20,8 @@ from tests.deploy.conftest import K8S, OVERLAYS, load_all, run, tool
 UNKNOWN_KINDS = {
     "dev": set(),
     "prod": {("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "ScheduledBackup"),
-             ("barmancloud.cnpg.io/v1", "ObjectStore"), ("monitoring.coreos.com/v1", "PodMonitor"),
+             ("postgresql.cnpg.io/v1", "Pooler"), ("barmancloud.cnpg.io/v1", "ObjectStore"),
+             ("monitoring.coreos.com/v1", "PodMonitor"),
              ("monitoring.coreos.com/v1", "PrometheusRule")},
 }
 GRPC_SERVICES = {"account": 7051, "transfer": 7052, "auth": 7053}
@@ -33,10 +34,17 @@ def of_kind(objs: list[Obj], kind: str) -> dict[str, Obj]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
 
 
+def pod_template(obj: Obj) -> Obj:
+    """The pod template of a workload (a CronJob's sits inside its job template)."""
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    template: Obj = spec["template"]
+    return template
+
+
 def pod_specs(objs: list[Obj]) -> dict[str, Obj]:
     return {
-        f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
-        for o in objs if o["kind"] in ("Deployment", "StatefulSet", "Job")
+        f"{o['kind']}/{o['metadata']['name']}": pod_template(o)["spec"]
+        for o in objs if o["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")
     }
 
 
@@ -100,6 +108,22 @@ def test_unknown_kinds_are_checked_by_hand(objects: dict[str, list[Obj]]) -> Non
     assert "postgres" not in of_kind(objects["prod"], "StatefulSet")
     assert "postgres-rw" not in of_kind(objects["prod"], "Service")
     assert "postgres" in of_kind(objects["dev"], "StatefulSet")
+    # The Pooler: transaction mode in front of the primary, and the services use it.
+    pooler = of_kind(objects["prod"], "Pooler")["postgres-pooler-rw"]["spec"]
+    assert (pooler["cluster"]["name"], pooler["type"]) == ("postgres", "rw")
+    assert pooler["pgbouncer"]["poolMode"] == "transaction"
+    assert pooler["instances"] >= 2
+    assert pooler["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "postgres-pooler"
+    for kind in ("Deployment", "CronJob"):
+        for name, obj in of_kind(objects["prod"], kind).items():
+            spec = obj["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else obj["spec"]
+            for container in spec["template"]["spec"]["containers"]:
+                env = {e["name"]: e for e in container.get("env", [])}
+                if "BANK_DATABASE_URL" in env:
+                    assert env["BANK_DATABASE_URL"] == {
+                        "name": "BANK_DATABASE_URL",
+                        "value": "postgresql://postgres-pooler-rw:5432/app"}, name
+                    assert {"PGUSER", "PGPASSWORD"} <= set(env), name
 
 
 def test_prod_backs_postgres_up_continuously(objects: dict[str, list[Obj]]) -> None:
@@ -201,7 +225,7 @@ def test_grpc_services_use_native_grpc_probes(overlay: str, objects: dict[str, l
 def test_every_process_has_liveness_and_readiness(overlay: str,
                                                   objects: dict[str, list[Obj]]) -> None:
     for name, spec in pod_specs(objects[overlay]).items():
-        if name.startswith("Job/"):
+        if name.startswith(("Job/", "CronJob/")):
             continue
         container = spec["containers"][0]
         assert "livenessProbe" in container, name
@@ -286,9 +310,9 @@ def test_network_policies_deny_by_default(overlay: str, objects: dict[str, list[
         named.update(selector.get("matchLabels", {}).values())
         for expr in selector.get("matchExpressions", []):
             named.update(expr["values"])
-    workloads = {o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    workloads = {pod_template(o)["metadata"]["labels"]["app.kubernetes.io/name"]
                  for o in objects[overlay]
-                 if o["kind"] in ("Deployment", "StatefulSet", "Job")}
+                 if o["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")}
     assert workloads - named == set(), "pods without an allow policy"
     # The database is reachable only from the processes that own data, never from the edge.
     sources = policies["postgres"]["spec"]["ingress"][0]["from"][0]["podSelector"]

@@ -33,8 +33,9 @@ from shared.config import Settings
 PASSWORD = "glacier violet umbrella 42"
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
 REPLICAS = 2
+# Account first: auth's logins warm the account service's cache (its target is set below).
 BUILDERS: dict[str, Any] = {
-    "auth": build_auth_app, "account": build_account_app, "transfer": build_transfer_app,
+    "account": build_account_app, "transfer": build_transfer_app, "auth": build_auth_app,
 }
 
 
@@ -47,6 +48,14 @@ class Edge:
         return httpx.AsyncClient(base_url=self.url, verify=self.verify, timeout=15, **options)
 
 
+def account_target(upstreams: list[Upstream]) -> str:
+    """Client-side round robin over the account replicas started so far."""
+    started = [u for u in upstreams if u.name == "account"]
+    if not started:
+        return "ipv4:127.0.0.1:1"
+    return "ipv4:" + ",".join(f"{host}:{port}" for host, port in started[0].endpoints)
+
+
 @pytest.fixture(scope="module")
 async def edge(base_settings: Settings, engine: AsyncEngine,
                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
@@ -57,7 +66,9 @@ async def edge(base_settings: Settings, engine: AsyncEngine,
         for name, build in BUILDERS.items():
             ports = []
             for _ in range(REPLICAS):
-                app = build(dataclasses.replace(settings, service_name=name), port=0)
+                app = build(dataclasses.replace(settings, service_name=name,
+                                                account_target=account_target(upstreams)),
+                            port=0)
                 await app.start()
                 stack.push_async_callback(app.stop)
                 ports.append(("127.0.0.1", app.grpc.port))

@@ -21,6 +21,7 @@ from services.auth.bootstrap import AuthApp, build_auth_app
 from services.auth.domain import NewSession
 from shared.auth_context import Caller
 from shared.errors import Unauthenticated
+from shared.pg_pool import PoolType
 from shared.redis_client import create_redis_cluster, create_redis_pipeline
 from shared.request_gate import RequestGate
 from shared.sessions import REVOKED, SessionEntrySigner, hash_secret, session_key
@@ -129,14 +130,14 @@ async def test_redis_down_sessions_validate_through_postgres_and_revocations_hol
 
 async def test_a_lost_tombstone_cannot_keep_a_revoked_session_alive(
     postgres: LocalPostgres, private_redis_cluster: LocalRedisCluster,
-    engine: AsyncEngine, unique: Callable[[str], str],
+    engine: AsyncEngine, pg_pool: PoolType, unique: Callable[[str], str],
 ) -> None:
     """The entry survives while the tombstone is lost (the revoker crashed while Redis was
     unreachable): re-confirmation against PostgreSQL ends it within the recheck interval."""
     settings = settings_for(postgres, private_redis_cluster, session_ttl_s=3)  # recheck: 1 s
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
-    store = session_store(engine, pipeline, ttl_s=3)
+    store = session_store(pg_pool, pipeline, ttl_s=3)
     signer = SessionEntrySigner(TEST_SESSION_SIGNING_KEY)
     try:
         async with request_gate(settings) as gate:
@@ -146,7 +147,7 @@ async def test_a_lost_tombstone_cannot_keep_a_revoked_session_alive(
                        for s in (stale, fresh)}
             # Revoke in PostgreSQL only (as if every tombstone write had failed), then put the
             # valid entries back, one already old enough to be re-confirmed.
-            await session_store(engine, None, ttl_s=3).revoke(
+            await session_store(pg_pool, None, ttl_s=3).revoke(
                 user, [stale.session_id, fresh.session_id])
             created = int(time.time())
             await redis.set(session_key(user, stale.session_id),
@@ -174,14 +175,14 @@ async def test_a_lost_tombstone_cannot_keep_a_revoked_session_alive(
 
 async def test_revocation_during_a_failover_takes_effect_when_the_slot_is_back(
     postgres: LocalPostgres, private_redis_cluster: LocalRedisCluster,
-    engine: AsyncEngine, unique: Callable[[str], str],
+    engine: AsyncEngine, pg_pool: PoolType, unique: Callable[[str], str],
 ) -> None:
     """The master holding the session dies before the tombstone is written; its replica (which
     has the valid entry) takes over. The revoker's retry writes the tombstone on the new master:
     the session is refused within a second of the slot answering again."""
     settings = settings_for(postgres, private_redis_cluster)
     revoker_redis, reader_redis = create_redis_pipeline(settings), create_redis_cluster(settings)
-    revoker = session_store(engine, revoker_redis)
+    revoker = session_store(pg_pool, revoker_redis)
     try:
         async with request_gate(settings) as reader:
             user = await new_user(engine, unique)

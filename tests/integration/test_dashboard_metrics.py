@@ -60,6 +60,9 @@ REDIS_METRICS = {"redis_memory_used_bytes", "redis_memory_max_bytes", "redis_evi
                  "redis_keyspace_hits_total", "redis_keyspace_misses_total"}
 PASSWORD = "Dashboard-check-2026"
 SERVICES = {component.name: component.module for component in COMPONENTS}
+PORT_KINDS = {component.name: [kind for kind, port in (("grpc", component.grpc_port),
+                                                       ("metrics", component.metrics_port))
+                               if port is not None] for component in COMPONENTS}
 
 
 @dataclass
@@ -73,7 +76,7 @@ class RunningStack:
 
     def metrics_urls(self) -> dict[str, str]:
         urls = {name: f"http://127.0.0.1:{ports['metrics']}/metrics"
-                for name, ports in self.ports.items()}
+                for name, ports in self.ports.items() if "metrics" in ports}
         return {**urls, "envoy": self.envoy_stats_url, **self.exporter_urls}
 
 
@@ -96,9 +99,9 @@ def rule_expressions() -> tuple[list[str], set[str]]:
 def stack(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     ports: dict[str, dict[str, int]] = {}
-    for name in SERVICES:
-        kinds = ["metrics"] if name == "outbox-relay" else ["grpc", "metrics"]
-        ports[name] = dict(zip(kinds, free_ports(len(kinds)), strict=True))
+    for name in SERVICES:  # the ports each component has (the retention jobs have none)
+        kinds = PORT_KINDS[name]
+        ports[name] = dict(zip(kinds, free_ports(len(kinds)), strict=True)) if kinds else {}
 
     def target(name: str) -> str:
         return f"ipv4:127.0.0.1:{ports[name]['grpc']}"
@@ -117,8 +120,9 @@ def stack(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
                 "BANK_ACCOUNT_TARGET": target("account"),
                 "BANK_TRANSFER_TARGET": target("transfer"),
                 "BANK_AUTH_TARGET": target("auth"),
-                "BANK_METRICS_PORT": str(ports[name]["metrics"]),
             }
+            if "metrics" in ports[name]:
+                env["BANK_METRICS_PORT"] = str(ports[name]["metrics"])
             if "grpc" in ports[name]:
                 env["BANK_GRPC_PORT"] = str(ports[name]["grpc"])
             assert module is not None
@@ -127,8 +131,9 @@ def stack(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
             proc.start()
             processes[name] = proc
         for name, proc in processes.items():
-            listen = ports[name].get("grpc") or ports[name]["metrics"]
-            wait_for_port("127.0.0.1", listen, timeout=60, process=proc)
+            listen = ports[name].get("grpc") or ports[name].get("metrics")
+            if listen is not None:
+                wait_for_port("127.0.0.1", listen, timeout=60, process=proc)
         https_port, admin_port = free_ports(2)
         upstreams = [Upstream(name, (("127.0.0.1", ports[name]["grpc"]),))
                      for name in GATEWAY_UPSTREAMS]

@@ -20,6 +20,7 @@ from devstack.redis_cluster import LocalRedisCluster
 from shared.auth_context import Caller
 from shared.config import Settings
 from shared.errors import Unauthenticated
+from shared.pg_pool import PoolType
 from shared.rate_limit import RateLimited
 from shared.redis_client import create_redis_cluster, create_redis_pipeline
 from shared.request_gate import floors_key, user_limit_key
@@ -47,13 +48,13 @@ async def redis(base_settings: Settings) -> RedisCluster:  # type: ignore[misc]
 
 
 async def test_a_cached_session_is_admitted_and_slid_in_one_call(
-    base_settings: Settings, engine: AsyncEngine, redis: RedisCluster,
+    base_settings: Settings, engine: AsyncEngine, pg_pool: PoolType, redis: RedisCluster,
     unique: Callable[[str], str],
 ) -> None:
     pipeline = create_redis_pipeline(base_settings)
     try:
         user = await new_user(engine, unique)
-        session = await session_store(engine, pipeline, ttl_s=900).create(user)
+        session = await session_store(pg_pool, pipeline, ttl_s=900).create(user)
         key = session_key(user, session.session_id)
         await redis.expire(key, 10)
         async with request_gate(base_settings) as gate:
@@ -66,13 +67,13 @@ async def test_a_cached_session_is_admitted_and_slid_in_one_call(
 
 
 async def test_refusals_slide_nothing_and_create_no_limit_window(
-    base_settings: Settings, engine: AsyncEngine, redis: RedisCluster,
+    base_settings: Settings, engine: AsyncEngine, pg_pool: PoolType, redis: RedisCluster,
     unique: Callable[[str], str],
 ) -> None:
     pipeline = create_redis_pipeline(base_settings)
     try:
         user = await new_user(engine, unique)
-        store = session_store(engine, pipeline)
+        store = session_store(pg_pool, pipeline)
         session, revoked = await store.create(user), await store.create(user)
         await store.revoke(user, [revoked.session_id])
         key = session_key(user, session.session_id)
@@ -90,11 +91,11 @@ async def test_refusals_slide_nothing_and_create_no_limit_window(
 
 
 async def test_a_stale_or_missing_entry_is_confirmed_by_postgres_and_rewritten(
-    base_settings: Settings, engine: AsyncEngine, redis: RedisCluster,
+    base_settings: Settings, engine: AsyncEngine, pg_pool: PoolType, redis: RedisCluster,
     unique: Callable[[str], str],
 ) -> None:
     user = await new_user(engine, unique)
-    session = await session_store(engine, None).create(user)  # PostgreSQL only
+    session = await session_store(pg_pool, None).create(user)  # PostgreSQL only
     key = session_key(user, session.session_id)
     secret_hash = hash_secret(session.token.split(".")[2])
     async with request_gate(base_settings) as gate:
@@ -111,13 +112,13 @@ async def test_a_stale_or_missing_entry_is_confirmed_by_postgres_and_rewritten(
 
 
 async def test_a_forged_entry_does_not_make_a_session(
-    base_settings: Settings, engine: AsyncEngine, redis: RedisCluster,
+    base_settings: Settings, engine: AsyncEngine, pg_pool: PoolType, redis: RedisCluster,
     unique: Callable[[str], str],
 ) -> None:
     """Someone who can write to Redis, without the signing key, writes an entry for a session
     id of their choosing: PostgreSQL has no such session, so the gate refuses it."""
     user = await new_user(engine, unique)
-    session = await session_store(engine, None).create(user)
+    session = await session_store(pg_pool, None).create(user)
     forged_session = "00000000-0000-4000-8000-000000000001"
     secret = "F" * 43
     now = int(time.time())
@@ -136,12 +137,12 @@ async def test_a_forged_entry_does_not_make_a_session(
 
 
 async def test_a_session_ends_at_its_absolute_lifetime(
-    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str],
+    base_settings: Settings, engine: AsyncEngine, pg_pool: PoolType, unique: Callable[[str], str],
 ) -> None:
     pipeline = create_redis_pipeline(base_settings)
     try:
         user = await new_user(engine, unique)
-        session = await session_store(engine, pipeline).create(user)
+        session = await session_store(pg_pool, pipeline).create(user)
         async with engine.begin() as conn:
             await conn.execute(text(
                 "UPDATE sessions SET created_at = now() - interval '13 hours' WHERE id = :s"
@@ -160,12 +161,12 @@ async def test_a_session_ends_at_its_absolute_lifetime(
 
 
 async def test_exactly_the_limit_is_admitted_across_replicas(
-    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str],
+    base_settings: Settings, engine: AsyncEngine, pg_pool: PoolType, unique: Callable[[str], str],
 ) -> None:
     pipeline = create_redis_pipeline(base_settings)
     try:
         user = await new_user(engine, unique)
-        session = await session_store(engine, pipeline).create(user)
+        session = await session_store(pg_pool, pipeline).create(user)
         async with request_gate(base_settings) as one, request_gate(base_settings) as two:
             async def attempt(i: int) -> bool:
                 try:
@@ -184,13 +185,13 @@ async def test_exactly_the_limit_is_admitted_across_replicas(
 
 
 async def test_floors_cover_every_session_of_the_writer(
-    base_settings: Settings, engine: AsyncEngine, redis: RedisCluster,
+    base_settings: Settings, engine: AsyncEngine, pg_pool: PoolType, redis: RedisCluster,
     unique: Callable[[str], str],
 ) -> None:
     pipeline = create_redis_pipeline(base_settings)
     try:
         user = await new_user(engine, unique)
-        store = session_store(engine, pipeline)
+        store = session_store(pg_pool, pipeline)
         phone, laptop = await store.create(user), await store.create(user)
         async with request_gate(base_settings) as gate:
             await gate.remember_writes(user, {"acc-a": 7, "acc-b": 3})
@@ -205,11 +206,12 @@ async def test_floors_cover_every_session_of_the_writer(
 
 async def test_without_redis_postgres_decides_and_limits_stay_local(
     postgres: LocalPostgres, private_redis_cluster: LocalRedisCluster, engine: AsyncEngine,
+    pg_pool: PoolType,
     unique: Callable[[str], str],
 ) -> None:
     settings = settings_for(postgres, private_redis_cluster, rate_limit_per_minute=3)
     user = await new_user(engine, unique)
-    store = session_store(engine, None)
+    store = session_store(pg_pool, None)
     session, revoked = await store.create(user), await store.create(user)
     await store.revoke(user, [revoked.session_id])
     async with request_gate(settings) as gate:

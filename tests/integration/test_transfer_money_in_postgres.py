@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
+from services.transfer.adapters.transfer_repository import TRANSFER_MONEY_BATCH_SQL
 from services.transfer.adapters.transfer_repository import TRANSFER_MONEY_SQL as LIVE
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,11 @@ async def test_the_installed_transfer_money_is_the_live_file(engine: AsyncEngine
             text("SELECT prosrc FROM pg_proc WHERE proname = 'transfer_money'")
         )).scalars().all()
     assert installed == [body_of(LIVE.read_text())]
+    async with engine.connect() as conn:
+        batch = (await conn.execute(
+            text("SELECT prosrc FROM pg_proc WHERE proname = 'transfer_money_batch'")
+        )).scalars().all()
+    assert batch == [body_of(TRANSFER_MONEY_BATCH_SQL.read_text())]
 
 
 async def test_the_outbox_payloads_of_a_transfer_are_balance_changed_messages(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.auth.adapters.session_store import SessionStore
 from shared.config import Settings
-from shared.pg_pool import create_pool
+from shared.pg_pool import PoolType, create_pool, libpq_url
 from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
@@ -18,18 +19,22 @@ from shared.sessions import SessionEntrySigner
 TEST_SESSION_SIGNING_KEY = "test-only-session-signing-key-0123456789abcdef"
 
 
-def session_store(engine: AsyncEngine, redis: ClusterPipeline | None = None, *,
+def session_store(pool: PoolType, redis: ClusterPipeline | None = None, *,
                   ttl_s: int = 900, absolute_ttl_s: int = 43_200,
                   key: str = TEST_SESSION_SIGNING_KEY) -> SessionStore:
     """Without `redis` the session is only in PostgreSQL: the first request confirms it."""
-    return SessionStore(engine, redis, SessionEntrySigner(key), ttl_s=ttl_s,
+    return SessionStore(pool, redis, SessionEntrySigner(key), ttl_s=ttl_s,
                         absolute_ttl_s=absolute_ttl_s)
 
 
 async def open_session(engine: AsyncEngine, user_id: str,
                        redis: ClusterPipeline | None = None) -> str:
-    """A new session's token."""
-    return (await session_store(engine, redis).create(user_id)).token
+    """A new session's token, made by the auth service's store on a connection of its own (the
+    seeding helpers work on the tests' SQLAlchemy engine; the store takes psycopg's pool)."""
+    url = libpq_url(engine.url.render_as_string(hide_password=False))
+    async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False,
+                                   kwargs={"autocommit": True}) as pool:
+        return (await session_store(pool, redis).create(user_id)).token
 
 
 @contextlib.asynccontextmanager

@@ -6,6 +6,7 @@ import pytest
 
 from services.auth.adapters.fakes import (
     CountingHasher,
+    FakeCacheWarmer,
     FakeLoginLimiter,
     FakeSessions,
     FakeUserRepository,
@@ -43,7 +44,7 @@ def make_deps(params: Argon2Params = CHEAP, clock: Clock | None = None,
     users.sessions = sessions
     limiter = FakeLoginLimiter(max_failures=5, window_s=900, clock=clock or Clock())
     return AuthDependencies(users, sessions, sessions, limiter,
-                            CountingHasher(Argon2PasswordHasher(params)))
+                            CountingHasher(Argon2PasswordHasher(params)), FakeCacheWarmer())
 
 
 def login_request(email: str = "alice@example.com", password: str = PASSWORD,
@@ -59,6 +60,16 @@ async def test_register_then_login_returns_a_working_token() -> None:
     assert session.user_id == made.user_id
     checked = await session_management.validate_session(deps, session.token)
     assert checked.caller == Caller(made.user_id, session.session_id)
+
+
+async def test_a_login_asks_for_a_warm_cache_with_its_new_session_only() -> None:
+    deps = make_deps()
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    with pytest.raises(Unauthenticated):
+        await credentials.login(deps, login_request(password=PASSWORD + "x"))
+    assert deps.warmer.tokens == []  # type: ignore[attr-defined]
+    session = await credentials.login(deps, login_request())
+    assert deps.warmer.tokens == [session.token]  # type: ignore[attr-defined]
 
 
 async def test_duplicate_email_is_already_exists() -> None:

@@ -108,3 +108,18 @@ def test_the_checker_sees_a_wrong_arrow() -> None:
         assert violations_in(service, ROOT / "services" / service / name, source), name
     allowed = "from services.auth.service_layer.ports import PasswordHasher\n"
     assert violations_in("auth", ROOT / "services/auth/adapters/x.py", allowed) == []
+
+
+# SQLAlchemy serves Alembic and the tooling only; the services have one PostgreSQL access stack,
+# psycopg's pool (shared/pg_pool.py).
+SQLALCHEMY_ALLOWED = {"shared/db.py"}
+
+
+def test_the_services_reach_postgresql_through_psycopg_only() -> None:
+    found = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+             for folder in ("services", "shared") for path in sources(ROOT / folder)
+             if str(path.relative_to(ROOT)) not in SQLALCHEMY_ALLOWED
+             for line, module in imports(path)
+             if module.split(".")[0] in {"sqlalchemy", "shared"} and (
+                 module.split(".")[0] == "sqlalchemy" or module.startswith("shared.db"))]
+    assert found == []

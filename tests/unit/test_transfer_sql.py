@@ -64,3 +64,13 @@ def reasons_in_sql() -> list[str]:
 
 def test_the_rejection_reasons_are_the_ones_the_sql_returns() -> None:
     assert reasons_in_sql() == [reason.value for reason in RejectionReason]
+
+
+def test_the_newest_migration_that_defines_transfer_money_batch_carries_the_live_file() -> None:
+    from services.transfer.adapters.transfer_repository import TRANSFER_MONEY_BATCH_SQL
+
+    changing = [m for m in migrations_in_order()
+                if any(isinstance(v, str) and "FUNCTION transfer_money_batch(" in v
+                       for v in vars(m).values())]
+    frozen = getattr(changing[-1], "TRANSFER_MONEY_BATCH", None)
+    assert frozen is not None and frozen.strip() == TRANSFER_MONEY_BATCH_SQL.read_text().strip()

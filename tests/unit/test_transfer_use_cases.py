@@ -140,7 +140,63 @@ async def test_the_dispatcher_leaves_rows_unmarked_when_redis_refuses() -> None:
     publisher, store = FakeEventPublisher(failing=True), FakeOutboxStore()
     dispatcher = EventDispatcher(publisher, store)
     await dispatcher.dispatch([OutboxEvent(1, 0, b"x")])
+    await dispatcher.confirm_published()
     assert store.marked == []
+
+
+async def test_many_transfers_are_confirmed_in_one_statement() -> None:
+    """The request path ends at the commit: publishing happens at once, and every row published
+    since the last confirmation is confirmed by one statement."""
+    service, _, dispatcher, publisher, store, (a1, a2, _) = world()
+    dispatcher.start()
+    try:
+        for n in range(20):
+            await service.create_transfer(ALICE, from_account_id=a1, to_account_id=a2, amount=1,
+                                          currency="EUR", idempotency_key=f"k{n}",
+                                          description="")
+        while len(publisher.published) < 40:
+            await asyncio.sleep(0.001)
+        assert store.statements == 0  # published, not yet confirmed: nothing on the path
+        assert dispatcher.unconfirmed == 40
+        await dispatcher.confirm_published()
+        assert store.statements == 1
+        assert sorted(store.marked) == sorted(e.outbox_id for e in publisher.published)
+    finally:
+        await dispatcher.stop()
+
+
+async def test_a_failed_confirmation_is_kept_for_the_next_one() -> None:
+    publisher, store = FakeEventPublisher(), FakeOutboxStore(failing=True)
+    dispatcher = EventDispatcher(publisher, store)
+    await dispatcher.dispatch([OutboxEvent(1, 0, b"x"), OutboxEvent(2, 1, b"y")])
+    await dispatcher.confirm_published()  # PostgreSQL refuses: never raised
+    assert dispatcher.unconfirmed == 2
+    store.failing = False
+    await dispatcher.confirm_published()
+    assert (store.marked, store.statements, dispatcher.unconfirmed) == ([1, 2], 1, 0)
+
+
+async def test_stopping_confirms_what_was_published() -> None:
+    service, _, dispatcher, publisher, store, (a1, a2, _) = world()
+    dispatcher.start()
+    await service.create_transfer(ALICE, from_account_id=a1, to_account_id=a2, amount=1,
+                                  currency="EUR", idempotency_key="k", description="")
+    await dispatcher.stop()
+    assert len(publisher.published) == 2
+    assert sorted(store.marked) == sorted(e.outbox_id for e in publisher.published)
+
+
+async def test_the_relay_sends_nothing_the_service_already_published() -> None:
+    """The service died between its publish and its confirmation: the relay confirms the rows
+    and the events go out once."""
+    publisher = FakeEventPublisher()
+    events = [OutboxEvent(i, i % 16, b"x") for i in range(1, 5)]
+    dead = EventDispatcher(publisher, FakeOutboxStore())
+    await dead.dispatch(events)  # published; the confirmation never comes
+    store = FakeOutboxStore(rows=list(events))
+    assert await OutboxRelay(store, publisher).run_cycle() == 4
+    assert store.rows == [] and sorted(store.marked) == [1, 2, 3, 4]
+    assert [e.outbox_id for e in publisher.published] == [1, 2, 3, 4]
 
 
 async def test_the_dispatcher_drops_overflow_instead_of_blocking() -> None:
@@ -153,11 +209,10 @@ async def test_the_relay_publishes_stale_rows_in_batches_and_marks_them() -> Non
     store = FakeOutboxStore(rows=[OutboxEvent(i, i % 16, b"x") for i in range(1, 8)])
     publisher = FakeEventPublisher()
     assert await relay_once(store, publisher, min_age_s=0, limit=5) == (5, 5)
-    relay = OutboxRelay(store, publisher, batch_size=5, idempotency_retention_s=99)
+    relay = OutboxRelay(store, publisher, batch_size=5)
     assert await relay.run_cycle() == 2
     assert store.rows == []
     assert sorted(store.marked) == list(range(1, 8))
-    assert store.purged_with == [99]
 
 
 async def test_the_relay_stops_a_cycle_when_redis_refuses() -> None:

@@ -15,6 +15,7 @@ from psycopg_pool import PoolTimeout
 
 from services.account.domain import (
     AccountDetails,
+    AccountSnapshot,
     BalanceSnapshot,
     LedgerEntry,
     Loan,
@@ -73,6 +74,17 @@ _ACCOUNTS_OF_SQL = (
     f"SELECT {_ACCOUNT_COLUMNS} FROM accounts"
     " WHERE owner_user_id = %(user)s::uuid AND kind = 'customer' ORDER BY created_at, id"
 )
+# A warm-up's load: every customer account of the user with its balance and newest entries, in
+# one statement, so each account's balance and list come from one snapshot (one version).
+_SNAPSHOTS_SQL = (
+    "SELECT a.id::text, a.owner_user_id::text, a.currency, a.balance, a.version, "
+    + _ENTRY_COLUMNS +
+    " FROM accounts a LEFT JOIN LATERAL ("
+    "   SELECT * FROM transactions WHERE account_id = a.id"
+    "   ORDER BY created_at DESC, id DESC LIMIT %(limit)s) t ON true"
+    " WHERE a.owner_user_id = %(user)s::uuid AND a.kind = 'customer'"
+    " ORDER BY a.id, t.created_at DESC, t.id DESC"
+)
 _LOANS_SQL = (
     "SELECT id::text, account_id::text, principal, outstanding, currency, interest_rate_bps,"
     " status, created_at FROM loans WHERE user_id = %(user)s::uuid ORDER BY created_at, id"
@@ -110,7 +122,7 @@ class AccountRepository:
         # Label children resolved once: a query should not hash its labels on every call.
         self._counted = {name: DB_QUERIES.labels("account", name) for name in (
             "balance", "recent_transactions", "account", "accounts_of", "transactions_page",
-            "loans")}
+            "loans", "snapshots")}
 
     async def _rows(self, query_name: str, statement: str, params: dict[str, Any]) -> list[Any]:
         self._counted[query_name].inc()
@@ -169,3 +181,18 @@ class AccountRepository:
                  to_micros(row[7]))
             for row in rows
         ))
+
+    async def snapshots_of(self, user_id: str, limit: int) -> list[AccountSnapshot]:
+        rows = await self._rows("snapshots", _SNAPSHOTS_SQL, {"user": user_id, "limit": limit})
+        by_account: dict[str, list[Any]] = {}
+        for row in rows:
+            by_account.setdefault(row[0], []).append(row)
+        out = []
+        for account_id, account_rows in by_account.items():
+            first = account_rows[0]
+            owner, currency, balance, version = first[1], first[2], int(first[3]), int(first[4])
+            entries = tuple(_entry(row, 5) for row in account_rows if row[5] is not None)
+            out.append(AccountSnapshot(
+                BalanceSnapshot(account_id, owner, currency, balance, version),
+                RecentTransactions(account_id, owner, currency, version, entries)))
+        return out

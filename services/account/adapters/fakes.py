@@ -10,6 +10,7 @@ from services.account.adapters.event_subscription import Notice, SubscriptionLos
 from services.account.adapters.outbox_reader import decode_payloads
 from services.account.domain import (
     AccountDetails,
+    AccountSnapshot,
     BalanceChange,
     BalanceSnapshot,
     LedgerEntry,
@@ -75,6 +76,20 @@ class FakeAccountReader:
     async def accounts_of(self, user_id: str) -> list[AccountDetails]:
         await self._count("accounts_of")
         return [a for a in self.accounts.values() if a.owner_user_id == user_id]
+
+    async def snapshots_of(self, user_id: str, limit: int) -> list[AccountSnapshot]:
+        await self._count("snapshots")
+        out = []
+        for account in sorted(self.accounts.values(), key=lambda a: a.account_id):
+            if account.owner_user_id != user_id:
+                continue
+            balance = BalanceSnapshot(account.account_id, account.owner_user_id,
+                                      account.currency, account.minor_units, account.version)
+            recent = RecentTransactions(account.account_id, account.owner_user_id,
+                                        account.currency, account.version,
+                                        tuple(self._newest_first(account.account_id)[:limit]))
+            out.append(AccountSnapshot(balance, recent))
+        return out
 
     async def transactions_page(
         self, account_id: str, after: PagePosition | None, limit: int

@@ -12,7 +12,7 @@ from services.account.entrypoints.proto_mapping import (
     loan_message,
     source,
 )
-from services.account.service_layer import accounts, balances
+from services.account.service_layer import accounts, balances, warm_up
 from services.account.service_layer.dependencies import AccountReads
 from shared.auth_context import current_caller
 from shared.grpc_interceptor import Prefetch
@@ -92,3 +92,10 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         read = await accounts.list_loans(self._reads, current_caller())
         loans = read.value.loans if read.value is not None else ()
         return account_pb2.ListLoansResponse(loans=[loan_message(loan) for loan in loans])
+
+    async def WarmCache(
+        self, request: account_pb2.WarmCacheRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb2.WarmCacheResponse:
+        done = await warm_up.warm_caller_cache(self._reads, current_caller())
+        return account_pb2.WarmCacheResponse(accounts=done.accounts, loaded=done.loaded,
+                                             filled=done.filled)

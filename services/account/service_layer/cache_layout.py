@@ -13,6 +13,7 @@ from services.account.domain import (
     LedgerEntry,
     Loan,
     RecentTransactions,
+    UserAccountIds,
     UserLoans,
 )
 from shared.cache import CacheEntry
@@ -26,6 +27,7 @@ from shared.cache.ordered_list import (
 BALANCE = "balance"
 RECENT = "recent"
 LOANS = "api_loans"
+ACCOUNTS = "api_accounts"
 
 
 def balance_key(account_id: str) -> str:
@@ -38,6 +40,10 @@ def recent_key(account_id: str) -> str:
 
 def loans_key(user_id: str) -> str:
     return f"api:{{{user_id}}}:loans"
+
+
+def accounts_key(user_id: str) -> str:
+    return f"api:{{{user_id}}}:accounts"
 
 
 def balance_data(currency: str, minor_units: int) -> bytes:
@@ -131,4 +137,22 @@ class UserLoansCodec:
         return UserLoans(entry.owner, tuple(Loan(*row) for row in json.loads(entry.data)))
 
     def version_of(self, value: UserLoans) -> int:
+        return 0
+
+
+class UserAccountIdsCodec:
+    """The ids of a user's accounts (a warm-up's index): like the loans, an API-response entry
+    at version 0, filled when absent and living for its TTL. Ownership never changes; an account
+    opened within the TTL is warmed once the entry expires (its reads fill it meanwhile)."""
+
+    __slots__ = ()
+
+    def to_entry(self, value: UserAccountIds) -> CacheEntry:
+        return CacheEntry(0, value.user_id, ",".join(value.account_ids).encode())
+
+    def from_entry(self, entry: CacheEntry) -> UserAccountIds:
+        ids = tuple(entry.data.decode().split(",")) if entry.data else ()
+        return UserAccountIds(entry.owner, ids)
+
+    def version_of(self, value: UserAccountIds) -> int:
         return 0

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from services.account.domain import (
     AccountDetails,
+    AccountSnapshot,
     BalanceChange,
     BalanceSnapshot,
     PagePosition,
@@ -35,6 +36,11 @@ class AccountReader(Protocol):
     ) -> TransactionsPage: ...
 
     async def loans_of(self, user_id: str) -> UserLoans: ...
+
+    async def snapshots_of(self, user_id: str, limit: int) -> list[AccountSnapshot]:
+        """Every customer account of the user: its balance and newest `limit` entries, all in
+        one statement (one snapshot: each account's balance and list share a version)."""
+        ...
 
 
 class OutboxReader(Protocol):

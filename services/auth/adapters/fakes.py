@@ -187,3 +187,13 @@ class CountingHasher:
 
     def needs_rehash(self, stored_hash: str) -> bool:
         return self._inner.needs_rehash(stored_hash)
+
+
+class FakeCacheWarmer:
+    """Records the tokens a login asked to warm for."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def warm(self, token: str) -> None:
+        self.tokens.append(token)

@@ -28,11 +28,10 @@ import secrets
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from services.auth.domain import NewSession, SessionInfo
 from shared.identifiers import canonical_uuid
+from shared.metrics import DB_QUERIES
+from shared.pg_pool import PoolType, unavailable_when_unreachable
 from shared.redis_pipeline import ClusterPipeline, Script
 from shared.sessions import (
     REVOKED,
@@ -59,41 +58,30 @@ for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end
 return #KEYS
 """)
 
-_INSERT_SESSION = text(
+_INSERT_SESSION = (
     "INSERT INTO sessions (user_id, secret_hash, client_address, user_agent)"
-    " VALUES (:u, :h, :a, :ua) RETURNING id, floor(extract(epoch FROM created_at))::bigint"
+    " VALUES (%(u)s, %(h)s, %(a)s, %(ua)s)"
+    " RETURNING id, floor(extract(epoch FROM created_at))::bigint"
 )
-_REVOKE_SESSIONS = text(
-    "UPDATE sessions SET revoked_at = now() WHERE user_id = CAST(:u AS uuid)"
-    " AND id = ANY(CAST(:ids AS uuid[])) AND revoked_at IS NULL"
+_REVOKE_SESSIONS = (
+    "UPDATE sessions SET revoked_at = now() WHERE user_id = %(u)s::uuid"
+    " AND id = ANY(%(ids)s::uuid[]) AND revoked_at IS NULL"
 )
-_REVOKE_OTHER_SESSIONS = text(
-    "UPDATE sessions SET revoked_at = now() WHERE user_id = CAST(:u AS uuid)"
-    " AND id <> CAST(:keep AS uuid) AND revoked_at IS NULL RETURNING id::text"
-)
-_LIST_ACTIVE = text(
+_LIST_ACTIVE = (
     "SELECT id::text, created_at, last_used_at, client_address, user_agent FROM sessions"
-    " WHERE user_id = CAST(:u AS uuid) AND revoked_at IS NULL"
-    " AND last_used_at > now() - make_interval(secs => :idle_s)"
-    " AND created_at > now() - make_interval(secs => :absolute_s)"
-    " ORDER BY last_used_at DESC, id LIMIT :n"
+    " WHERE user_id = %(u)s::uuid AND revoked_at IS NULL"
+    " AND last_used_at > now() - make_interval(secs => %(idle_s)s)"
+    " AND created_at > now() - make_interval(secs => %(absolute_s)s)"
+    " ORDER BY last_used_at DESC, id LIMIT %(n)s"
 )
-
-
-async def revoke_other_sessions_in(conn: AsyncConnection, user_id: str,
-                                   keep_session_id: str) -> list[str]:
-    """Revoke every other session of the user inside the caller's transaction (a password change
-    commits with it). The caller must then call SessionStore.write_tombstones after commit."""
-    rows = await conn.execute(_REVOKE_OTHER_SESSIONS, {"u": user_id, "keep": keep_session_id})
-    return [str(r[0]) for r in rows]
 
 
 class SessionStore:
     """Create and revoke sessions in PostgreSQL (durable) and Redis (what readers check)."""
 
-    def __init__(self, engine: AsyncEngine, redis: ClusterPipeline | None,
+    def __init__(self, pool: PoolType, redis: ClusterPipeline | None,
                  signer: SessionEntrySigner, *, ttl_s: int, absolute_ttl_s: int) -> None:
-        self._engine = engine
+        self._pool = pool
         self._redis = redis
         self._signer = signer
         self._ttl_s = ttl_s
@@ -112,11 +100,14 @@ class SessionStore:
     ) -> NewSession:
         secret = secrets.token_urlsafe(32)
         secret_hash = hash_secret(secret)
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(_INSERT_SESSION, {
-                "u": user_id, "h": bytes.fromhex(secret_hash), "a": client_address[:100],
-                "ua": user_agent[:300],
-            })).one()
+        DB_QUERIES.labels("auth", "create_session").inc()
+        with unavailable_when_unreachable():
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(_INSERT_SESSION, {
+                    "u": user_id, "h": bytes.fromhex(secret_hash), "a": client_address[:100],
+                    "ua": user_agent[:300],
+                })).fetchone()
+        assert row is not None  # INSERT ... RETURNING of one row
         session_id, created_at = str(row[0]), int(row[1])
         await self._cache_entry(user_id, session_id,
                                 self._signer.encode(secret_hash, int(time.time()), created_at))
@@ -137,8 +128,10 @@ class SessionStore:
         ids = [sid for sid in (canonical_uuid(r) for r in session_ids) if sid is not None]
         if not ids or canonical_uuid(user_id) is None:
             return
-        async with self._engine.begin() as conn:
-            await conn.execute(_REVOKE_SESSIONS, {"u": user_id, "ids": ids})
+        DB_QUERIES.labels("auth", "revoke_sessions").inc()
+        with unavailable_when_unreachable():
+            async with self._pool.connection() as conn:
+                await conn.execute(_REVOKE_SESSIONS, {"u": user_id, "ids": ids})
         await self.write_tombstones(user_id, ids)
 
     async def write_tombstones(self, user_id: str, session_ids: Iterable[str]) -> None:
@@ -191,12 +184,15 @@ class SessionStore:
         return len(self._pending_tombstones)
 
     async def list_active(self, user_id: str, limit: int = 100) -> list[SessionInfo]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(_LIST_ACTIVE, {
-                "u": user_id, "idle_s": float(self._ttl_s),
-                "absolute_s": float(self._absolute_ttl_s), "n": limit,
-            })
-            return [SessionInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        DB_QUERIES.labels("auth", "list_sessions").inc()
+        with unavailable_when_unreachable():
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_LIST_ACTIVE, {
+                    "u": user_id, "idle_s": float(self._ttl_s),
+                    "absolute_s": float(self._absolute_ttl_s), "n": limit,
+                })
+                rows = await cursor.fetchall()
+        return [SessionInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def aclose(self) -> None:
         """Stop retrying tombstones (re-confirmation still bounds what is left)."""

@@ -1,89 +1,91 @@
-"""PostgreSQL access for users and their credentials."""
+"""PostgreSQL access for users and their credentials: one statement, one round trip each, on the
+psycopg pool in autocommit (a statement is its own transaction)."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import Any
 
-from services.auth.adapters.session_store import revoke_other_sessions_in
 from services.auth.domain import EmailAlreadyRegistered, Registration, StoredCredentials
 from shared.metrics import DB_QUERIES
+from shared.pg_pool import PoolType, unavailable_when_unreachable
 
-# One statement, one round trip: the user and the first account commit together or not at all.
-# ON CONFLICT DO NOTHING makes a duplicate email an empty result instead of an aborted
-# transaction.
-_REGISTER = text(
-    """
-    WITH new_user AS (
-        INSERT INTO users (email, name, password_hash) VALUES (:email, :name, :hash)
-        ON CONFLICT (email) DO NOTHING
-        RETURNING id
-    )
-    INSERT INTO accounts (owner_user_id, currency)
-    SELECT id, :currency FROM new_user
-    RETURNING owner_user_id::text, id::text
-    """
+# The user and the first account commit together or not at all (one statement). ON CONFLICT DO
+# NOTHING makes a duplicate email an empty result instead of an error.
+_REGISTER = (
+    "WITH new_user AS ("
+    "  INSERT INTO users (email, name, password_hash)"
+    "  VALUES (%(email)s, %(name)s, %(hash)s)"
+    "  ON CONFLICT (email) DO NOTHING RETURNING id)"
+    " INSERT INTO accounts (owner_user_id, currency)"
+    " SELECT id, %(currency)s FROM new_user"
+    " RETURNING owner_user_id::text, id::text"
 )
 # System users (the treasury) never log in: they look exactly like an unknown email.
-_BY_EMAIL = text(
-    "SELECT id::text, email, password_hash FROM users WHERE email = :email AND NOT is_system"
+_BY_EMAIL = (
+    "SELECT id::text, email, password_hash FROM users WHERE email = %(email)s AND NOT is_system"
 )
-_BY_ID = text(
+_BY_ID = (
     "SELECT id::text, email, password_hash FROM users"
-    " WHERE id = CAST(:id AS uuid) AND NOT is_system"
+    " WHERE id = %(id)s::uuid AND NOT is_system"
 )
-_REPLACE_HASH = text(
-    "UPDATE users SET password_hash = :new WHERE id = CAST(:id AS uuid) AND password_hash = :old"
+_REPLACE_HASH = (
+    "UPDATE users SET password_hash = %(new)s"
+    " WHERE id = %(id)s::uuid AND password_hash = %(old)s"
 )
-_CHANGE_PASSWORD = text(
-    "UPDATE users SET password_hash = :new, password_changed_at = now()"
-    " WHERE id = CAST(:id AS uuid) AND password_hash = :old"
+# The new hash and the revocation of every other session in one statement (so one
+# transaction): the sessions are revoked only when the password row changed. The first column
+# says whether it did; the revoked session ids follow.
+_CHANGE_PASSWORD = (
+    "WITH changed AS ("
+    "  UPDATE users SET password_hash = %(new)s, password_changed_at = now()"
+    "  WHERE id = %(id)s::uuid AND password_hash = %(old)s RETURNING id),"
+    " revoked AS ("
+    "  UPDATE sessions SET revoked_at = now()"
+    "  WHERE user_id IN (SELECT id FROM changed) AND id <> %(keep)s::uuid"
+    "  AND revoked_at IS NULL RETURNING id)"
+    " SELECT EXISTS (SELECT 1 FROM changed), ARRAY(SELECT id::text FROM revoked)"
 )
 
 
 class PostgresUserRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, pool: PoolType) -> None:
+        self._pool = pool
+
+    async def _one(self, query_name: str, statement: str,
+                   params: dict[str, Any]) -> tuple[Any, ...] | None:
+        DB_QUERIES.labels("auth", query_name).inc()
+        with unavailable_when_unreachable():
+            async with self._pool.connection() as conn:
+                return await (await conn.execute(statement, params)).fetchone()
 
     async def register(self, email: str, name: str, password_hash: str,
                        currency: str) -> Registration:
-        DB_QUERIES.labels("auth", "register").inc()
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(
-                _REGISTER, {"email": email, "name": name, "hash": password_hash,
-                            "currency": currency},
-            )).first()
+        row = await self._one("register", _REGISTER, {
+            "email": email, "name": name, "hash": password_hash, "currency": currency})
         if row is None:
             raise EmailAlreadyRegistered()
         return Registration(user_id=row[0], account_id=row[1])
 
     async def credentials_by_email(self, email: str) -> StoredCredentials | None:
-        DB_QUERIES.labels("auth", "credentials").inc()
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_BY_EMAIL, {"email": email})).first()
+        row = await self._one("credentials", _BY_EMAIL, {"email": email})
         return StoredCredentials(row[0], row[1], row[2]) if row is not None else None
 
     async def credentials_by_id(self, user_id: str) -> StoredCredentials | None:
-        DB_QUERIES.labels("auth", "credentials").inc()
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_BY_ID, {"id": user_id})).first()
+        row = await self._one("credentials", _BY_ID, {"id": user_id})
         return StoredCredentials(row[0], row[1], row[2]) if row is not None else None
 
     async def replace_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
         DB_QUERIES.labels("auth", "rehash").inc()
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                _REPLACE_HASH, {"id": user_id, "old": old_hash, "new": new_hash}
-            )
-        return bool(result.rowcount)
+        with unavailable_when_unreachable():
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    _REPLACE_HASH, {"id": user_id, "old": old_hash, "new": new_hash})
+                return bool(cursor.rowcount)
 
     async def change_password(self, user_id: str, old_hash: str, new_hash: str,
                               keep_session_id: str) -> list[str] | None:
-        DB_QUERIES.labels("auth", "change_password").inc()
-        async with self._engine.begin() as conn:
-            changed = await conn.execute(
-                _CHANGE_PASSWORD, {"id": user_id, "old": old_hash, "new": new_hash}
-            )
-            if not changed.rowcount:
-                return None
-            return await revoke_other_sessions_in(conn, user_id, keep_session_id)
+        row = await self._one("change_password", _CHANGE_PASSWORD, {
+            "id": user_id, "old": old_hash, "new": new_hash, "keep": keep_session_id})
+        if row is None or not row[0]:
+            return None
+        return [str(session_id) for session_id in row[1]]

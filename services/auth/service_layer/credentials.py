@@ -51,8 +51,12 @@ async def login(deps: AuthDependencies, request: LoginRequest) -> NewSession:
     await deps.limiter.release(reservation)
     if deps.hasher.needs_rehash(credentials.password_hash):
         await _rehash(deps, credentials.user_id, credentials.password_hash, password)
-    return await deps.sessions.create(credentials.user_id, request.client_address,
-                                      request.user_agent)
+    session = await deps.sessions.create(credentials.user_id, request.client_address,
+                                         request.user_agent)
+    # The visit's first reads are a balance and the recent transactions: have them cached by
+    # then (services/account/service_layer/warm_up.py), without delaying this reply.
+    deps.warmer.warm(session.token)
+    return session
 
 
 async def _check_credentials(deps: AuthDependencies, email: str,

@@ -46,6 +46,14 @@ class Sessions(Protocol):
     async def list_active(self, user_id: str, limit: int = 100) -> list[SessionInfo]: ...
 
 
+class SessionRetentionStore(Protocol):
+    async def delete_ended_sessions(self, *, idle_ttl_s: float, absolute_ttl_s: float,
+                                    keep_s: float, limit: int) -> int:
+        """Sessions that ended (revoked, idle past `idle_ttl_s`, or older than `absolute_ttl_s`)
+        more than `keep_s` ago; at most `limit`."""
+        ...
+
+
 class SessionChecker(Protocol):
     async def authenticate(self, token: str) -> Caller:
         """The token's session as every service's request gate sees it (shared/request_gate.py),
@@ -81,6 +89,13 @@ class PasswordHasher(Protocol):
     def needs_rehash(self, stored_hash: str) -> bool: ...
 
 
+class CacheWarmer(Protocol):
+    def warm(self, token: str) -> None:
+        """Ask the account service to warm the cache of the session's user, and return at once:
+        the login reply never waits for it, and its failure is not the login's."""
+        ...
+
+
 @dataclass(frozen=True)
 class AuthDependencies:
     users: UserRepository
@@ -88,3 +103,4 @@ class AuthDependencies:
     checker: SessionChecker
     limiter: LoginLimiter
     hasher: PasswordHasher
+    warmer: CacheWarmer

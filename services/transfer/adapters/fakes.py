@@ -148,7 +148,8 @@ def _command_params(c: TransferCommand) -> tuple[str, str, int, str, str]:
 
 @dataclass
 class FakeEventPublisher:
-    """Records what it publishes; `failing = True` makes it refuse everything (Redis down)."""
+    """Records what it publishes, each outbox id once, as the publish script's published sets
+    do; `failing = True` makes it refuse everything (Redis down)."""
 
     published: list[OutboxEvent] = field(default_factory=list)
     failing: bool = False
@@ -156,7 +157,8 @@ class FakeEventPublisher:
     async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
         if self.failing:
             return []
-        self.published.extend(events)
+        out = {e.outbox_id for e in self.published}
+        self.published.extend(e for e in events if e.outbox_id not in out)
         return [e.outbox_id for e in events]
 
 
@@ -175,9 +177,13 @@ class FakeOutboxStore:
 
     rows: list[OutboxEvent] = field(default_factory=list)
     marked: list[int] = field(default_factory=list)
-    purged_with: list[int] = field(default_factory=list)
+    statements: int = 0  # UPDATEs a PostgreSQL store would have run
+    failing: bool = False
 
     async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        if self.failing:
+            raise ConnectionError("PostgreSQL is unreachable")
+        self.statements += 1
         self.marked.extend(outbox_ids)
         done = set(outbox_ids)
         self.rows = [r for r in self.rows if r.outbox_id not in done]
@@ -186,9 +192,5 @@ class FakeOutboxStore:
     async def claim_unpublished(self, min_age_s: float, limit: int) -> AsyncIterator[_FakeClaim]:
         yield _FakeClaim(list(self.rows[:limit]), self)
 
-    async def backlog(self) -> int:
+    async def backlog(self, min_age_s: float) -> int:
         return len(self.rows)
-
-    async def purge_rejections(self, older_than_s: int) -> int:
-        self.purged_with.append(older_than_s)
-        return 0

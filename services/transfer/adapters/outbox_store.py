@@ -1,4 +1,5 @@
-"""PostgreSQL side of the outbox: marking rows published, and the relay's claim of stale rows."""
+"""PostgreSQL side of the outbox: confirming rows published, and the relay's claim of rows that
+stayed unconfirmed."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from shared.events import TOPIC_BALANCE_CHANGED
 from shared.metrics import DB_QUERIES
 from shared.pg_pool import PoolType
 
-# `published_at IS NULL` keeps a second mark (the relay and the service racing) from moving the
-# timestamp; the partial index outbox_unpublished_idx serves every query here.
+# `published_at IS NULL` keeps a second confirmation (the relay and the service racing) from
+# moving the timestamp; the partial index outbox_unpublished_idx serves every query here.
 _MARK_SQL = (
     "UPDATE outbox SET published_at = now()"
     " WHERE id = ANY(%(ids)s::bigint[]) AND published_at IS NULL"
@@ -26,10 +27,9 @@ _CLAIM_SQL = (
     " AND created_at < now() - make_interval(secs => %(min_age_s)s::float8)"
     " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 )
-_BACKLOG_SQL = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-_PURGE_SQL = (
-    "DELETE FROM transfer_rejections"
-    " WHERE created_at < now() - make_interval(secs => %(older_than_s)s::float8)"
+_BACKLOG_SQL = (
+    "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+    " AND created_at < now() - make_interval(secs => %(min_age_s)s::float8)"
 )
 
 
@@ -70,12 +70,7 @@ class PostgresOutboxStore:
                       for r in await cursor.fetchall()]
             yield _ClaimedBatch(events, conn)
 
-    async def backlog(self) -> int:
+    async def backlog(self, min_age_s: float) -> int:
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(_BACKLOG_SQL)).fetchone()
+            row = await (await conn.execute(_BACKLOG_SQL, {"min_age_s": min_age_s})).fetchone()
         return int(row[0]) if row else 0
-
-    async def purge_rejections(self, older_than_s: int) -> int:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(_PURGE_SQL, {"older_than_s": older_than_s})
-            return cursor.rowcount

@@ -1,11 +1,14 @@
-"""PostgreSQL side of transfers: one call of `transfer_money` (live definition beside this file,
-in sql/transfer_money.sql) per transfer, plus the reads of GetTransfer and ListTransfers."""
+"""PostgreSQL side of transfers: `transfer_money` (live definition beside this file, in
+sql/transfer_money.sql) for a transfer alone, `transfer_money_batch` (sql/transfer_money_batch.sql)
+for transfers that arrive while every lane is busy (adapters/transfer_batches.py): one round
+trip either way. Plus the reads of GetTransfer and ListTransfers."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from services.transfer.adapters.transfer_batches import TransferBatches
 from services.transfer.domain import (
     OutboxEvent,
     SourceBalance,
@@ -36,6 +40,7 @@ _T = TypeVar("_T")
 # change to the function is a new migration carrying the new text; a test holds the newest copy
 # to this file).
 TRANSFER_MONEY_SQL = Path(__file__).parent / "sql" / "transfer_money.sql"
+TRANSFER_MONEY_BATCH_SQL = Path(__file__).parent / "sql" / "transfer_money_batch.sql"
 
 _TRANSFER_SQL = (
     "SELECT outcome, reason, transfer_id::text, created_at, source_balance, source_version,"
@@ -43,6 +48,16 @@ _TRANSFER_SQL = (
     " FROM transfer_money(%(user_id)s, %(key)s, %(from_id)s, %(to_id)s, %(amount)s,"
     " %(currency)s, %(description)s, %(from_partition)s, %(to_partition)s)"
 )
+
+_BATCH_SQL = (
+    "SELECT item, outcome, reason, transfer_id::text, created_at, source_balance,"
+    " source_version, outbox_ids, outbox_partitions, outbox_payloads"
+    " FROM transfer_money_batch(%(user_ids)s::uuid[], %(keys)s::text[], %(from_ids)s::uuid[],"
+    " %(to_ids)s::uuid[], %(amounts)s::bigint[], %(currencies)s::text[],"
+    " %(descriptions)s::text[], %(from_partitions)s::integer[], %(to_partitions)s::integer[])"
+)
+# A batch holds at most this many transfers: its locks are held until its one commit.
+MAX_BATCH = 16
 
 _SELECT_TRANSFER = (
     "SELECT t.id::text, t.user_id::text, t.from_account_id::text, t.to_account_id::text,"
@@ -91,29 +106,70 @@ def _transfer_from_row(row: Sequence[Any]) -> Transfer:
     )
 
 
-class PostgresTransferRepository:
-    def __init__(self, pool: PoolType) -> None:
-        self._pool = pool
+@dataclass(frozen=True)
+class _Call:
+    command: TransferCommand
+    from_partition: int
+    to_partition: int
 
-    async def execute(
-        self, command: TransferCommand, from_partition: int, to_partition: int
-    ) -> TransferOutcome:
-        params = {
+    def params(self) -> dict[str, Any]:
+        command = self.command
+        return {
             "user_id": command.user_id, "key": command.idempotency_key,
             "from_id": command.from_account_id, "to_id": command.to_account_id,
             "amount": command.amount, "currency": command.currency,
             "description": command.description,
-            "from_partition": from_partition, "to_partition": to_partition,
+            "from_partition": self.from_partition, "to_partition": self.to_partition,
         }
 
-        async def call() -> Sequence[Any]:
+
+class PostgresTransferRepository:
+    def __init__(self, pool: PoolType, *, lanes: int = 1, max_batch: int = MAX_BATCH) -> None:
+        """`lanes`: transfer transactions in flight at once (the rest queue and batch up)."""
+        self._pool = pool
+        self._batches: TransferBatches[_Call] = TransferBatches(
+            self._alone, self._together, lanes=lanes, max_batch=max_batch)
+
+    async def execute(
+        self, command: TransferCommand, from_partition: int, to_partition: int
+    ) -> TransferOutcome:
+        row = await self._batches.submit(_Call(command, from_partition, to_partition))
+        return outcome_from_row(command, row)
+
+    async def _alone(self, call: _Call) -> Sequence[Any]:
+        params = call.params()
+
+        async def once() -> Sequence[Any]:
             DB_QUERIES.labels("transfer", "transfer_money").inc()
             async with self._pool.connection() as conn:
                 row = await (await conn.execute(_TRANSFER_SQL, params)).fetchone()
             assert row is not None  # the function always returns one row
             return row
 
-        return outcome_from_row(command, await with_retries(call))
+        return await with_retries(once)
+
+    async def _together(self, calls: list[_Call]) -> list[Sequence[Any]]:
+        params = {
+            "user_ids": [c.command.user_id for c in calls],
+            "keys": [c.command.idempotency_key for c in calls],
+            "from_ids": [c.command.from_account_id for c in calls],
+            "to_ids": [c.command.to_account_id for c in calls],
+            "amounts": [c.command.amount for c in calls],
+            "currencies": [c.command.currency for c in calls],
+            "descriptions": [c.command.description for c in calls],
+            "from_partitions": [c.from_partition for c in calls],
+            "to_partitions": [c.to_partition for c in calls],
+        }
+
+        async def once() -> list[Sequence[Any]]:
+            DB_QUERIES.labels("transfer", "transfer_money_batch").inc()
+            async with self._pool.connection() as conn:
+                rows = await (await conn.execute(_BATCH_SQL, params)).fetchall()
+            if [int(r[0]) for r in rows] != list(range(1, len(calls) + 1)):
+                raise ValueError("transfer_money_batch answered out of order")
+            return [r[1:] for r in rows]
+
+        return await with_retries(once)
 
     async def get(self, user_id: str, transfer_id: str) -> Transfer | None:
         async def call() -> Sequence[Any] | None:

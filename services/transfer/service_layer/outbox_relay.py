@@ -1,17 +1,19 @@
-"""The outbox relay: publishes outbox rows that stayed unpublished (the service crashed between
-commit and publish, Redis was down, the dispatcher's queue overflowed) and marks them published.
+"""The outbox relay: publishes the events of outbox rows that stayed unconfirmed (the service
+died between commit and publish, or between publish and its batched confirmation; Redis was
+down; the dispatcher's queue overflowed) and confirms the rows.
 
-Rows younger than `min_age_s` are left to the service that wrote them, which normally publishes
-within milliseconds; the relay only picks up what it missed. Claims use FOR UPDATE SKIP LOCKED,
-so several relays can run. Delivery is at least once (a crash after publish and before the mark
-publishes again); consumers apply events idempotently by account version.
+Rows younger than `min_age_s` are left to the service that wrote them, which publishes within
+milliseconds and confirms within its confirmation interval; the relay only picks up what it
+missed. Claims use FOR UPDATE SKIP LOCKED, so several relays can run. The publish script skips
+events its partition's published set already holds, so an event the service sent before dying
+is not sent again; past that set's memory, delivery is at least once, and consumers apply events
+idempotently by account version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from services.transfer.service_layer.ports import EventPublisher, OutboxStore
 from shared.metrics import EVENTS, OUTBOX_BACKLOG
@@ -38,24 +40,18 @@ class OutboxRelay:
         store: OutboxStore,
         publisher: EventPublisher,
         *,
-        min_age_s: float = 1.5,
+        min_age_s: float = 3.0,
         poll_s: float = 0.5,
         batch_size: int = 500,
-        idempotency_retention_s: int = 86_400,
-        purge_every_s: float = 300.0,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self.min_age_s = min_age_s
         self.poll_s = poll_s
         self.batch_size = batch_size
-        self._retention_s = idempotency_retention_s
-        self._purge_every_s = purge_every_s
-        # None: purge on the first cycle (monotonic time starts near 0 on a fresh machine).
-        self._last_purge: float | None = None
 
     async def run_cycle(self) -> int:
-        """Drain what is stale now, refresh the backlog gauge, purge expired rejections."""
+        """Drain what is stale now and refresh the backlog gauge."""
         relayed = 0
         while True:
             claimed, published = await relay_once(
@@ -65,12 +61,7 @@ class OutboxRelay:
             # Stop on a short batch, or when Redis refuses: retry on the next poll.
             if claimed < self.batch_size or published < claimed:
                 break
-        OUTBOX_BACKLOG.set(await self._store.backlog())
-        if self._last_purge is None or time.monotonic() - self._last_purge >= self._purge_every_s:
-            self._last_purge = time.monotonic()
-            purged = await self._store.purge_rejections(self._retention_s)
-            if purged:
-                log.info("purged %d expired idempotency rejections", purged)
+        OUTBOX_BACKLOG.set(await self._store.backlog(self.min_age_s))
         return relayed
 
     async def run_forever(self) -> None:

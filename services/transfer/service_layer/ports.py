@@ -29,7 +29,9 @@ class TransferRepository(Protocol):
 
 class EventPublisher(Protocol):
     async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
-        """Publish what it can; return the outbox ids that were published. Never raises."""
+        """Publish what it can, each event at most once (one already out is not sent again);
+        return the outbox ids that are now published, by this call or an earlier one. Never
+        raises."""
         ...
 
 
@@ -49,9 +51,19 @@ class OutboxStore(Protocol):
         duration of the context, so that several relays share the work."""
         ...
 
-    async def backlog(self) -> int: ...
+    async def backlog(self, min_age_s: float) -> int:
+        """Unconfirmed rows older than `min_age_s`: what the relay has to deliver."""
+        ...
 
-    async def purge_rejections(self, older_than_s: int) -> int: ...
+
+class TransferRetentionStore(Protocol):
+    async def delete_confirmed_outbox(self, older_than_s: float, limit: int) -> int:
+        """Confirmed outbox rows made more than `older_than_s` ago (at most `limit`)."""
+        ...
+
+    async def delete_rejections(self, older_than_s: float, limit: int) -> int:
+        """Stored rejections older than `older_than_s`: their idempotency keys are free again."""
+        ...
 
 
 class ReadYourWritesFloors(Protocol):

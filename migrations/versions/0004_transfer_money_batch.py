@@ -1,0 +1,93 @@
+"""Transfers in batches: `transfer_money_batch` runs several transfer_money calls in one
+transaction (one round trip, one commit), so concurrent transfers share a WAL flush. A hot
+account's transfers are serial up to the end of each commit; with a flush of a few ms on a busy
+disk that bound them to a few hundred a second, and a batch pays it once for all its items.
+
+Each item is exactly transfer_money (same checks, same idempotency, same outbox rows, the same
+answer row), in the given order; the function first takes every lock its items will take, in the
+global order transfer_money follows (idempotency advisory locks, then accounts by id), so it can
+deadlock neither with other batches nor with single transfers.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+# Frozen copy of services/transfer/adapters/sql/transfer_money_batch.sql as this revision
+# installs it; the newest copy must equal the live file (tests/unit/test_transfer_sql.py).
+TRANSFER_MONEY_BATCH = r"""
+CREATE OR REPLACE FUNCTION transfer_money_batch(
+    p_user_ids uuid[],
+    p_idempotency_keys text[],
+    p_froms uuid[],
+    p_tos uuid[],
+    p_amounts bigint[],
+    p_currencies text[],
+    p_descriptions text[],
+    p_from_partitions integer[],
+    p_to_partitions integer[]
+) RETURNS TABLE (
+    item integer,
+    outcome text,
+    reason text,
+    transfer_id uuid,
+    created_at timestamptz,
+    source_balance bigint,
+    source_version bigint,
+    outbox_ids bigint[],
+    outbox_partitions integer[],
+    outbox_payloads bytea[]
+)
+LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+-- Several transfers in one transaction, so that they share one commit (one WAL flush) and one
+-- round trip: each item is exactly transfer_money, in the order given, and answers exactly what
+-- transfer_money would have. A hot account's transfers then pay the commit once per batch
+-- instead of once each, which is what serialises them.
+--
+-- Lock order: every lock the items will take is taken first, in the global order transfer_money
+-- follows (advisory locks of the idempotency keys, then accounts by id), so a batch cannot
+-- deadlock with another batch or a single transfer. Inside, transfer_money takes the same locks
+-- again, which costs nothing (a transaction holds them already).
+DECLARE
+    v_key bigint;
+BEGIN
+    FOR v_key IN
+        SELECT DISTINCT hashtextextended(u::text || '/' || k, 0)
+        FROM unnest(p_user_ids, p_idempotency_keys) AS x (u, k) ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+    PERFORM 1 FROM accounts a WHERE a.id = ANY (p_froms || p_tos) ORDER BY a.id FOR UPDATE;
+
+    FOR i IN 1 .. coalesce(array_length(p_idempotency_keys, 1), 0) LOOP
+        RETURN QUERY SELECT i, t.outcome, t.reason, t.transfer_id, t.created_at,
+            t.source_balance, t.source_version, t.outbox_ids, t.outbox_partitions,
+            t.outbox_payloads
+        FROM transfer_money(p_user_ids[i], p_idempotency_keys[i], p_froms[i], p_tos[i],
+            p_amounts[i], p_currencies[i], p_descriptions[i], p_from_partitions[i],
+            p_to_partitions[i]) AS t;
+    END LOOP;
+END
+$fn$;
+"""
+
+
+def upgrade() -> None:
+    op.execute(TRANSFER_MONEY_BATCH)
+
+
+def downgrade() -> None:
+    op.execute(
+        "DROP FUNCTION transfer_money_batch(uuid[], text[], uuid[], uuid[], bigint[], text[],"
+        " text[], integer[], integer[])"
+    )
