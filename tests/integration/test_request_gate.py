@@ -230,10 +230,10 @@ async def test_without_redis_postgres_decides_and_limits_stay_local(
 
 
 async def test_an_address_past_its_failed_checks_is_refused_before_any_lookup(
-    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str],
+    base_settings: Settings, engine: AsyncEngine, pg_pool: PoolType, unique: Callable[[str], str],
 ) -> None:
     user = await new_user(engine, unique)
-    session = await session_store(engine, None).create(user)
+    session = await session_store(pg_pool, None).create(user)
     guess = f"{user}.{session.session_id}.{'G' * 43}"
     settings = dataclasses.replace(base_settings, failed_session_checks_per_minute=3)
     async with request_gate(settings) as gate:
