@@ -26,3 +26,27 @@ def current_caller() -> Caller:
 
 def set_caller(caller: Caller | None) -> None:
     _current.set(caller)
+
+
+@dataclass(frozen=True)
+class MachineCaller:
+    """A machine credential (shared/machine_credentials.py): acts for no user."""
+
+    credential_id: str
+    name: str
+    scopes: frozenset[str]
+
+
+_machine: ContextVar[MachineCaller | None] = ContextVar("machine_caller", default=None)
+
+
+def current_machine() -> MachineCaller:
+    machine = _machine.get()
+    if machine is None:
+        raise Unauthenticated("this call needs a machine credential: send 'authorization: "
+                              "Bearer mc1.<id>.<secret>'")
+    return machine
+
+
+def set_machine(machine: MachineCaller | None) -> None:
+    _machine.set(machine)

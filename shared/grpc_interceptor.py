@@ -24,11 +24,12 @@ import psycopg
 from google.protobuf import any_pb2, descriptor_pool, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from shared.auth_context import set_caller
+from shared.auth_context import MachineCaller, set_caller, set_machine
 from shared.call_metadata import CallHeaders, set_call_headers
-from shared.errors import BankError, ResourceExhausted, Unauthenticated
+from shared.errors import BankError, PermissionDenied, ResourceExhausted, Unauthenticated
 from shared.identifiers import canonical_uuid
 from shared.logging import new_request_id, request_id_var
+from shared.machine_credentials import MachineCredentials, is_machine_token
 from shared.metrics import GRPC_LATENCY, GRPC_REQUESTS
 from shared.rate_limit import RateLimited
 from shared.request_gate import RequestGate
@@ -46,6 +47,8 @@ class MethodPolicy:
     needs_session: bool
     public: bool
     has_floor: bool  # the request has account_id and min_version (read-your-writes)
+    # The scope a machine credential needs; set: the RPC acts for no user (sessions refused).
+    machine_scope: str = ""
 
 
 def method_policy(full_method: str) -> MethodPolicy:
@@ -59,18 +62,27 @@ def method_policy(full_method: str) -> MethodPolicy:
         desc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
     except KeyError:
         return MethodPolicy(True, False, False)
-    public_option: Any = options_pb2.public  # the stubs type extensions too narrowly
-    public = bool(desc.GetOptions().Extensions[public_option])
+    # The stubs type extensions too narrowly: Any.
+    public_option: Any = options_pb2.public
+    scope_option: Any = options_pb2.machine_scope
+    options = desc.GetOptions()
+    public = bool(options.Extensions[public_option])
+    scope = str(options.Extensions[scope_option])
+    if scope:
+        return MethodPolicy(False, False, False, scope)
     fields = desc.input_type.fields_by_name
     return MethodPolicy(not public, public, "account_id" in fields and "min_version" in fields)
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, service: str, gate: RequestGate | None,
-                 prefetch: Mapping[str, Prefetch] | None = None) -> None:
-        """`gate=None` serves without sessions (only for servers that expose no bank method)."""
+                 prefetch: Mapping[str, Prefetch] | None = None,
+                 machines: MachineCredentials | None = None) -> None:
+        """`gate=None` serves without sessions (only for servers that expose no bank method);
+        `machines` checks machine credentials, for the RPCs that name a machine scope."""
         self._service = service
         self._gate = gate
+        self._machines = machines
         self._prefetch = dict(prefetch or {})
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -98,8 +110,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, method: str, inner: Handler) -> Handler:
         policy = method_policy(method)
         gate = self._gate
+        machines = self._machines
         if policy.needs_session and gate is None:
             raise RuntimeError(f"{method} needs a session but this server has no request gate")
+        if policy.machine_scope and machines is None:
+            raise RuntimeError(f"{method} needs a machine credential check on this server")
         prefetch = self._prefetch.get(method)
         short_method = method.rsplit("/", 1)[-1]
         latency = GRPC_LATENCY.labels(self._service, short_method)
@@ -112,17 +127,24 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_id_var.set(request_id)
             set_call_headers(headers)
             set_caller(None)
+            set_machine(None)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
                 check_message_text(request)  # no control characters in any text field
-                if policy.needs_session:
+                if policy.machine_scope:
+                    assert machines is not None
+                    set_machine(await _machine_caller(machines, headers, policy.machine_scope))
+                elif policy.needs_session:
                     assert gate is not None
                     token = headers.bearer_token()
                     if token is None:
                         raise Unauthenticated(
                             "this call needs a session: send 'authorization: Bearer <token>'"
                         )
+                    if is_machine_token(token):
+                        raise PermissionDenied("machine credentials cannot act for a user: "
+                                               "this call needs the user's session")
                     floor_of = (canonical_uuid(request.account_id) or ""
                                 if policy.has_floor else "")
                     pending = gate.admit(token, count=headers.from_edge, account_id=floor_of,
@@ -174,6 +196,21 @@ def is_data_error(err: BaseException) -> bool:
         if isinstance(candidate, psycopg.errors.DataError):
             return True
     return False
+
+
+async def _machine_caller(machines: MachineCredentials, headers: CallHeaders,
+                          scope: str) -> MachineCaller:
+    token = headers.bearer_token()
+    if token is None:
+        raise Unauthenticated("this call needs a machine credential: send 'authorization: "
+                              "Bearer mc1.<id>.<secret>'")
+    if not is_machine_token(token):
+        raise PermissionDenied(f"this call acts for no user: it needs a machine credential "
+                               f"with the scope {scope}, not a session")
+    machine = await machines.verify(token)
+    if scope not in machine.scopes:
+        raise PermissionDenied(f"machine credential {machine.name} lacks the scope {scope}")
+    return machine
 
 
 def _run_prefetch(prefetch: Prefetch, request: Any) -> None:

@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from shared.config import Settings
 from shared.grpc_interceptor import Prefetch, ServiceInterceptor
+from shared.machine_credentials import MachineCredentials
 from shared.pg_pool import PoolType, database_ready
 from shared.redis_client import RedisReadyOnce
 from shared.request_gate import RequestGate
@@ -135,12 +136,14 @@ def build_grpc_service(
     readiness_checks: Sequence[ReadinessCheck],
     gate: RequestGate | None,
     prefetch: Mapping[str, Prefetch] | None = None,
+    machines: MachineCredentials | None = None,
     port: int | None = None,
     health_poll_s: float = 1.0,
 ) -> GrpcService:
     """Create (not start) a server. `register` adds servicers and returns their full names;
     `prefetch` maps full method names to their prefetch (shared/grpc_interceptor.py)."""
-    interceptors: list[Any] = [ServiceInterceptor(settings.service_name, gate, prefetch)]
+    interceptors: list[Any] = [ServiceInterceptor(settings.service_name, gate, prefetch,
+                                                  machines)]
     tracing = current_tracing()
     if tracing is not None:  # outermost: the call's span covers everything below
         interceptors.insert(0, tracing.server_interceptor)

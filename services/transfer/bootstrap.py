@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from bank.v1 import transfer_pb2, transfer_pb2_grpc
+from bank.v1 import transfer_pb2, transfer_pb2_grpc, treasury_pb2, treasury_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 
 from services.transfer.adapters.event_publisher import RedisEventPublisher
@@ -14,10 +14,12 @@ from services.transfer.adapters.outbox_store import PostgresOutboxStore
 from services.transfer.adapters.retention_store import PostgresTransferRetention
 from services.transfer.adapters.transfer_repository import PostgresTransferRepository
 from services.transfer.entrypoints.grpc_servicer import TransferServicer
+from services.transfer.entrypoints.treasury_servicer import TreasuryServicer
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay
 from services.transfer.service_layer.retention import transfer_retention_rules
 from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
+from services.transfer.service_layer.treasury import TreasuryService
 from shared.config import Settings
 from shared.grpc_server import (
     GrpcService,
@@ -25,6 +27,7 @@ from shared.grpc_server import (
     servicer_registration,
     standard_readiness,
 )
+from shared.machine_credentials import MachineCredentials
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
@@ -83,11 +86,12 @@ def build_transfer_app(
         RedisEventPublisher(pipeline), PostgresOutboxStore(pool),
         confirm_interval_s=settings.outbox_confirm_interval_ms / 1000,
     )
+    # A few lanes run transfers, alone or batched (adapters/transfer_batches.py); the rest of
+    # the pool serves reads, confirmations and the request gate.
+    repository = PostgresTransferRepository(pool, lanes=min(settings.transfer_lanes,
+                                                            max(1, settings.db_pool_size - 1)))
     service = TransferService(
-        # A few lanes run transfers, alone or batched (adapters/transfer_batches.py); the rest
-        # of the pool serves reads, confirmations and the request gate.
-        PostgresTransferRepository(pool, lanes=min(settings.transfer_lanes,
-                                                   max(1, settings.db_pool_size - 1))),
+        repository,
         dispatcher,
         gate,
         max_amount=settings.max_transfer_minor_units,
@@ -95,15 +99,22 @@ def build_transfer_app(
         after_commit=after_commit,
     )
     servicer = TransferServicer(service)
+    treasury = TreasuryServicer(TreasuryService(
+        repository, dispatcher, max_amount=settings.max_transfer_minor_units,
+        event_partitions=settings.event_partitions))
+    transfers = servicer_registration(
+        transfer_pb2_grpc.add_TransferServiceServicer_to_server, servicer,
+        transfer_pb2.DESCRIPTOR.services_by_name["TransferService"])
+    treasury_registration = servicer_registration(
+        treasury_pb2_grpc.add_TreasuryServiceServicer_to_server, treasury,
+        treasury_pb2.DESCRIPTOR.services_by_name["TreasuryService"])
 
     grpc_service = build_grpc_service(
         settings,
-        register=servicer_registration(
-            transfer_pb2_grpc.add_TransferServiceServicer_to_server, servicer,
-            transfer_pb2.DESCRIPTOR.services_by_name["TransferService"],
-        ),
+        register=lambda server: [*transfers(server), *treasury_registration(server)],
         readiness_checks=standard_readiness(probe_pool, redis),
         gate=gate,
+        machines=MachineCredentials(pool, settings.service_name),
         port=port,
         health_poll_s=health_poll_s,
     )

@@ -21,6 +21,8 @@ from shared.errors import AlreadyExists, BankError, FailedPrecondition, InvalidA
 from shared.text_rules import normalize_free_text
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Treasury movements' keys (service_layer/treasury.py): reserved, customers' keys may not use it.
+TREASURY_KEY_PREFIX = "treasury:"
 MAX_DESCRIPTION_LENGTH = 500
 _CURRENCY = re.compile(r"[A-Z]{3}")
 

@@ -90,7 +90,8 @@ async def test_bad_values_are_client_errors_never_server_failures(
     customer, token = caller
     service = method.containing_service.name
     target = {"AccountService": bank.endpoints.account, "TransferService":
-              bank.endpoints.transfer, "AuthService": bank.endpoints.auth}[service]
+              bank.endpoints.transfer, "TreasuryService": bank.endpoints.transfer,
+              "AuthService": bank.endpoints.auth}[service]
     request = request_with(method, path, value)
     # Fields the bad value does not occupy get plausible values, so the call reaches the rule
     # under test instead of failing on a missing field first.

@@ -25,6 +25,7 @@ from services.transfer.domain import (
     TransferOutcome,
     parse_rejection,
 )
+from services.transfer.service_layer.ports import TreasuryParties
 from shared.errors import Unavailable
 from shared.metrics import DB_QUERIES
 from shared.pg_pool import PoolType
@@ -65,6 +66,11 @@ _SELECT_TRANSFER = (
     " e.balance_after, e.account_version"
     " FROM transfers t LEFT JOIN transactions e"
     " ON e.transfer_id = t.id AND e.account_id = t.from_account_id"
+)
+_TREASURY_PARTIES_SQL = (
+    "SELECT a.owner_user_id::text, coalesce(s.id::text, ''), coalesce(s.owner_user_id::text, '')"
+    " FROM accounts a LEFT JOIN accounts s ON s.kind = 'settlement' AND s.currency = %(currency)s"
+    " WHERE a.id = %(account)s::uuid AND a.kind <> 'settlement'"
 )
 _GET_SQL = _SELECT_TRANSFER + " WHERE t.id = %(id)s::uuid AND t.user_id = %(user_id)s::uuid"
 _LIST_FIRST_SQL = (
@@ -170,6 +176,17 @@ class PostgresTransferRepository:
             return [r[1:] for r in rows]
 
         return await with_retries(once)
+
+    async def treasury_parties(self, account_id: str, currency: str) -> TreasuryParties | None:
+        async def call() -> Sequence[Any] | None:
+            DB_QUERIES.labels("transfer", "treasury_parties").inc()
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_TREASURY_PARTIES_SQL,
+                                            {"account": account_id, "currency": currency})
+                return await cursor.fetchone()
+
+        row = await with_retries(call)
+        return None if row is None else TreasuryParties(str(row[0]), str(row[1]), str(row[2]))
 
     async def get(self, user_id: str, transfer_id: str) -> Transfer | None:
         async def call() -> Sequence[Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -70,4 +71,21 @@ class ReadYourWritesFloors(Protocol):
     async def remember_writes(self, user_id: str, versions: Mapping[str, int]) -> None:
         """Every session of the user reads at least these account versions from now on (for a
         while). Best effort, bounded in time; never raises."""
+        ...
+
+
+@dataclass(frozen=True)
+class TreasuryParties:
+    """Who a treasury movement involves: the customer account's owner, and the settlement
+    account of the currency (owned by the bank's treasury user)."""
+
+    account_owner: str
+    settlement_account: str
+    treasury_user: str
+
+
+class TreasuryLedger(TransferRepository, Protocol):
+    async def treasury_parties(self, account_id: str, currency: str) -> TreasuryParties | None:
+        """None when the account does not exist; a settlement account of '' when the currency
+        has none."""
         ...

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from services.transfer.domain import (
+    TREASURY_KEY_PREFIX,
     Transfer,
     TransferNotFound,
     TransferOutcome,
@@ -65,6 +66,9 @@ class TransferService:
         idempotency_key: str,
         description: str,
     ) -> Transfer:
+        if idempotency_key.startswith(TREASURY_KEY_PREFIX):
+            raise InvalidArgument(f"idempotency keys starting with {TREASURY_KEY_PREFIX!r} are "
+                                  "reserved for the bank's own movements")
         command = validate_transfer(
             user_id=caller.user_id,
             idempotency_key=idempotency_key,
