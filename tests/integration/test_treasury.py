@@ -129,3 +129,21 @@ async def test_a_revoked_credential_is_refused(
             refused = await rpc_error(treasury.Deposit(
                 movement(customer.accounts[0], 1, uuid.uuid4().hex), metadata=bearer(token)))
             assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_the_client_package_carries_a_machine_credential(
+    base_settings: Settings, engine: AsyncEngine, database: Any, unique: Callable[[str], str],
+) -> None:
+    from cachebank_client import MachineCredential
+
+    customer = await new_customer(engine, unique, deposit=1)
+    credential = MachineCredential(
+        await create_credential(database, unique("client").lower(), ["treasury:deposit"]))
+    async with running_transfer_app(base_settings) as (app, _):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+            done = await treasury_pb2_grpc.TreasuryServiceStub(channel).Deposit(
+                movement(customer.accounts[0], 7, uuid.uuid4().hex),
+                metadata=credential.metadata())
+    assert done.amount.minor_units == 7
+    with pytest.raises(ValueError):
+        MachineCredential(customer.token)

@@ -18,7 +18,11 @@ from cachebank_client.channel import (  # noqa: E402
     open_channel,
 )
 from cachebank_client.client import BankClient, new_idempotency_key  # noqa: E402
-from cachebank_client.credentials import BearerToken, CallCredentials  # noqa: E402
+from cachebank_client.credentials import (  # noqa: E402
+    BearerToken,
+    CallCredentials,
+    MachineCredential,
+)
 from cachebank_client.endpoints import Endpoints  # noqa: E402
 from cachebank_client.models import (  # noqa: E402
     Account,
@@ -33,6 +37,7 @@ from cachebank_client.models import (  # noqa: E402
 
 __all__ = [
     "Account", "AsyncBankClient", "Balance", "BankClient", "BearerToken", "CallCredentials",
+    "MachineCredential",
     "ChannelSettings", "Endpoints", "LedgerEntry", "Money", "RecentTransactions", "RetryPolicy",
     "Session", "Transfer", "TransferPage", "new_idempotency_key", "open_aio_channel",
     "open_channel",

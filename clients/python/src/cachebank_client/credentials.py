@@ -33,3 +33,19 @@ class BearerToken:
 
     def metadata(self) -> Metadata:
         return (("authorization", f"Bearer {self.token}"),)
+
+
+@dataclass(frozen=True)
+class MachineCredential:
+    """A machine credential's token, `mc1.<id>.<secret>`: for the RPCs that act for no user
+    (TreasuryService), with the scopes the bank granted it (`python -m
+    services.auth.machine_credentials create`)."""
+
+    token: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.token.startswith("mc1.") or any(c.isspace() for c in self.token):
+            raise ValueError("a machine credential's token looks like mc1.<id>.<secret>")
+
+    def metadata(self) -> Metadata:
+        return (("authorization", f"Bearer {self.token}"),)
