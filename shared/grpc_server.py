@@ -17,13 +17,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
 from shared.db import database_ready
 from shared.grpc_interceptor import Prefetch, ServiceInterceptor
-from shared.redis_client import RedisReadyOnce
 from shared.request_gate import RequestGate
 
 log = logging.getLogger(__name__)
@@ -36,14 +34,15 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 LIVENESS_SERVICE = "liveness"
 
 
-def standard_readiness(engine: AsyncEngine, redis: RedisCluster) -> list[ReadinessCheck]:
-    """SERVING while PostgreSQL answers, once Redis has answered since start-up (a later Redis
-    outage degrades instead of draining every replica: docs/decisions.md, Readiness)."""
+def standard_readiness(engine: AsyncEngine) -> list[ReadinessCheck]:
+    """SERVING while PostgreSQL answers. Redis is not asked: every use of it has a PostgreSQL
+    fallback, so a pod starts and serves during a Redis outage, slower (docs/decisions.md,
+    Readiness)."""
 
     async def database() -> bool:
         return await database_ready(engine)
 
-    return [database, RedisReadyOnce(redis)]
+    return [database]
 
 
 def servicer_registration(

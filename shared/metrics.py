@@ -33,8 +33,14 @@ EVENT_LAG = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 EVENTS = Counter(
-    "bank_events_total", "Balance-changed events by outcome (published, applied, gap, catch_up)",
+    "bank_events_total",
+    "Balance-changed events by outcome (published, applied, gap, catch_up, catch_up_failed,"
+    " repair)",
     ["outcome"],
+)
+CATCH_UP_PENDING = Gauge(
+    "bank_event_catch_up_pending",
+    "Accounts whose cache update failed and waits for the catch-up's next retry",
 )
 OUTBOX_BACKLOG = Gauge("bank_outbox_backlog", "Outbox rows not yet published")
 SESSION_CHECKS = Counter(

@@ -11,6 +11,14 @@ Every call has a hard deadline (`timeout_s`), connecting and the CLUSTER SLOTS r
 a hung Redis costs a caller at most that, never a stalled request. A timed-out reply is
 abandoned without closing the connection, so the stream stays in step when Redis wakes up.
 
+Topology events: a primary whose connection drops, or whose calls time out, becomes a suspect;
+while there is one, the client re-reads CLUSTER SLOTS every `watch_interval_s` and pings the
+suspect. Listeners (`add_topology_listener`) hear of the slots whose primary changed, and of the
+slots of a primary that was reconnected after losing its connection (it may have restarted with
+older data): a failover or a restart can lose acknowledged writes there, so owners of cached data
+repair those slots. They also hear, with no slots, when a suspect answers again (a hung node
+woke up): circuit breakers need not wait for their next probe.
+
 Scope is deliberately small: single-key commands and EVALSHA (loading the script on NOSCRIPT),
 slot routing from CLUSTER SLOTS, MOVED (re-route and retry: the command did not run), ASK, AUTH
 with an ACL user, and TLS. Anything else is an error for the caller, which falls back to
@@ -23,9 +31,10 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -36,8 +45,22 @@ _SLOTS = 16384
 _MAX_WAITING = 10_000  # replies owed by one connection before it is considered wedged
 _REFRESH_MIN_INTERVAL_S = 0.5
 _MAX_REDIRECTIONS = 3
+_PING = b"*1\r\n$4\r\nPING\r\n"
 
 Node = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class TopologyEvent:
+    """`slots`: where acknowledged writes may have been lost (empty: a node answers again)."""
+
+    slots: frozenset[int]
+    reason: str
+
+
+TopologyListener = Callable[[TopologyEvent], None]
+
+log = logging.getLogger(__name__)
 
 
 class RedisCallError(Exception):
@@ -71,7 +94,8 @@ def encode_command(args: Sequence[Any]) -> bytes:
 class _Pipe(asyncio.Protocol):
     """One connection: commands written in batches, replies handed out in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_lost: Callable[[], None] | None = None) -> None:
+        self._on_lost = on_lost
         self._reader = hiredis.Reader()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._outgoing: list[bytes] = []
@@ -105,6 +129,8 @@ class _Pipe(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._on_lost is not None:
+            self._on_lost()
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -156,10 +182,24 @@ class ClusterPipeline:
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
         self.topology_changes = 0  # bumped when a refresh finds another slot layout
+        self.watch_interval_s = 0.25
+        self._listeners: list[TopologyListener] = []
+        self._suspects: set[Node] = set()  # lost or timing out: watched until they answer
+        self._lost: set[Node] = set()  # connection dropped: reconnecting is a topology event
+        self._watch: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def timeout_s(self) -> float:
         return self._timeout_s
+
+    def add_topology_listener(self, listener: TopologyListener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def suspects(self) -> frozenset[Node]:
+        """Primaries that lost their connection or stopped answering, not yet back."""
+        return frozenset(self._suspects)
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The script's reply. Raises RedisCallError, or hiredis.ReplyError from the script."""
@@ -222,9 +262,16 @@ class ClusterPipeline:
         loop = asyncio.get_running_loop()
         expiry = loop.call_later(self._timeout_s, _expire, future)
         try:
-            return await future
+            reply = await future
+        except RedisCallError:
+            self._suspect(node)
+            raise
         finally:
             expiry.cancel()
+        if self._suspects and node in self._suspects and node not in self._lost:
+            self._suspects.discard(node)
+            self._notify(frozenset(), f"{node[0]}:{node[1]} answers again")
+        return reply
 
     async def _pipe(self, node: Node) -> _Pipe:
         pipe = self._pipes.get(node)
@@ -241,11 +288,12 @@ class ClusterPipeline:
         loop = asyncio.get_running_loop()
         try:
             _, pipe = await asyncio.wait_for(
-                loop.create_connection(_Pipe, node[0], node[1], ssl=self._tls),
+                loop.create_connection(lambda: _Pipe(lambda: self._node_lost(node)),
+                                       node[0], node[1], ssl=self._tls),
                 self._timeout_s,
             )
         except (OSError, TimeoutError) as err:
-            self._refresh_soon()  # a node we cannot reach may have been failed over
+            self._suspect(node)  # a node we cannot reach may have been failed over
             raise RedisCallError(f"cannot connect to {node[0]}:{node[1]}: {err!r}") from None
         if self._credentials is not None:
             (hello,) = pipe.send(encode_command(
@@ -257,7 +305,61 @@ class ClusterPipeline:
                 pipe.close()
                 raise RedisCallError(f"AUTH at {node[0]}:{node[1]} failed: {err!r}") from None
         self._pipes[node] = pipe
+        if node in self._lost:
+            self._lost.discard(node)
+            self._suspects.discard(node)
+            self._notify(frozenset(s for s, owner in enumerate(self._slots or ()) if owner == node),
+                         f"{node[0]}:{node[1]} reconnected")
+            self._notify(frozenset(), f"{node[0]}:{node[1]} answers again")
         return pipe
+
+    # Topology events.
+
+    def _node_lost(self, node: Node) -> None:
+        if not self._closing:
+            self._lost.add(node)
+            self._suspect(node)
+
+    def _suspect(self, node: Node) -> None:
+        if self._closing:
+            return
+        self._suspects.add(node)
+        self._refresh_soon()
+        if self._watch is None:
+            self._watch = asyncio.ensure_future(self._watch_suspects())
+            self._watch.add_done_callback(self._watch_ended)
+
+    def _watch_ended(self, done: asyncio.Future[None]) -> None:
+        if self._watch is done:
+            self._watch = None
+        _ignore_result(done)
+
+    async def _watch_suspects(self) -> None:
+        """While a primary is suspect: the layout again and a ping to it, every interval. Ends
+        when every suspect answers or is no longer a primary."""
+        while self._suspects and not self._closing:
+            await asyncio.sleep(self.watch_interval_s)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._start_refresh())
+            primaries = set(self.primaries())
+            for node in list(self._suspects):
+                if node not in primaries:
+                    self._suspects.discard(node)
+                    self._lost.discard(node)
+            await asyncio.gather(*(self._call(node, _PING) for node in list(self._suspects)),
+                                 return_exceptions=True)
+
+    def _notify(self, slots: frozenset[int], reason: str) -> None:
+        if slots:
+            log.info("Redis topology event (%s): %d slots to repair", reason, len(slots))
+        else:
+            log.info("Redis: %s", reason)
+        event = TopologyEvent(slots, reason)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # one listener's bug must not keep the others from hearing
+                log.exception("topology listener failed")
 
     async def _first_topology(self) -> None:
         """One CLUSTER SLOTS for a burst of first calls, not one each; bounded like a call."""
@@ -286,7 +388,10 @@ class ClusterPipeline:
     async def refresh_topology(self) -> None:
         """CLUSTER SLOTS from the first node that answers (known primaries, then startup nodes)."""
         self._last_refresh = time.monotonic()
-        candidates = list(dict.fromkeys([*self._pipes, *self._startup_nodes]))
+        known = list(dict.fromkeys([*self._pipes, *self._startup_nodes]))
+        # Suspects last: a hung node would cost the whole deadline before the next is asked.
+        candidates = ([n for n in known if n not in self._suspects]
+                      + [n for n in known if n in self._suspects])
         last_error: Exception | None = None
         for node in candidates:
             try:
@@ -300,9 +405,12 @@ class ClusterPipeline:
                 for slot in range(int(start), int(end) + 1):
                     slots[slot] = (host, int(primary[1]))
             if slots != self._slots:
-                if self._slots is not None:
+                previous, self._slots = self._slots, slots
+                if previous is not None:
                     self.topology_changes += 1
-                self._slots = slots
+                    moved = frozenset(s for s in range(_SLOTS) if previous[s] != slots[s])
+                    if moved:
+                        self._notify(moved, "the slot layout changed")
             return
         raise RedisCallError(f"no Redis node answered CLUSTER SLOTS: {last_error!r}")
 
@@ -317,6 +425,11 @@ class ClusterPipeline:
             await self._call(node, encode_command(["SCRIPT", "LOAD", script.source]))
 
     async def close(self) -> None:
+        self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
         if self._refreshing is not None:
             self._refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -325,6 +438,11 @@ class ClusterPipeline:
             pipe.close()
         self._pipes.clear()
         await asyncio.sleep(0)  # let the transports finish closing
+
+
+def slot_of_key(key: str) -> int:
+    """The cluster hash slot of `key` (its hash tag's, when it has one)."""
+    return int(key_slot(key.encode()))
 
 
 def redirection(error_text: str) -> tuple[str, int, Node] | None:

@@ -67,7 +67,7 @@ def build_auth_app(settings: Settings, port: int | None = None,
     pool = create_pool(settings, size=_GATE_POOL_SIZE)
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
-    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
+    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings, pipeline))
     sessions = SessionStore(engine, pipeline, SessionEntrySigner(settings.session_signing_key),
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
@@ -86,7 +86,7 @@ def build_auth_app(settings: Settings, port: int | None = None,
             auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer,
             auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         ),
-        readiness_checks=standard_readiness(engine, redis),
+        readiness_checks=standard_readiness(engine),
         gate=gate,
         port=port,
         health_poll_s=health_poll_s,

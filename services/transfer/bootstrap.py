@@ -8,7 +8,6 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from bank.v1 import transfer_pb2, transfer_pb2_grpc
-from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.transfer.adapters.event_publisher import RedisEventPublisher
@@ -27,7 +26,7 @@ from shared.grpc_server import (
     standard_readiness,
 )
 from shared.pg_pool import PoolType, create_pool
-from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
+from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 
@@ -42,8 +41,7 @@ class TransferApp:
     settings: Settings
     engine: AsyncEngine
     pool: PoolType
-    redis: RedisCluster  # event publishing
-    redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors
+    redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors, events
     gate: RequestGate
     grpc: GrpcService
     dispatcher: EventDispatcher
@@ -62,7 +60,6 @@ class TransferApp:
         await self.dispatcher.stop()
         await self.pool.close()
         await self.redis_pipeline.close()
-        await self.redis.aclose()
         await self.engine.dispose()
 
     async def stop(self, grace: float = 0.0) -> None:
@@ -80,10 +77,9 @@ def build_transfer_app(
     """`after_commit` is for the crash test only (see service_layer.transfers)."""
     engine = _probe_engine(settings)
     pool = create_pool(settings)
-    redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
-    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
-    dispatcher = EventDispatcher(RedisEventPublisher(redis), PostgresOutboxStore(pool))
+    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings, pipeline))
+    dispatcher = EventDispatcher(RedisEventPublisher(pipeline), PostgresOutboxStore(pool))
     service = TransferService(
         PostgresTransferRepository(pool),
         dispatcher,
@@ -100,20 +96,19 @@ def build_transfer_app(
             transfer_pb2_grpc.add_TransferServiceServicer_to_server, servicer,
             transfer_pb2.DESCRIPTOR.services_by_name["TransferService"],
         ),
-        readiness_checks=standard_readiness(engine, redis),
+        readiness_checks=standard_readiness(engine),
         gate=gate,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return TransferApp(settings, engine, pool, redis, pipeline, gate, grpc_service, dispatcher,
-                       service)
+    return TransferApp(settings, engine, pool, pipeline, gate, grpc_service, dispatcher, service)
 
 
 @dataclass
 class RelayApp:
     settings: Settings
     pool: PoolType
-    redis: RedisCluster
+    redis: ClusterPipeline
     relay: OutboxRelay
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -124,7 +119,7 @@ class RelayApp:
 
     async def close(self) -> None:
         await self.pool.close()
-        await self.redis.aclose()
+        await self.redis.close()
 
     async def stop(self, grace: float = 0.0) -> None:
         if self._task is not None:
@@ -140,7 +135,7 @@ def build_relay_app(
 ) -> RelayApp:
     """The relay needs few connections: it works in batches, one at a time."""
     pool = create_pool(settings, size=2)
-    redis = create_redis_cluster(settings)
+    redis = create_redis_pipeline(settings)
     relay = OutboxRelay(
         PostgresOutboxStore(pool),
         RedisEventPublisher(redis),

@@ -85,7 +85,7 @@ async def test_a_fill_read_before_a_transfer_loses_to_the_transfers_update(
         await asyncio.wait_for(reader.read_done.wait(), 5)
         # 2. A transfer commits N+1 and its event is applied to the cache.
         await seed.deposit(engine, alice.account_id, 500)
-        await publish_newest_events(engine, app.redis, [alice.account_id])
+        await publish_newest_events(engine, app.redis_pipeline, [alice.account_id])
 
         async def event_applied() -> bool:
             entry = await cached_entry(app.redis, key)

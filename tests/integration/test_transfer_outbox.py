@@ -193,7 +193,7 @@ async def test_a_batch_gets_consecutive_sequences_like_single_publishes(
     )
     from services.transfer.domain import OutboxEvent
     from shared.events import channel_name
-    from shared.redis_client import create_redis_cluster
+    from shared.redis_client import create_redis_cluster, create_redis_pipeline
 
     marker = str(uuid.uuid4())
     partition = 3
@@ -203,9 +203,10 @@ async def test_a_batch_gets_consecutive_sequences_like_single_publishes(
                                          transfer_id=marker, outbox_id=n).SerializeToString()
 
     redis = create_redis_cluster(base_settings)
+    pipeline = create_redis_pipeline(base_settings)
     try:
         async with EventListener(base_settings) as listener:
-            published = await RedisEventPublisher(redis).publish(
+            published = await RedisEventPublisher(pipeline).publish(
                 [OutboxEvent(n, partition, payload(n)) for n in (1, 2, 3)]
                 + [OutboxEvent(4, partition + 1, payload(4))]
             )
@@ -214,6 +215,7 @@ async def test_a_batch_gets_consecutive_sequences_like_single_publishes(
                              payload(5))
             events = await listener.wait_for(marker, 5, timeout=5)
     finally:
+        await pipeline.close()
         await redis.aclose()
     same_partition = sorted((e for e in events if e.outbox_id != 4), key=lambda e: e.outbox_id)
     assert [e.outbox_id for e in same_partition] == [1, 2, 3, 5]

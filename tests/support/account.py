@@ -87,7 +87,7 @@ async def serving(
 
 
 async def publish_newest_events(
-    engine: AsyncEngine, redis: RedisCluster, account_ids: list[str]
+    engine: AsyncEngine, redis: ClusterPipeline, account_ids: list[str]
 ) -> None:
     """What the transfer service does after commit: publish the accounts' newest outbox rows
     through the shared publish script (which assigns the partition sequence)."""

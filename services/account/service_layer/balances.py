@@ -66,6 +66,7 @@ async def get_balance(
         codec=BalanceCodec(account_id),
         load=lambda: reads.reader.balance(account_id),
         min_version=check_min_version(min_version),
+        entity=account_id,
         wait_key=account_id,  # an event updates a cached balance in place: worth a short wait
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
@@ -84,6 +85,7 @@ async def list_recent_transactions(
         codec=RecentTransactionsCodec(account_id),
         load=lambda: reads.reader.recent_transactions(account_id, RECENT_TRANSACTIONS_LIMIT),
         min_version=check_min_version(min_version),
+        entity=account_id,
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)

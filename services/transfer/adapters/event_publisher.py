@@ -4,14 +4,14 @@ that the consumer shares are in shared/events.py."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
-
-from redis.asyncio.cluster import RedisCluster
 
 from services.transfer.domain import OutboxEvent
 from shared.events import channel_name
 from shared.metrics import EVENTS
+from shared.redis_pipeline import ClusterPipeline, Script
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ for i = 1, #ARGV do
 end
 return last
 """
+_PUBLISH_BATCH = Script(PUBLISH_BATCH_SCRIPT)
 
 
 def sequence_key(partition: int) -> str:
@@ -57,15 +58,20 @@ class RedisEventPublisher:
     """Publishes serialized events on the Redis Cluster, with their partition sequence.
 
     A batch becomes one PUBLISH_BATCH_SCRIPT call per partition (events keep their order within
-    a partition), all sent in one cluster pipeline: the client groups the calls by node, so a
-    batch costs one round trip per master however many events it holds. EVAL, not EVALSHA: a
-    promoted replica has an empty script cache, and Redis caches the compiled script by its body.
+    a partition), all issued at once on the pipelined client (shared/redis_pipeline.py): the
+    calls for one master leave in one write, so a batch costs one round trip per master however
+    many events it holds. That client also bounds every call by its deadline, follows MOVED,
+    loads the script where a promoted replica does not know it (NOSCRIPT), and re-reads the slot
+    layout when a master cannot be reached, so publishing resumes on the new master after a
+    failover. (redis-py's cluster pipeline did none of the last: a dead master's partitions
+    failed every batch until the client happened to refresh its layout.)
 
     A failure is never raised: the events of a partition whose call failed are left out of the
-    returned ids, their outbox rows stay unpublished, and the relay delivers them.
+    returned ids, their outbox rows stay unpublished, and the relay delivers them. One master
+    down costs only its partitions.
     """
 
-    def __init__(self, redis: RedisCluster) -> None:
+    def __init__(self, redis: ClusterPipeline) -> None:
         self._redis = redis
 
     async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
@@ -74,26 +80,23 @@ class RedisEventPublisher:
         by_partition: dict[int, list[OutboxEvent]] = {}
         for event in events:
             by_partition.setdefault(event.partition, []).append(event)
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for partition, batch in by_partition.items():
-                    pipe.eval(
-                        PUBLISH_BATCH_SCRIPT, 2, sequence_key(partition), channel_name(partition),
-                        *(event.payload for event in batch),
-                    )
-                results = await pipe.execute(raise_on_error=False)
-        except Exception:
-            log.warning("publishing %d events failed; the outbox relay will deliver them",
-                        len(events), exc_info=True)
-            EVENTS.labels("publish_failed").inc(len(events))
-            return []
-        published = [
-            event.outbox_id
-            for batch, result in zip(by_partition.values(), results, strict=True)
-            if not isinstance(result, Exception)
-            for event in batch
-        ]
+        results = await asyncio.gather(
+            *(self._redis.run(_PUBLISH_BATCH, [sequence_key(partition), channel_name(partition)],
+                              [event.payload for event in batch])
+              for partition, batch in by_partition.items()),
+            return_exceptions=True,
+        )
+        published: list[int] = []
+        failed: list[BaseException] = []
+        for batch, result in zip(by_partition.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append(result)
+            else:
+                published.extend(event.outbox_id for event in batch)
         EVENTS.labels("published").inc(len(published))
-        if len(published) < len(events):
+        if failed:
             EVENTS.labels("publish_failed").inc(len(events) - len(published))
+            log.warning("publishing %d of %d events failed (%s: %s); the outbox relay will deliver"
+                        " them", len(events) - len(published), len(events),
+                        type(failed[0]).__name__, failed[0])
         return published
