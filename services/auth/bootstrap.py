@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bank.v1 import auth_pb2, auth_pb2_grpc
-from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.auth.adapters.login_limiter import RedisLoginLimiter
 from services.auth.adapters.password_hasher import hasher_from_settings
+from services.auth.adapters.pg_login_limiter import PostgresLoginLimiter
 from services.auth.adapters.session_store import SessionStore
 from services.auth.adapters.user_repository import PostgresUserRepository
 from services.auth.entrypoints.grpc_servicer import AuthServicer
+from services.auth.service_layer.login_limits import FallbackLoginLimiter
 from services.auth.service_layer.ports import AuthDependencies
 from shared.config import Settings
 from shared.db import create_engine
@@ -23,12 +24,13 @@ from shared.grpc_server import (
     standard_readiness,
 )
 from shared.pg_pool import PoolType, create_pool
-from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
+from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 from shared.sessions import SessionEntrySigner
 
-# Session confirmations only (a Redis miss or a stale entry): a few connections suffice.
+# Session confirmations (a Redis miss or a stale entry) and, while Redis is away, the login
+# limits: a few connections suffice (logins queue on argon2 first).
 _GATE_POOL_SIZE = 4
 
 
@@ -37,8 +39,7 @@ class AuthApp:
     settings: Settings
     engine: AsyncEngine
     pool: PoolType
-    redis: RedisCluster  # the login limiter
-    redis_pipeline: ClusterPipeline  # sessions and the request gate
+    redis_pipeline: ClusterPipeline  # sessions, the request gate and the login limits
     gate: RequestGate
     sessions: SessionStore
     grpc: GrpcService
@@ -52,7 +53,6 @@ class AuthApp:
         await self.sessions.aclose()
         await self.pool.close()
         await self.redis_pipeline.close()
-        await self.redis.aclose()
         await self.engine.dispose()
 
     async def stop(self, grace: float = 0.0) -> None:
@@ -65,9 +65,9 @@ def build_auth_app(settings: Settings, port: int | None = None,
     settings.require("session_signing_key")
     engine = create_engine(settings)
     pool = create_pool(settings, size=_GATE_POOL_SIZE)
-    redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
-    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings, pipeline))
+    breaker = create_redis_breaker(settings, pipeline)
+    gate = build_request_gate(settings, pipeline, pool, breaker)
     sessions = SessionStore(engine, pipeline, SessionEntrySigner(settings.session_signing_key),
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
@@ -75,7 +75,11 @@ def build_auth_app(settings: Settings, port: int | None = None,
         users=PostgresUserRepository(engine),
         sessions=sessions,
         checker=gate,
-        limiter=RedisLoginLimiter(redis, settings.login_max_failures, settings.login_window_s),
+        limiter=FallbackLoginLimiter(
+            RedisLoginLimiter(pipeline, settings.login_max_failures, settings.login_window_s),
+            PostgresLoginLimiter(pool, settings.login_max_failures, settings.login_window_s),
+            breaker,
+        ),
         hasher=hasher_from_settings(settings),
     )
     servicer = AuthServicer(deps)
@@ -91,4 +95,4 @@ def build_auth_app(settings: Settings, port: int | None = None,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AuthApp(settings, engine, pool, redis, pipeline, gate, sessions, service)
+    return AuthApp(settings, engine, pool, pipeline, gate, sessions, service)
