@@ -13,9 +13,12 @@ abandoned without closing the connection, so the stream stays in step when Redis
 
 Topology events: a primary whose connection drops, or whose calls time out, becomes a suspect;
 while there is one, the client re-reads CLUSTER SLOTS every `watch_interval_s` and pings the
-suspect. Listeners (`add_topology_listener`) hear of the slots whose primary changed, and of the
-slots of a primary that was reconnected after losing its connection (it may have restarted with
-older data): a failover or a restart can lose acknowledged writes there, so owners of cached data
+suspect. A node whose call timed out is also unresponsive: further calls to it fail at once,
+without waiting for their deadline, until a ping is answered, so a hung node costs a caller one
+deadline at most, then nothing (its slots fall back until it answers or is failed over).
+Listeners (`add_topology_listener`) hear of the slots whose primary changed, and of the slots of
+a primary that was reconnected after losing its connection (it may have restarted with older
+data): a failover or a restart can lose acknowledged writes there, so owners of cached data
 repair those slots. They also hear, with no slots, when a suspect answers again (a hung node
 woke up): circuit breakers need not wait for their next probe.
 
@@ -66,6 +69,10 @@ log = logging.getLogger(__name__)
 class RedisCallError(Exception):
     """Redis could not answer (connection, timeout, cluster state); script errors are raised as
     hiredis.ReplyError."""
+
+
+class RedisCallTimeout(RedisCallError):
+    """No reply within the deadline: the node may be hung."""
 
 
 @dataclass(frozen=True)
@@ -182,10 +189,12 @@ class ClusterPipeline:
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
         self.topology_changes = 0  # bumped when a refresh finds another slot layout
+        self.timeouts = 0  # callers that waited a whole deadline (the watch's pings not counted)
         self.watch_interval_s = 0.25
         self._listeners: list[TopologyListener] = []
         self._suspects: set[Node] = set()  # lost or timing out: watched until they answer
         self._lost: set[Node] = set()  # connection dropped: reconnecting is a topology event
+        self._unresponsive: set[Node] = set()  # timed out: calls fail at once until a ping
         self._watch: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -216,15 +225,22 @@ class ClusterPipeline:
         The caller must await the future or retrieve its exception; it carries the deadline."""
         if self._slots is None:
             return None
-        pipe = self._pipes.get(self._slots[key_slot(key.encode())])
-        if pipe is None or pipe.closed:
+        node = self._slots[key_slot(key.encode())]
+        pipe = self._pipes.get(node)
+        if pipe is None or pipe.closed or node in self._unresponsive:
             return None
         try:
             (future,) = pipe.send(encode_command(args))
         except RedisCallError:
             return None
         handle = asyncio.get_running_loop().call_later(self._timeout_s, _expire, future)
-        future.add_done_callback(lambda _: handle.cancel())
+
+        def done(_: asyncio.Future[Any]) -> None:
+            handle.cancel()
+            if not future.cancelled() and isinstance(future.exception(), RedisCallTimeout):
+                self._timed_out(node)
+
+        future.add_done_callback(done)
         return future
 
     async def _routed(self, key: str, command: bytes, script: Script | None = None) -> Any:
@@ -253,7 +269,11 @@ class ClusterPipeline:
                     self._refresh_soon()
         raise RedisCallError("too many redirections")
 
-    async def _call(self, node: Node, command: bytes, *, asking: bool = False) -> Any:
+    async def _call(self, node: Node, command: bytes, *, asking: bool = False,
+                    probe: bool = False) -> Any:
+        """`probe`: sent even to an unresponsive node (the watch's ping)."""
+        if node in self._unresponsive and not probe:
+            raise RedisCallTimeout(f"{node[0]}:{node[1]} is not answering")
         pipe = await self._pipe(node)
         if asking:
             _, future = pipe.send(encode_command(["ASKING"]), command)
@@ -263,6 +283,10 @@ class ClusterPipeline:
         expiry = loop.call_later(self._timeout_s, _expire, future)
         try:
             reply = await future
+        except RedisCallTimeout:
+            if not probe:
+                self._timed_out(node)
+            raise
         except RedisCallError:
             self._suspect(node)
             raise
@@ -270,6 +294,7 @@ class ClusterPipeline:
             expiry.cancel()
         if self._suspects and node in self._suspects and node not in self._lost:
             self._suspects.discard(node)
+            self._unresponsive.discard(node)
             self._notify(frozenset(), f"{node[0]}:{node[1]} answers again")
         return reply
 
@@ -293,6 +318,8 @@ class ClusterPipeline:
                 self._timeout_s,
             )
         except (OSError, TimeoutError) as err:
+            if isinstance(err, TimeoutError):
+                self._unresponsive.add(node)
             self._suspect(node)  # a node we cannot reach may have been failed over
             raise RedisCallError(f"cannot connect to {node[0]}:{node[1]}: {err!r}") from None
         if self._credentials is not None:
@@ -308,12 +335,18 @@ class ClusterPipeline:
         if node in self._lost:
             self._lost.discard(node)
             self._suspects.discard(node)
+            self._unresponsive.discard(node)
             self._notify(frozenset(s for s, owner in enumerate(self._slots or ()) if owner == node),
                          f"{node[0]}:{node[1]} reconnected")
             self._notify(frozenset(), f"{node[0]}:{node[1]} answers again")
         return pipe
 
     # Topology events.
+
+    def _timed_out(self, node: Node) -> None:
+        self.timeouts += 1
+        self._unresponsive.add(node)
+        self._suspect(node)
 
     def _node_lost(self, node: Node) -> None:
         if not self._closing:
@@ -341,13 +374,15 @@ class ClusterPipeline:
             await asyncio.sleep(self.watch_interval_s)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._start_refresh())
-            primaries = set(self.primaries())
-            for node in list(self._suspects):
-                if node not in primaries:
-                    self._suspects.discard(node)
-                    self._lost.discard(node)
-            await asyncio.gather(*(self._call(node, _PING) for node in list(self._suspects)),
-                                 return_exceptions=True)
+            if self._slots is not None:
+                primaries = set(self.primaries())
+                for node in list(self._suspects):
+                    if node not in primaries:
+                        self._suspects.discard(node)
+                        self._lost.discard(node)
+                        self._unresponsive.discard(node)
+            await asyncio.gather(*(self._call(node, _PING, probe=True)
+                                   for node in list(self._suspects)), return_exceptions=True)
 
     def _notify(self, slots: frozenset[int], reason: str) -> None:
         if slots:
@@ -456,7 +491,7 @@ def redirection(error_text: str) -> tuple[str, int, Node] | None:
 
 def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
-        future.set_exception(RedisCallError("timed out"))
+        future.set_exception(RedisCallTimeout("timed out"))
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:
