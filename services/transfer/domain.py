@@ -12,6 +12,7 @@ so "not an integer number of minor units" is an INVALID_ARGUMENT raised before a
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,9 @@ from shared.errors import AlreadyExists, BankError, FailedPrecondition, InvalidA
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 500
 _CURRENCY = re.compile(r"[A-Z]{3}")
+# Explicit bidirectional formatting: they make a statement line read otherwise than it is stored.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
 
 
 class InvalidTransfer(InvalidArgument):
@@ -164,8 +168,17 @@ def validate_transfer(
         raise InvalidTransfer("amount.currency must be an ISO-4217 code such as 'EUR'")
     if len(description) > MAX_DESCRIPTION_LENGTH:
         raise InvalidTransfer(f"description is longer than {MAX_DESCRIPTION_LENGTH} characters")
+    if not description_is_plain(description):
+        raise InvalidTransfer("description must not contain control characters (NUL, line breaks,"
+                              " tabs and the like) or bidirectional formatting characters")
     return TransferCommand(user_id, idempotency_key, source, destination, amount, currency,
                            description)
+
+
+def description_is_plain(description: str) -> bool:
+    """One line of text as a statement shows it: no control character (Unicode category Cc: C0,
+    DEL, C1; PostgreSQL cannot even store NUL in text) and no bidirectional override."""
+    return not any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in description)
 
 
 def parse_rejection(reason: str) -> RejectionReason:

@@ -52,6 +52,12 @@ def test_a_valid_request_becomes_a_command_with_canonical_ids() -> None:
         ({"currency": "eur"}, "ISO-4217"),
         ({"currency": ""}, "ISO-4217"),
         ({"description": "d" * 501}, "description"),
+        ({"description": "rent\x00"}, "control characters"),
+        ({"description": "line\nbreak"}, "control characters"),
+        ({"description": "tab\there"}, "control characters"),
+        ({"description": "bell\x07"}, "control characters"),
+        ({"description": "c1\x85"}, "control characters"),
+        ({"description": "pay \u202eevil"}, "bidirectional"),
     ],
 )
 def test_invalid_requests_are_rejected_before_any_io(overrides: dict[str, Any],
@@ -60,6 +66,11 @@ def test_invalid_requests_are_rejected_before_any_io(overrides: dict[str, Any],
         validate_transfer(**valid(**overrides))
     assert needle in caught.value.message
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_description_may_hold_any_printable_text() -> None:
+    text = "Miete März – 🏠 ünïcödé, 50 % (ok) \"quoted\" ½ 北京"
+    assert validate_transfer(**valid(description=text)).description == text
 
 
 def test_the_maximum_itself_is_allowed() -> None:

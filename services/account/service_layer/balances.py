@@ -18,7 +18,7 @@ from services.account.service_layer.cache_layout import (
 from services.account.service_layer.dependencies import AccountReads
 from shared.auth_context import Caller
 from shared.cache import Read
-from shared.errors import InvalidArgument, NotFound
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.identifiers import canonical_uuid
 
 
@@ -50,6 +50,21 @@ def check_min_version(min_version: int) -> int:
     return min_version
 
 
+class VersionNotReached(FailedPrecondition):
+    """`min_version` names a version the account has not reached: no transfer returned it, so
+    waiting would not help (a client bug, or a version of another account)."""
+
+
+def check_version_reached(account_id: str, version: int, min_version: int) -> None:
+    """Called with PostgreSQL's current version (a read never returns less than `min_version`
+    otherwise): an error, not a best effort, so the client cannot take an older balance for the
+    one it asked for."""
+    if version < min_version:
+        raise VersionNotReached(
+            f"min_version {min_version} is newer than account {account_id}'s current version"
+            f" {version}: pass the version a transfer returned for this account")
+
+
 def not_found(account_id: str) -> NotFound:
     # Someone else's account answers exactly like a missing one: no existence oracle.
     return NotFound(f"account {account_id} not found")
@@ -71,6 +86,7 @@ async def get_balance(
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)
+    check_version_reached(account_id, read.value.version, min_version)
     return read
 
 
@@ -89,4 +105,5 @@ async def list_recent_transactions(
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)
+    check_version_reached(account_id, read.value.version, min_version)
     return read
