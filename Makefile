@@ -28,7 +28,7 @@ gen/.stamp: $(STAMP) $(wildcard protos/bank/v1/*.proto) scripts/gen_protos.py
 
 protos: $(STAMP) gen/.stamp ## generate gen/bank/v1 (Python, type stubs) and gen/bank.desc
 
-run: setup ## start the whole stack locally with demo data (Ctrl-C stops it)
+run: setup ## start the whole stack locally with demo data (crashed replicas restart; Ctrl-C stops it)
 	$(PY) -m devstack.launcher
 
 test: setup ## the whole suite: unit, integration (real PostgreSQL + Redis Cluster), e2e
