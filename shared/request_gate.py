@@ -17,9 +17,10 @@ Only sessions that exist get a limit window: a refused request writes nothing in
 
 When Redis fails (error, timeout, open circuit) the gate degrades instead of failing: PostgreSQL
 confirms the session, the limit falls back to a per-replica in-memory window (N replicas admit up
-to N x the limit while Redis is away), and the floor is unknown (the account service reads
-PostgreSQL then anyway). Refusals are remembered for a few seconds per replica, so a flood of
-bad tokens does not become a flood of PostgreSQL queries.
+to N x the limit while Redis is away), and the floor is unknown: the caller is marked
+`floors_unknown`, and the account service reads PostgreSQL for it. Refusals are remembered for
+a few seconds per replica, so a flood of bad tokens does not become a flood of PostgreSQL
+queries.
 """
 
 from __future__ import annotations
@@ -283,7 +284,7 @@ class RequestGate:
             if not limit.allowed:
                 RATE_LIMITED.labels(USER_SCOPE).inc()
                 raise RateLimited(limit)
-        return Admission(Caller(parsed.user_id, parsed.session_id), 0, limit)
+        return Admission(Caller(parsed.user_id, parsed.session_id, floors_unknown=True), 0, limit)
 
     def _admission(self, parsed: ParsedToken, count: bool, reply: Any) -> Admission:
         _, _, allowed, remaining, reset_ms, floor = reply

@@ -125,15 +125,21 @@ class ReadThroughCache:
         min_version: int = 0,
         entity: str | None = None,
         wait_key: str | None = None,
+        read_through: bool = False,
     ) -> Read[T]:
         """`entity`: the entity whose events update this entry (the account id); no entry below
         a version of it applied here is served. `wait_key`: the same, for the kinds an event
         brings up to date in place (the balance; not a list it tombstones): a read that needs a
-        newer version waits a moment for the event."""
+        newer version waits a moment for the event. `read_through`: the caller cannot say which
+        version it needs (its read-your-writes floor is unknown): load, and fill."""
         cache = self._cache
         if cache is None:
             return Read(await load(), False)
         counters = self._count(kind)
+        if read_through:
+            counters.bypass.inc()
+            loaded = await self._load_and_fill(cache, kind, key, ttl_s, codec, load)
+            return Read(loaded, False)
         if entity is not None and self._applied is not None:
             min_version = max(min_version, self._applied.newest(entity))
         try:
@@ -245,6 +251,19 @@ class ReadThroughCache:
         except CacheUnavailable:
             pass  # served from PostgreSQL; the next read fills
         return value, False
+
+    async def _load_and_fill(
+        self, cache: VersionedCache, kind: str, key: str, ttl_s: float, codec: EntryCodec[T],
+        load: Callable[[], Awaitable[T | None]],
+    ) -> T | None:
+        value = await load()
+        if value is not None:
+            try:
+                await cache.put_if_newer(kind, key, codec.to_entry(value),
+                                         jittered_ttl_ms(ttl_s, self._jitter))
+            except CacheUnavailable:
+                pass
+        return value
 
     async def _wait_for_fill(
         self, cache: VersionedCache, key: str, min_version: int

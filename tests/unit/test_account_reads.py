@@ -190,3 +190,16 @@ async def test_a_min_version_the_account_has_not_reached_is_an_error(
     assert "current version 26" in refused.value.message
     with pytest.raises(NotFound):  # someone else's account: not found first, no version told
         await read(reads, MALLORY, account_id, min_version=27)
+
+
+async def test_a_caller_whose_floors_are_unknown_reads_postgres(world: World) -> None:
+    """The request gate could not read the user's read-your-writes floors (Redis did not answer
+    for the user): the cached entry may predate the user's own last transfer."""
+    reads, reader, _, account_id = world
+    assert not (await balances.get_balance(reads, ALICE, account_id)).from_cache
+    assert (await balances.get_balance(reads, ALICE, account_id)).from_cache
+    blind = Caller(ALICE.user_id, ALICE.session_id, floors_unknown=True)
+    for read in (balances.get_balance, balances.list_recent_transactions):
+        result = await read(reads, blind, account_id)
+        assert not result.from_cache and result.value is not None
+    assert reader.loads["balance"] == 2

@@ -83,6 +83,7 @@ async def get_balance(
         min_version=check_min_version(min_version),
         entity=account_id,
         wait_key=account_id,  # an event updates a cached balance in place: worth a short wait
+        read_through=caller.floors_unknown,
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)
@@ -102,6 +103,7 @@ async def list_recent_transactions(
         load=lambda: reads.reader.recent_transactions(account_id, RECENT_TRANSACTIONS_LIMIT),
         min_version=check_min_version(min_version),
         entity=account_id,
+        read_through=caller.floors_unknown,
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)
