@@ -19,8 +19,9 @@ deadline at most, then nothing (its slots fall back until it answers or is faile
 Listeners (`add_topology_listener`) hear of the slots whose primary changed, and of the slots of
 a primary that was reconnected after losing its connection (it may have restarted with older
 data): a failover or a restart can lose acknowledged writes there, so owners of cached data
-repair those slots. They also hear, with no slots, when a suspect answers again (a hung node
-woke up): circuit breakers need not wait for their next probe.
+repair those slots. They also hear when a suspect answers again (a hung node woke up; its data
+is intact, but writes sent to it meanwhile failed): circuit breakers need not wait for their next
+probe.
 
 Scope is deliberately small: single-key commands and EVALSHA (loading the script on NOSCRIPT),
 slot routing from CLUSTER SLOTS, MOVED (re-route and retry: the command did not run), ASK, AUTH
@@ -55,10 +56,13 @@ Node = tuple[str, int]
 
 @dataclass(frozen=True)
 class TopologyEvent:
-    """`slots`: where acknowledged writes may have been lost (empty: a node answers again)."""
+    """`slots`: the slots concerned. `writes_lost`: acknowledged writes there may be gone (a
+    failover, a primary reconnected after its connection dropped); otherwise a node that did not
+    answer answers again: its data is intact, but writes sent meanwhile failed."""
 
     slots: frozenset[int]
     reason: str
+    writes_lost: bool
 
 
 TopologyListener = Callable[[TopologyEvent], None]
@@ -295,7 +299,8 @@ class ClusterPipeline:
         if self._suspects and node in self._suspects and node not in self._lost:
             self._suspects.discard(node)
             self._unresponsive.discard(node)
-            self._notify(frozenset(), f"{node[0]}:{node[1]} answers again")
+            self._notify(self._slots_of(node), f"{node[0]}:{node[1]} answers again",
+                         writes_lost=False)
         return reply
 
     async def _pipe(self, node: Node) -> _Pipe:
@@ -336,9 +341,8 @@ class ClusterPipeline:
             self._lost.discard(node)
             self._suspects.discard(node)
             self._unresponsive.discard(node)
-            self._notify(frozenset(s for s, owner in enumerate(self._slots or ()) if owner == node),
-                         f"{node[0]}:{node[1]} reconnected")
-            self._notify(frozenset(), f"{node[0]}:{node[1]} answers again")
+            self._notify(self._slots_of(node), f"{node[0]}:{node[1]} reconnected",
+                         writes_lost=True)
         return pipe
 
     # Topology events.
@@ -384,12 +388,16 @@ class ClusterPipeline:
             await asyncio.gather(*(self._call(node, _PING, probe=True)
                                    for node in list(self._suspects)), return_exceptions=True)
 
-    def _notify(self, slots: frozenset[int], reason: str) -> None:
-        if slots:
-            log.info("Redis topology event (%s): %d slots to repair", reason, len(slots))
+    def _slots_of(self, node: Node) -> frozenset[int]:
+        return frozenset(s for s, owner in enumerate(self._slots or ()) if owner == node)
+
+    def _notify(self, slots: frozenset[int], reason: str, *, writes_lost: bool) -> None:
+        if writes_lost:
+            log.info("Redis topology event (%s): %d slots may have lost writes", reason,
+                     len(slots))
         else:
             log.info("Redis: %s", reason)
-        event = TopologyEvent(slots, reason)
+        event = TopologyEvent(slots, reason, writes_lost)
         for listener in self._listeners:
             try:
                 listener(event)
@@ -445,7 +453,7 @@ class ClusterPipeline:
                     self.topology_changes += 1
                     moved = frozenset(s for s in range(_SLOTS) if previous[s] != slots[s])
                     if moved:
-                        self._notify(moved, "the slot layout changed")
+                        self._notify(moved, "the slot layout changed", writes_lost=True)
             return
         raise RedisCallError(f"no Redis node answered CLUSTER SLOTS: {last_error!r}")
 

@@ -127,7 +127,8 @@ def build_account_app(
         )
 
         def repair(event: TopologyEvent) -> None:
-            sync.request_repair(event.slots)
+            # A node answering again lost nothing, but failed applies can be retried now.
+            sync.request_repair(event.slots if event.writes_lost else ())
 
         pipeline.add_topology_listener(repair)
         events = BalanceEventConsumer(

@@ -25,6 +25,7 @@ from shared.redis_client import create_redis_cluster, create_redis_pipeline
 from shared.request_gate import floors_key, user_limit_key
 from shared.sessions import REVOKED, SessionEntrySigner, hash_secret, session_key
 from tests.conftest import settings_for
+from tests.support.account import metric
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY, request_gate, session_store
 
 pytestmark = pytest.mark.integration
@@ -225,3 +226,68 @@ async def test_without_redis_postgres_decides_and_limits_stay_local(
             assert time.monotonic() - started < 2.0
         finally:
             await asyncio.to_thread(private_redis_cluster.start_all_nodes)
+
+
+async def test_floors_are_remembered_even_while_the_breaker_is_open(
+    base_settings: Settings, engine: AsyncEngine, redis: RedisCluster,
+    unique: Callable[[str], str],
+) -> None:
+    """Failures on other nodes open the process's breaker; a transfer's floor must still reach
+    the user's node, or another session would read the cache below the transfer."""
+    from shared.pg_pool import create_pool
+    from shared.redis_client import create_redis_breaker
+    from shared.request_gate import build_request_gate
+
+    pipeline = create_redis_pipeline(base_settings)
+    pool = create_pool(base_settings, size=1)
+    breaker = create_redis_breaker(base_settings, exported=False)
+    try:
+        gate = build_request_gate(base_settings, pipeline, pool, breaker)
+        for _ in range(base_settings.circuit_failure_threshold):
+            breaker.record_failure()
+        assert not breaker.allow_request()
+        user = await new_user(engine, unique)
+        await gate.remember_writes(user, {"acc-1": 42})
+        assert await redis.hget(floors_key(user), "acc-1") == b"42"
+    finally:
+        await pool.close()
+        await pipeline.close()
+
+
+async def test_after_a_redis_topology_event_the_floors_there_are_unknown(
+    postgres: LocalPostgres, private_redis_cluster: LocalRedisCluster, engine: AsyncEngine,
+    unique: Callable[[str], str],
+) -> None:
+    """The primary holding the user's floors is killed and comes back (empty, or failed over):
+    the floors may be gone, so the admission says so, and the account service reads PostgreSQL
+    for this user until the floors' lifetime has passed."""
+    settings = settings_for(postgres, private_redis_cluster)
+    pipeline = create_redis_pipeline(settings)
+    try:
+        user = await new_user(engine, unique)
+        session = await session_store(engine, pipeline).create(user)
+        async with request_gate(settings) as gate:
+            before = await gate.admit(session.token, count=False, account_id="acc-1")
+            assert not before.caller.floors_unknown
+            master = private_redis_cluster.master_for_key(floors_key(user))
+            await asyncio.to_thread(private_redis_cluster.kill_node, master)
+            await asyncio.to_thread(private_redis_cluster.start_node, master)
+            await asyncio.to_thread(private_redis_cluster.wait_healthy, 30)
+
+            # Once Redis answers for the user again (not a fallback to PostgreSQL), the
+            # admission still says the floors are unknown.
+            deadline = time.monotonic() + 10
+            while True:
+                fallbacks = metric("bank_session_checks_total", outcome="redis_down")
+                admission = await gate.admit(session.token, count=False, account_id="acc-1")
+                if metric("bank_session_checks_total", outcome="redis_down") == fallbacks:
+                    assert admission.caller.floors_unknown
+                    break
+                assert time.monotonic() < deadline, "Redis did not answer again"
+                await asyncio.sleep(0.1)
+            other = await new_user(engine, unique)  # a user elsewhere is not concerned
+            if private_redis_cluster.master_for_key(floors_key(other)) != master:
+                token = (await session_store(engine, pipeline).create(other)).token
+                assert not (await gate.admit(token, count=False)).caller.floors_unknown
+    finally:
+        await pipeline.close()
