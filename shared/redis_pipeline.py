@@ -362,7 +362,8 @@ class ClusterPipeline:
             return
         self._suspects.add(node)
         self._refresh_soon()
-        if self._watch is None:
+        # done(): a watch that just found nothing left may not have run its callback yet.
+        if self._watch is None or self._watch.done():
             self._watch = asyncio.ensure_future(self._watch_suspects())
             self._watch.add_done_callback(self._watch_ended)
 
@@ -416,7 +417,7 @@ class ClusterPipeline:
             self._start_refresh()
 
     def _start_refresh(self) -> asyncio.Future[None]:
-        if self._refreshing is None:
+        if self._refreshing is None or self._refreshing.done():
             task = asyncio.ensure_future(self.refresh_topology())
             self._refreshing = task
 

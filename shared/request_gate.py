@@ -18,12 +18,12 @@ Only sessions that exist get a limit window: a refused request writes nothing in
 When Redis fails (error, timeout, open circuit) the gate degrades instead of failing: PostgreSQL
 confirms the session, the limit falls back to a per-replica in-memory window (N replicas admit up
 to N x the limit while Redis is away), and the floor is unknown: the caller is marked
-`floors_unknown`, and the account service reads PostgreSQL for it. The same holds for a while
-after a Redis topology event in the user's slot (shared/redis_pipeline.py): a failover or a
-restarted primary may have lost the floors (for their lifetime), a node that did not answer
-failed the floor writes sent meanwhile (until the outbox relay has delivered those transfers'
-events). Refusals are remembered for a few seconds per replica, so a flood of bad tokens does
-not become a flood of PostgreSQL queries.
+`floors_unknown`, and the account service reads PostgreSQL for it. The same holds for
+`FLOORS_UNSURE_S` after a Redis topology event in the user's slot (shared/redis_pipeline.py): a
+failover or a restarted primary may have lost floors, a node that did not answer failed the
+floor writes sent meanwhile, and a floor matters only until its transfer's event is in the cache
+(repaired, or published by the outbox relay). Refusals are remembered for a few seconds per
+replica, so a flood of bad tokens does not become a flood of PostgreSQL queries.
 """
 
 from __future__ import annotations
@@ -64,9 +64,11 @@ log = logging.getLogger(__name__)
 
 WINDOW_S = 60
 _REFUSAL_MEMORY_S = 10.0
-# Floors written while a node did not answer failed; until the events of those transfers have
-# been delivered (the outbox relay publishes what is 1.5 s old), the floors there are unsure.
-_FLOORS_UNSURE_AFTER_RECOVERY_S = 10.0
+# After a topology event in a slot, the floors there are unsure: a failover or a restart may have
+# lost some, a node that did not answer failed the floor writes sent meanwhile. A floor only
+# matters until its transfer's event is in the cache; by then the account service has repaired
+# the slots that lost writes and the relay has published what failed (rows 1.5 s old).
+FLOORS_UNSURE_S = 10.0
 _MAX_REMEMBERED_REFUSALS = 10_000
 
 # Outcomes of USER_GATE (first element of its reply).
@@ -313,10 +315,7 @@ class RequestGate:
                          int(floor) if floor else 0, limit)
 
     def _floors_unsure(self, event: TopologyEvent) -> None:
-        """A failover or a restarted primary may have lost floors (for their whole lifetime); a
-        node that did not answer failed the floor writes sent meanwhile."""
-        until = time.monotonic() + (self._policy.floor_ttl_s if event.writes_lost
-                                    else _FLOORS_UNSURE_AFTER_RECOVERY_S)
+        until = time.monotonic() + FLOORS_UNSURE_S
         for slot in event.slots:
             self._unsure_floors[slot] = max(self._unsure_floors.get(slot, 0.0), until)
         self._unsure_until = max(self._unsure_until, until)

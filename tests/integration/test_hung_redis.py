@@ -29,6 +29,7 @@ from services.transfer.bootstrap import build_transfer_app
 from shared.cache import decode_entry
 from shared.config import Settings
 from shared.redis_pipeline import ClusterPipeline
+from shared.request_gate import FLOORS_UNSURE_S
 from tests.conftest import settings_for
 from tests.support.account import Customer, eventually, metric, new_customer
 from tests.support.auth import CHEAP_ARGON2, PASSWORD, random_address
@@ -146,7 +147,9 @@ async def test_a_hung_redis_costs_one_deadline_then_nothing(
             reply = await services.accounts.GetBalance(balance, metadata=alice.metadata)
             return bool(reply.source == CACHE)
 
-        await eventually(served_from_cache, timeout_s=10)
+        # Floors written during the hang failed: for FLOORS_UNSURE_S after the nodes answer
+        # again, the users of their slots read PostgreSQL.
+        await eventually(served_from_cache, timeout_s=FLOORS_UNSURE_S + 10)
         assert services.account.events is not None
         await services.account.events.wait_caught_up()
         assert metric("bank_events_total", outcome="reconnect") > reconnects

@@ -106,12 +106,14 @@ class ShardedSubscription:
         for task in self._pumps:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Closing says goodbye on the socket; a hung node never reads it: bounded too.
         for pubsub in self._pubsubs:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(pubsub.aclose(),  # type: ignore[no-untyped-call]
+                                       self._timeout_s)
         for client in self._clients:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await asyncio.wait_for(client.aclose(), self._timeout_s)
         self._pumps.clear()
         self._pubsubs.clear()
         self._clients.clear()
