@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps protos run test test-unit test-integration lint typecheck bench clean
+.PHONY: help setup system-deps protos run test test-unit test-integration lint typecheck bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -39,10 +39,13 @@ test-unit: setup ## unit tests only (fakes, no servers)
 
 lint: setup ## ruff + mypy --strict on the source
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services devstack bench
+	$(VENV)/bin/mypy shared services devstack bench chaos
 
 bench: setup ## benchmarks: cache off vs on, ratios to raw PostgreSQL and Redis (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)
+
+chaos: setup ## seeded fault injection on a stack of its own, free ports (CHAOS_ARGS="--seed N --profile short")
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 clean: ## remove generated code and local run state
 	rm -rf gen .run
