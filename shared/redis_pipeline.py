@@ -193,7 +193,7 @@ class ClusterPipeline:
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
         self.topology_changes = 0  # bumped when a refresh finds another slot layout
-        self.timeouts = 0  # callers that waited a whole deadline (the watch's pings not counted)
+        self.timeouts = 0  # callers that waited a whole deadline (the client's upkeep not counted)
         self.watch_interval_s = 0.25
         self._listeners: list[TopologyListener] = []
         self._suspects: set[Node] = set()  # lost or timing out: watched until they answer
@@ -274,8 +274,9 @@ class ClusterPipeline:
         raise RedisCallError("too many redirections")
 
     async def _call(self, node: Node, command: bytes, *, asking: bool = False,
-                    probe: bool = False) -> Any:
-        """`probe`: sent even to an unresponsive node (the watch's ping)."""
+                    probe: bool = False, internal: bool = False) -> Any:
+        """`probe`: sent even to an unresponsive node (the watch's ping). `internal`: the
+        client's own upkeep (the layout), not a caller's wait."""
         if node in self._unresponsive and not probe:
             raise RedisCallTimeout(f"{node[0]}:{node[1]} is not answering")
         pipe = await self._pipe(node)
@@ -289,7 +290,7 @@ class ClusterPipeline:
             reply = await future
         except RedisCallTimeout:
             if not probe:
-                self._timed_out(node)
+                self._timed_out(node, counted=not internal)
             raise
         except RedisCallError:
             self._suspect(node)
@@ -347,8 +348,8 @@ class ClusterPipeline:
 
     # Topology events.
 
-    def _timed_out(self, node: Node) -> None:
-        self.timeouts += 1
+    def _timed_out(self, node: Node, *, counted: bool = True) -> None:
+        self.timeouts += counted
         self._unresponsive.add(node)
         self._suspect(node)
 
@@ -439,7 +440,8 @@ class ClusterPipeline:
         last_error: Exception | None = None
         for node in candidates:
             try:
-                layout = await self._call(node, encode_command(["CLUSTER", "SLOTS"]))
+                layout = await self._call(node, encode_command(["CLUSTER", "SLOTS"]),
+                                          internal=True)
             except Exception as err:
                 last_error = err
                 continue

@@ -40,6 +40,7 @@ pytestmark = pytest.mark.integration
 # The bound a call must meet while Redis hangs: one Redis deadline (100 ms) or two on the first
 # calls, plus PostgreSQL, with room for a loaded machine; the gRPC deadline of the edge is 5 s.
 HUNG_CALL_DEADLINE_S = 1.0
+ADDRESS = random_address()  # one client address: the same Redis keys in every round
 CACHE = account_pb2.READ_SOURCE_CACHE
 
 
@@ -93,8 +94,7 @@ async def one_of_everything(services: Services, alice: Customer, bob: Customer,
             transfer_request(alice.account_id, bob.account_id, 1, str(uuid.uuid4())),
             metadata=alice.metadata, timeout=deadline),
         services.auth.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD),
-                            metadata=(("x-forwarded-for", random_address()),),
-                            timeout=deadline),
+                            metadata=(("x-forwarded-for", ADDRESS),), timeout=deadline),
         services.auth.ValidateSession(auth_pb2.ValidateSessionRequest(token=bob.token),
                                       timeout=deadline),
     )
@@ -122,16 +122,18 @@ async def test_a_hung_redis_costs_one_deadline_then_nothing(
 
         await asyncio.to_thread(cluster.pause_all_nodes)
         try:
-            # The first calls meet the hung nodes: one deadline each, at most.
-            await one_of_everything(services, alice, bob, email)
+            # The first calls meet the hung nodes: one deadline each, at most. (Two rounds: the
+            # transfer's events are published in the background, a moment later.)
+            for _ in range(2):
+                await one_of_everything(services, alice, bob, email)
+            await asyncio.sleep(0.3)
             # Then nothing: a node that timed out once is known not to answer, so no call of
             # that process waits for it again (the client's own pings do, in the background).
-            # Only a primary a process has not met yet can still cost one deadline.
             waited = services.redis_timeouts
-            unmet = sum(len(set(p.primaries()) - p.suspects) for p in services.pipelines)
+            assert waited > 0
             for _ in range(5):
                 await one_of_everything(services, alice, bob, email)
-            assert services.redis_timeouts - waited <= unmet
+            assert services.redis_timeouts == waited
 
             # The event subscriber hears nothing from its connections, not even its pings: it
             # gives them up and keeps trying to subscribe again.
