@@ -21,7 +21,9 @@ a primary that was reconnected after losing its connection (it may have restarte
 data): a failover or a restart can lose acknowledged writes there, so owners of cached data
 repair those slots. They also hear when a suspect answers again (a hung node woke up; its data
 is intact, but writes sent to it meanwhile failed): circuit breakers need not wait for their next
-probe.
+probe. A CLUSTERDOWN reply (a master failed and is not replaced yet: every node refuses every
+slot) makes the node a suspect too, and the first call that succeeds afterwards is told as every
+slot answering again. The watch's probe is a keyed read, which CLUSTERDOWN refuses.
 
 Scope is deliberately small: single-key commands and EVALSHA (loading the script on NOSCRIPT),
 slot routing from CLUSTER SLOTS, MOVED (re-route and retry: the command did not run), ASK, AUTH
@@ -187,7 +189,8 @@ class ClusterPipeline:
         self._timeout_s = timeout_s
         self._credentials = credentials
         self._tls = tls
-        self._slots: list[Node] | None = None
+        self._slots: list[Node] | None = None  # routing: the layout, patched by MOVED
+        self._layout: list[Node] | None = None  # as CLUSTER SLOTS last said
         self._pipes: dict[Node, _Pipe] = {}
         self._connecting: dict[Node, asyncio.Future[_Pipe]] = {}
         self._refreshing: asyncio.Future[None] | None = None
@@ -199,6 +202,8 @@ class ClusterPipeline:
         self._suspects: set[Node] = set()  # lost or timing out: watched until they answer
         self._lost: set[Node] = set()  # connection dropped: reconnecting is a topology event
         self._unresponsive: set[Node] = set()  # timed out: calls fail at once until a ping
+        self._cluster_down = False  # a node answered CLUSTERDOWN; no keyed call succeeded since
+        self._probe_keys: dict[Node, str] = {}
         self._watch: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -295,12 +300,23 @@ class ClusterPipeline:
         except RedisCallError:
             self._suspect(node)
             raise
+        except hiredis.ReplyError as err:
+            if str(err).startswith("CLUSTERDOWN"):
+                # The whole cluster refuses writes (a master failed and is not replaced yet):
+                # writes to every slot fail until it answers again.
+                self._cluster_down = True
+                self._suspect(node)
+            raise
         finally:
             expiry.cancel()
         if self._suspects and node in self._suspects and node not in self._lost:
             self._suspects.discard(node)
             self._unresponsive.discard(node)
             self._notify(self._slots_of(node), f"{node[0]}:{node[1]} answers again",
+                         writes_lost=False)
+        if self._cluster_down and not internal:
+            self._cluster_down = False
+            self._notify(frozenset(range(_SLOTS)), "the cluster answers again",
                          writes_lost=False)
         return reply
 
@@ -387,8 +403,22 @@ class ClusterPipeline:
                         self._suspects.discard(node)
                         self._lost.discard(node)
                         self._unresponsive.discard(node)
-            await asyncio.gather(*(self._call(node, _PING, probe=True)
+            await asyncio.gather(*(self._call(node, self._probe(node), probe=True)
                                    for node in list(self._suspects)), return_exceptions=True)
+
+    def _probe(self, node: Node) -> bytes:
+        """EXISTS of a key in one of the node's slots: unlike PING, it fails while the cluster
+        is down (CLUSTERDOWN), which is what "answers again" has to mean for writes."""
+        owned = self._slots_of(node)
+        if not owned:
+            return _PING
+        known = self._probe_keys.get(node)
+        if known is None or key_slot(known.encode()) not in owned:
+            tag = 0
+            while key_slot(f"probe:{{{tag}}}".encode()) not in owned:
+                tag += 1
+            known = self._probe_keys[node] = f"probe:{{{tag}}}"
+        return encode_command(["EXISTS", known])
 
     def _slots_of(self, node: Node) -> frozenset[int]:
         return frozenset(s for s, owner in enumerate(self._slots or ()) if owner == node)
@@ -450,8 +480,11 @@ class ClusterPipeline:
                 host = primary[0].decode() or node[0]
                 for slot in range(int(start), int(end) + 1):
                     slots[slot] = (host, int(primary[1]))
-            if slots != self._slots:
-                previous, self._slots = self._slots, slots
+            # Routing starts afresh from the layout (MOVED may have patched it); what changed is
+            # told against the layout last read, so a slot a MOVED moved first is not missed.
+            self._slots = list(slots)
+            if slots != self._layout:
+                previous, self._layout = self._layout, slots
                 if previous is not None:
                     self.topology_changes += 1
                     moved = frozenset(s for s in range(_SLOTS) if previous[s] != slots[s])

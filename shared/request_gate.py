@@ -19,9 +19,10 @@ When Redis fails (error, timeout, open circuit) the gate degrades instead of fai
 confirms the session, the limit falls back to a per-replica in-memory window (N replicas admit up
 to N x the limit while Redis is away), and the floor is unknown: the caller is marked
 `floors_unknown`, and the account service reads PostgreSQL for it. The same holds for
-`FLOORS_UNSURE_S` after a Redis topology event in the user's slot (shared/redis_pipeline.py): a
-failover or a restarted primary may have lost floors, a node that did not answer failed the
-floor writes sent meanwhile, and a floor matters only until its transfer's event is in the cache
+`FLOORS_UNSURE_S` after a Redis topology event (shared/redis_pipeline.py): a node that did not
+answer failed the floor writes sent to it meanwhile (its slots); a lost primary (a failover, a
+restart) may have lost floors, and until it was replaced the whole cluster refused writes
+(CLUSTERDOWN: every slot). A floor matters only until its transfer's event is in the cache
 (repaired, or published by the outbox relay). Refusals are remembered for a few seconds per
 replica, so a flood of bad tokens does not become a flood of PostgreSQL queries.
 """
@@ -200,6 +201,7 @@ class RequestGate:
         # Slot -> until when the floors there are unsure (a topology event): callers whose
         # floors live there are admitted with `floors_unknown`.
         self._unsure_floors: dict[int, float] = {}
+        self._all_unsure_until = 0.0
         self._unsure_until = 0.0
         redis.add_topology_listener(self._floors_unsure)
 
@@ -316,17 +318,25 @@ class RequestGate:
 
     def _floors_unsure(self, event: TopologyEvent) -> None:
         until = time.monotonic() + FLOORS_UNSURE_S
-        for slot in event.slots:
-            self._unsure_floors[slot] = max(self._unsure_floors.get(slot, 0.0), until)
+        if event.writes_lost:
+            # A primary was lost: until it was replaced the whole cluster answered CLUSTERDOWN,
+            # so floor writes to every slot may have failed, not only to the lost one's.
+            self._all_unsure_until = max(self._all_unsure_until, until)
+        else:
+            for slot in event.slots:
+                self._unsure_floors[slot] = max(self._unsure_floors.get(slot, 0.0), until)
         self._unsure_until = max(self._unsure_until, until)
 
     def _floors_unsure_for(self, user_id: str) -> bool:
-        if not self._unsure_floors:
+        if not self._unsure_until:
             return False
         now = time.monotonic()
         if now > self._unsure_until:
             self._unsure_floors.clear()
+            self._unsure_until = 0.0
             return False
+        if self._all_unsure_until > now:
+            return True
         return self._unsure_floors.get(slot_of_key(floors_key(user_id)), 0.0) > now
 
     def _refuse(self, parsed: ParsedToken) -> NoReturn:

@@ -22,7 +22,8 @@ from shared.config import Settings
 from shared.errors import Unauthenticated
 from shared.rate_limit import RateLimited
 from shared.redis_client import create_redis_cluster, create_redis_pipeline
-from shared.request_gate import floors_key, user_limit_key
+from shared.redis_pipeline import ClusterPipeline
+from shared.request_gate import Admission, RequestGate, floors_key, user_limit_key
 from shared.sessions import REVOKED, SessionEntrySigner, hash_secret, session_key
 from tests.conftest import settings_for
 from tests.support.account import metric
@@ -254,40 +255,60 @@ async def test_floors_are_remembered_even_while_the_breaker_is_open(
         await pipeline.close()
 
 
-async def test_after_a_redis_topology_event_the_floors_there_are_unknown(
+async def admitted_by_redis(gate: RequestGate, token: str) -> Admission:
+    """An admission Redis answered (not PostgreSQL's fallback), once Redis answers again."""
+    deadline = time.monotonic() + 15
+    while True:
+        fallbacks = metric("bank_session_checks_total", outcome="redis_down")
+        admission = await gate.admit(token, count=False, account_id="acc-1")
+        if metric("bank_session_checks_total", outcome="redis_down") == fallbacks:
+            return admission
+        assert time.monotonic() < deadline, "Redis did not answer again"
+        await asyncio.sleep(0.1)
+
+
+async def user_with_floors_on(engine: AsyncEngine, unique: Callable[[str], str],
+                              cluster: LocalRedisCluster, pipeline: ClusterPipeline,
+                              master: int, on: bool) -> str:
+    """A session token of a new user whose floors are (or are not) on `master`."""
+    while True:
+        user = await new_user(engine, unique)
+        if (cluster.master_for_key(floors_key(user)) == master) == on:
+            return (await session_store(engine, pipeline).create(user)).token
+
+
+async def test_after_a_redis_topology_event_floors_are_unknown_for_a_while(
     postgres: LocalPostgres, private_redis_cluster: LocalRedisCluster, engine: AsyncEngine,
     unique: Callable[[str], str],
 ) -> None:
-    """The primary holding the user's floors is killed and comes back (empty, or failed over):
-    the floors may be gone, so the admission says so, and the account service reads PostgreSQL
-    for this user until the floors' lifetime has passed."""
-    settings = settings_for(postgres, private_redis_cluster)
+    """A primary that stopped answering for a moment failed the floor writes sent to it: the
+    floors of its users are unknown for a while after it answers again (the account service
+    reads PostgreSQL for them), the others' are not. A primary killed and started again may
+    have lost floors, and the cluster refused every write until it was back: everyone's floors
+    are unknown for a while."""
+    cluster = private_redis_cluster
+    settings = settings_for(postgres, cluster)
     pipeline = create_redis_pipeline(settings)
     try:
-        user = await new_user(engine, unique)
-        session = await session_store(engine, pipeline).create(user)
         async with request_gate(settings) as gate:
-            before = await gate.admit(session.token, count=False, account_id="acc-1")
-            assert not before.caller.floors_unknown
-            master = private_redis_cluster.master_for_key(floors_key(user))
-            await asyncio.to_thread(private_redis_cluster.kill_node, master)
-            await asyncio.to_thread(private_redis_cluster.start_node, master)
-            await asyncio.to_thread(private_redis_cluster.wait_healthy, 30)
+            master = cluster.masters()[0]
+            there = await user_with_floors_on(engine, unique, cluster, pipeline, master, True)
+            elsewhere = await user_with_floors_on(engine, unique, cluster, pipeline, master,
+                                                  False)
+            assert not (await gate.admit(there, count=False)).caller.floors_unknown
 
-            # Once Redis answers for the user again (not a fallback to PostgreSQL), the
-            # admission still says the floors are unknown.
-            deadline = time.monotonic() + 10
-            while True:
-                fallbacks = metric("bank_session_checks_total", outcome="redis_down")
-                admission = await gate.admit(session.token, count=False, account_id="acc-1")
-                if metric("bank_session_checks_total", outcome="redis_down") == fallbacks:
-                    assert admission.caller.floors_unknown
-                    break
-                assert time.monotonic() < deadline, "Redis did not answer again"
-                await asyncio.sleep(0.1)
-            other = await new_user(engine, unique)  # a user elsewhere is not concerned
-            if private_redis_cluster.master_for_key(floors_key(other)) != master:
-                token = (await session_store(engine, pipeline).create(other)).token
-                assert not (await gate.admit(token, count=False)).caller.floors_unknown
+            await asyncio.to_thread(cluster.pause_node, master)
+            try:
+                await gate.admit(there, count=False)  # times out: the node is a suspect
+            finally:
+                await asyncio.to_thread(cluster.resume_node, master)
+            assert (await admitted_by_redis(gate, there)).caller.floors_unknown
+            assert not (await admitted_by_redis(gate, elsewhere)).caller.floors_unknown
+
+            await asyncio.to_thread(cluster.kill_node, master)
+            await asyncio.to_thread(cluster.start_node, master)
+            await asyncio.to_thread(cluster.wait_healthy, 30)
+            assert (await admitted_by_redis(gate, there)).caller.floors_unknown
+            assert (await admitted_by_redis(gate, elsewhere)).caller.floors_unknown
     finally:
         await pipeline.close()
