@@ -48,6 +48,7 @@ import hiredis
 from redis.crc import key_slot
 
 _SLOTS = 16384
+ALL_SLOTS = frozenset(range(_SLOTS))
 _MAX_WAITING = 10_000  # replies owed by one connection before it is considered wedged
 _REFRESH_MIN_INTERVAL_S = 0.5
 _MAX_REDIRECTIONS = 3
@@ -58,9 +59,11 @@ Node = tuple[str, int]
 
 @dataclass(frozen=True)
 class TopologyEvent:
-    """`slots`: the slots concerned. `writes_lost`: acknowledged writes there may be gone (a
-    failover, a primary reconnected after its connection dropped); otherwise a node that did not
-    answer answers again: its data is intact, but writes sent meanwhile failed."""
+    """`slots`: the slots concerned. `writes_lost`: writes there may be missing without their
+    writers knowing to retry: acknowledged ones lost (a failover, a primary reconnected after
+    its connection dropped) or, after CLUSTERDOWN, refused everywhere while a master was being
+    replaced. Otherwise a node that did not answer answers again: its data is intact, and the
+    writes sent to it meanwhile failed in their callers' hands."""
 
     slots: frozenset[int]
     reason: str
@@ -316,8 +319,8 @@ class ClusterPipeline:
                          writes_lost=False)
         if self._cluster_down and not internal:
             self._cluster_down = False
-            self._notify(frozenset(range(_SLOTS)), "the cluster answers again",
-                         writes_lost=False)
+            self._notify(ALL_SLOTS, "the cluster answers again after CLUSTERDOWN",
+                         writes_lost=True)
         return reply
 
     async def _pipe(self, node: Node) -> _Pipe:

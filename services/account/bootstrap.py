@@ -33,7 +33,7 @@ from shared.grpc_server import (
 )
 from shared.pg_pool import PoolType, create_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
-from shared.redis_pipeline import ClusterPipeline, TopologyEvent, slot_of_key
+from shared.redis_pipeline import ALL_SLOTS, ClusterPipeline, TopologyEvent, slot_of_key
 from shared.request_gate import RequestGate, build_request_gate
 
 
@@ -127,8 +127,12 @@ def build_account_app(
         )
 
         def repair(event: TopologyEvent) -> None:
-            # A node answering again lost nothing, but failed applies can be retried now.
-            sync.request_repair(event.slots if event.writes_lost else ())
+            if event.writes_lost:
+                # Every slot: before a failed master is replaced the whole cluster refuses
+                # writes (CLUSTERDOWN), so events of every partition may have failed to publish.
+                sync.request_repair(ALL_SLOTS)
+            else:
+                sync.request_repair(())  # nothing lost: failed applies can be retried now
 
         pipeline.add_topology_listener(repair)
         events = BalanceEventConsumer(

@@ -9,11 +9,11 @@ Two signals request a catch-up of a partition:
 - a gap in the partition's sequence (assigned inside Redis by the publish script), or a message
   that cannot be decoded.
 A third asks for a repair of cache slots: a Redis topology event (a failover, a primary
-reconnected after losing its connection; shared/redis_pipeline.py). Replication is asynchronous,
-so the new primary may lack writes the old one acknowledged: any event applied there may be
-gone. The repair replays the outbox of every partition over the whole catch-up window (the
-oldest change an entry still cached can predate, so the margin is always safe) for the accounts
-whose keys live in those slots.
+reconnected after losing its connection, the cluster answering again after CLUSTERDOWN;
+shared/redis_pipeline.py). Replication is asynchronous, so the new primary may lack writes the
+old one acknowledged: any event applied there may be gone. The repair replays the outbox of every
+partition over the whole catch-up window (the oldest change an entry still cached can predate,
+so the margin is always safe) for the accounts whose keys live in the slots it is given.
 A failed apply is logged, kept, and retried by the catch-up loop until it succeeds, with
 backoff (`bank_events_total{outcome="catch_up_failed"}` counts failed rounds,
 `bank_event_catch_up_pending` what waits): an event is never dropped silently. Every apply is
