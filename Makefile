@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen:$(CURDIR)/clients/python/src
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps protos run test test-unit test-integration lint typecheck bench clean
+.PHONY: help setup system-deps protos run test test-unit test-integration lint typecheck bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ gen/.stamp: $(STAMP) $(wildcard protos/bank/v1/*.proto) scripts/gen_protos.py
 
 protos: $(STAMP) gen/.stamp ## generate gen/bank/v1 (Python, type stubs) and gen/bank.desc
 
-run: setup ## start the whole stack locally with demo data (Ctrl-C stops it)
+run: setup ## start the whole stack locally with demo data (crashed replicas restart; Ctrl-C stops it)
 	$(PY) -m devstack.launcher
 
 test: setup ## the whole suite: unit, integration (real PostgreSQL + Redis Cluster), e2e
@@ -41,10 +41,13 @@ test-unit: setup ## unit tests only (fakes, no servers)
 
 lint: setup ## ruff + mypy --strict on the source
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services devstack bench bankctl clients/python/src
+	$(VENV)/bin/mypy shared services devstack bench chaos bankctl clients/python/src
 
 bench: setup ## benchmarks: cache off vs on, ratios to raw PostgreSQL and Redis (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)
+
+chaos: setup ## seeded fault injection on a stack of its own, free ports (CHAOS_ARGS="--seed N --profile short")
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 clean: ## remove generated code and local run state
 	rm -rf gen .run

@@ -186,8 +186,25 @@ class LocalRedisCluster:
         proc.start()
         wait_for_port(HOST, port, timeout=timeout or self.start_timeout, process=proc)
 
+    def pause_node(self, port: int) -> None:
+        """SIGSTOP one node: its sockets stay open and silent (a hung node, not a dead one)."""
+        self._node(port).send_signal(signal.SIGSTOP)
+
+    def resume_node(self, port: int) -> None:
+        """SIGCONT a paused node."""
+        self._node(port).send_signal(signal.SIGCONT)
+
+    def pause_all_nodes(self) -> None:
+        for port in self.alive_ports():
+            self.pause_node(port)
+
+    def resume_all_nodes(self) -> None:
+        for port in self.alive_ports():
+            self.resume_node(port)
+
     def stop_all_nodes(self, timeout: float = 10.0) -> None:
         for proc in self._procs.values():
+            proc.send_signal(signal.SIGCONT)  # a paused node would not hear the SIGTERM
             proc.send_signal(signal.SIGTERM)  # all first so they shut down in parallel
         for proc in self._procs.values():
             proc.stop(timeout)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.errors import Unauthenticated
 
@@ -12,6 +12,9 @@ from shared.errors import Unauthenticated
 class Caller:
     user_id: str
     session_id: str
+    # The request gate could not read the user's read-your-writes floors (Redis did not answer
+    # for the user's slot): reads of versioned data must not trust the cache for this call.
+    floors_unknown: bool = field(default=False, compare=False)
 
 
 _current: ContextVar[Caller | None] = ContextVar("caller", default=None)

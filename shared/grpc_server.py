@@ -17,13 +17,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio.cluster import RedisCluster
 
 from shared.config import Settings
 from shared.grpc_interceptor import Prefetch, ServiceInterceptor
 from shared.machine_credentials import MachineCredentials
 from shared.pg_pool import PoolType, database_ready
-from shared.redis_client import RedisReadyOnce
 from shared.request_gate import RequestGate
 from shared.tracing import current_tracing
 
@@ -37,14 +35,15 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 LIVENESS_SERVICE = "liveness"
 
 
-def standard_readiness(probe: PoolType, redis: RedisCluster) -> list[ReadinessCheck]:
-    """SERVING while PostgreSQL answers, once Redis has answered since start-up (a later Redis
-    outage degrades instead of draining every replica: docs/decisions.md, Readiness)."""
+def standard_readiness(probe: PoolType) -> list[ReadinessCheck]:
+    """SERVING while PostgreSQL answers. Redis is not asked: every use of it has a PostgreSQL
+    fallback, so a pod starts and serves during a Redis outage, slower (docs/decisions.md,
+    Readiness)."""
 
     async def database() -> bool:
         return await database_ready(probe)
 
-    return [database, RedisReadyOnce(redis)]
+    return [database]
 
 
 def servicer_registration(

@@ -44,7 +44,9 @@ EVENT_LAG = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 EVENTS = Counter(
-    "bank_events_total", "Balance-changed events by outcome (published, applied, gap, catch_up)",
+    "bank_events_total",
+    "Balance-changed events by outcome (published, applied, gap, catch_up, catch_up_failed,"
+    " repair)",
     ["outcome"],
 )
 OUTBOX_BACKLOG = Gauge(
@@ -53,6 +55,10 @@ OUTBOX_BACKLOG = Gauge(
 RETENTION_DELETED = Counter(
     "bank_retention_deleted_total", "Rows the retention jobs deleted, by job and rule",
     ["job", "rule"],
+)
+CATCH_UP_PENDING = Gauge(
+    "bank_event_catch_up_pending",
+    "Accounts whose cache update failed and waits for the catch-up's next retry",
 )
 SESSION_CHECKS = Counter(
     "bank_session_checks_total",

@@ -14,9 +14,10 @@ from shared.tracing import current_tracing
 
 
 def create_redis_cluster(settings: Settings) -> RedisCluster:
-    """A cluster client with short timeouts: Redis is a cache here, and a slow cache must give way
-    to PostgreSQL quickly instead of holding requests (docs/architecture.md, "Failure
-    behaviour")."""
+    """redis-py's cluster client, for what the pipelined client does not do: the account
+    service's sharded pub/sub subscription (and tests' direct looks). Short timeouts: Redis is a
+    cache here, and a slow cache must give way to PostgreSQL quickly instead of holding requests
+    (docs/architecture.md, "Failure behaviour"); callers bound every call besides."""
     timeout = settings.redis_timeout_ms / 1000
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_startup_nodes],
@@ -31,29 +32,6 @@ def create_redis_cluster(settings: Settings) -> RedisCluster:
     )
 
 
-async def redis_ready(client: RedisCluster) -> bool:
-    """Health probe: True when the cluster answers PING on every primary."""
-    try:
-        return bool(await client.ping(target_nodes=RedisCluster.PRIMARIES))
-    except Exception:
-        return False
-
-
-class RedisReadyOnce:
-    """Readiness check: SERVING needs Redis once (the cluster must exist at start-up). After
-    that a Redis outage degrades the service (reads from PostgreSQL, events via the outbox relay,
-    sessions from PostgreSQL) instead of taking every replica out of rotation at once."""
-
-    def __init__(self, client: RedisCluster) -> None:
-        self._client = client
-        self._seen = False
-
-    async def __call__(self) -> bool:
-        if not self._seen:
-            self._seen = await redis_ready(self._client)
-        return self._seen
-
-
 def create_redis_pipeline(settings: Settings) -> ClusterPipeline:
     """The hot-path client (shared/redis_pipeline.py): one connection per primary, a hard
     deadline on every call."""
@@ -62,11 +40,19 @@ def create_redis_pipeline(settings: Settings) -> ClusterPipeline:
                            tracer=tracing.tracer() if tracing is not None else None)
 
 
-def create_redis_breaker(settings: Settings) -> CircuitBreaker:
-    """One breaker per process for Redis: after a run of failures every Redis use (sessions,
-    limits, cache) goes straight to its fallback, then one call probes."""
-    return CircuitBreaker(
+def create_redis_breaker(settings: Settings, pipeline: ClusterPipeline | None = None,
+                         *, exported: bool = True) -> CircuitBreaker:
+    """One breaker per process for Redis: after a run of failures (errors and timeouts alike)
+    every Redis use (sessions, limits, cache) goes straight to its fallback, then one call probes.
+    With `pipeline`, the breaker also closes as soon as that client sees a suspect node answer
+    again or a new topology, instead of waiting for its next probe. `exported`: the breaker is
+    the one `bank_cache_circuit_open` shows (a background consumer's own breaker is not)."""
+    breaker = CircuitBreaker(
         settings.circuit_failure_threshold,
         settings.circuit_reset_s,
-        on_state_change=lambda state: CIRCUIT_STATE.set(state is not CircuitState.CLOSED),
+        on_state_change=(lambda state: CIRCUIT_STATE.set(state is not CircuitState.CLOSED))
+        if exported else None,
     )
+    if pipeline is not None:
+        pipeline.add_topology_listener(lambda _event: breaker.reset())
+    return breaker

@@ -11,6 +11,20 @@ Every call has a hard deadline (`timeout_s`), connecting and the CLUSTER SLOTS r
 a hung Redis costs a caller at most that, never a stalled request. A timed-out reply is
 abandoned without closing the connection, so the stream stays in step when Redis wakes up.
 
+Topology events: a primary whose connection drops, or whose calls time out, becomes a suspect;
+while there is one, the client re-reads CLUSTER SLOTS every `watch_interval_s` and pings the
+suspect. A node whose call timed out is also unresponsive: further calls to it fail at once,
+without waiting for their deadline, until a ping is answered, so a hung node costs a caller one
+deadline at most, then nothing (its slots fall back until it answers or is failed over).
+Listeners (`add_topology_listener`) hear of the slots whose primary changed, and of the slots of
+a primary that was reconnected after losing its connection (it may have restarted with older
+data): a failover or a restart can lose acknowledged writes there, so owners of cached data
+repair those slots. They also hear when a suspect answers again (a hung node woke up; its data
+is intact, but writes sent to it meanwhile failed): circuit breakers need not wait for their next
+probe. A CLUSTERDOWN reply (a master failed and is not replaced yet: every node refuses every
+slot) makes the node a suspect too, and the first call that succeeds afterwards is told as every
+slot answering again. The watch's probe is a keyed read, which CLUSTERDOWN refuses.
+
 Scope is deliberately small: single-key commands and EVALSHA (loading the script on NOSCRIPT),
 slot routing from CLUSTER SLOTS, MOVED (re-route and retry: the command did not run), ASK, AUTH
 with an ACL user, and TLS. Anything else is an error for the caller, which falls back to
@@ -23,9 +37,10 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -34,16 +49,40 @@ from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from redis.crc import key_slot
 
 _SLOTS = 16384
+ALL_SLOTS = frozenset(range(_SLOTS))
 _MAX_WAITING = 10_000  # replies owed by one connection before it is considered wedged
 _REFRESH_MIN_INTERVAL_S = 0.5
 _MAX_REDIRECTIONS = 3
+_PING = b"*1\r\n$4\r\nPING\r\n"
 
 Node = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class TopologyEvent:
+    """`slots`: the slots concerned. `writes_lost`: writes there may be missing without their
+    writers knowing to retry: acknowledged ones lost (a failover, a primary reconnected after
+    its connection dropped) or, after CLUSTERDOWN, refused everywhere while a master was being
+    replaced. Otherwise a node that did not answer answers again: its data is intact, and the
+    writes sent to it meanwhile failed in their callers' hands."""
+
+    slots: frozenset[int]
+    reason: str
+    writes_lost: bool
+
+
+TopologyListener = Callable[[TopologyEvent], None]
+
+log = logging.getLogger(__name__)
 
 
 class RedisCallError(Exception):
     """Redis could not answer (connection, timeout, cluster state); script errors are raised as
     hiredis.ReplyError."""
+
+
+class RedisCallTimeout(RedisCallError):
+    """No reply within the deadline: the node may be hung."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +111,8 @@ def encode_command(args: Sequence[Any]) -> bytes:
 class _Pipe(asyncio.Protocol):
     """One connection: commands written in batches, replies handed out in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_lost: Callable[[], None] | None = None) -> None:
+        self._on_lost = on_lost
         self._reader = hiredis.Reader()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._outgoing: list[bytes] = []
@@ -106,6 +146,8 @@ class _Pipe(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._on_lost is not None:
+            self._on_lost()
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -154,16 +196,35 @@ class ClusterPipeline:
         self._credentials = credentials
         self._tls = tls
         self._tracer = tracer
-        self._slots: list[Node] | None = None
+        self._slots: list[Node] | None = None  # routing: the layout, patched by MOVED
+        self._layout: list[Node] | None = None  # as CLUSTER SLOTS last said
         self._pipes: dict[Node, _Pipe] = {}
         self._connecting: dict[Node, asyncio.Future[_Pipe]] = {}
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
         self.topology_changes = 0  # bumped when a refresh finds another slot layout
+        self.timeouts = 0  # callers that waited a whole deadline (the client's upkeep not counted)
+        self.watch_interval_s = 0.25
+        self._listeners: list[TopologyListener] = []
+        self._suspects: set[Node] = set()  # lost or timing out: watched until they answer
+        self._lost: set[Node] = set()  # connection dropped: reconnecting is a topology event
+        self._unresponsive: set[Node] = set()  # timed out: calls fail at once until a ping
+        self._cluster_down = False  # a node answered CLUSTERDOWN; no keyed call succeeded since
+        self._probe_keys: dict[Node, str] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def timeout_s(self) -> float:
         return self._timeout_s
+
+    def add_topology_listener(self, listener: TopologyListener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def suspects(self) -> frozenset[Node]:
+        """Primaries that lost their connection or stopped answering, not yet back."""
+        return frozenset(self._suspects)
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The script's reply. Raises RedisCallError, or hiredis.ReplyError from the script."""
@@ -186,19 +247,26 @@ class ClusterPipeline:
         The caller must await the future or retrieve its exception; it carries the deadline."""
         if self._slots is None:
             return None
-        pipe = self._pipes.get(self._slots[key_slot(key.encode())])
-        if pipe is None or pipe.closed:
+        node = self._slots[key_slot(key.encode())]
+        pipe = self._pipes.get(node)
+        if pipe is None or pipe.closed or node in self._unresponsive:
             return None
         try:
             (future,) = pipe.send(encode_command(args))
         except RedisCallError:
             return None
         handle = asyncio.get_running_loop().call_later(self._timeout_s, _expire, future)
-        future.add_done_callback(lambda _: handle.cancel())
+
+        def done(_: asyncio.Future[Any]) -> None:
+            handle.cancel()
+            if not future.cancelled() and isinstance(future.exception(), RedisCallTimeout):
+                self._timed_out(node)
+
+        future.add_done_callback(done)
         if self._tracer is not None:
             span = self._tracer.start_span(f"redis {args[0]}", kind=SpanKind.CLIENT,
                                            attributes=_span_attributes(str(args[0]), key))
-            future.add_done_callback(lambda done: _end_span(span, done))
+            future.add_done_callback(lambda finished: _end_span(span, finished))
         return future
 
     def _span(self, operation: str, key: str) -> Any:
@@ -233,7 +301,12 @@ class ClusterPipeline:
                     self._refresh_soon()
         raise RedisCallError("too many redirections")
 
-    async def _call(self, node: Node, command: bytes, *, asking: bool = False) -> Any:
+    async def _call(self, node: Node, command: bytes, *, asking: bool = False,
+                    probe: bool = False, internal: bool = False) -> Any:
+        """`probe`: sent even to an unresponsive node (the watch's ping). `internal`: the
+        client's own upkeep (the layout), not a caller's wait."""
+        if node in self._unresponsive and not probe:
+            raise RedisCallTimeout(f"{node[0]}:{node[1]} is not answering")
         pipe = await self._pipe(node)
         if asking:
             _, future = pipe.send(encode_command(["ASKING"]), command)
@@ -242,9 +315,33 @@ class ClusterPipeline:
         loop = asyncio.get_running_loop()
         expiry = loop.call_later(self._timeout_s, _expire, future)
         try:
-            return await future
+            reply = await future
+        except RedisCallTimeout:
+            if not probe:
+                self._timed_out(node, counted=not internal)
+            raise
+        except RedisCallError:
+            self._suspect(node)
+            raise
+        except hiredis.ReplyError as err:
+            if str(err).startswith("CLUSTERDOWN"):
+                # The whole cluster refuses writes (a master failed and is not replaced yet):
+                # writes to every slot fail until it answers again.
+                self._cluster_down = True
+                self._suspect(node)
+            raise
         finally:
             expiry.cancel()
+        if self._suspects and node in self._suspects and node not in self._lost:
+            self._suspects.discard(node)
+            self._unresponsive.discard(node)
+            self._notify(self._slots_of(node), f"{node[0]}:{node[1]} answers again",
+                         writes_lost=False)
+        if self._cluster_down and not internal:
+            self._cluster_down = False
+            self._notify(ALL_SLOTS, "the cluster answers again after CLUSTERDOWN",
+                         writes_lost=True)
+        return reply
 
     async def _pipe(self, node: Node) -> _Pipe:
         pipe = self._pipes.get(node)
@@ -261,11 +358,14 @@ class ClusterPipeline:
         loop = asyncio.get_running_loop()
         try:
             _, pipe = await asyncio.wait_for(
-                loop.create_connection(_Pipe, node[0], node[1], ssl=self._tls),
+                loop.create_connection(lambda: _Pipe(lambda: self._node_lost(node)),
+                                       node[0], node[1], ssl=self._tls),
                 self._timeout_s,
             )
         except (OSError, TimeoutError) as err:
-            self._refresh_soon()  # a node we cannot reach may have been failed over
+            if isinstance(err, TimeoutError):
+                self._unresponsive.add(node)
+            self._suspect(node)  # a node we cannot reach may have been failed over
             raise RedisCallError(f"cannot connect to {node[0]}:{node[1]}: {err!r}") from None
         if self._credentials is not None:
             (hello,) = pipe.send(encode_command(
@@ -277,7 +377,87 @@ class ClusterPipeline:
                 pipe.close()
                 raise RedisCallError(f"AUTH at {node[0]}:{node[1]} failed: {err!r}") from None
         self._pipes[node] = pipe
+        if node in self._lost:
+            self._lost.discard(node)
+            self._suspects.discard(node)
+            self._unresponsive.discard(node)
+            self._notify(self._slots_of(node), f"{node[0]}:{node[1]} reconnected",
+                         writes_lost=True)
         return pipe
+
+    # Topology events.
+
+    def _timed_out(self, node: Node, *, counted: bool = True) -> None:
+        self.timeouts += counted
+        self._unresponsive.add(node)
+        self._suspect(node)
+
+    def _node_lost(self, node: Node) -> None:
+        if not self._closing:
+            self._lost.add(node)
+            self._suspect(node)
+
+    def _suspect(self, node: Node) -> None:
+        if self._closing:
+            return
+        self._suspects.add(node)
+        self._refresh_soon()
+        # done(): a watch that just found nothing left may not have run its callback yet.
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.ensure_future(self._watch_suspects())
+            self._watch.add_done_callback(self._watch_ended)
+
+    def _watch_ended(self, done: asyncio.Future[None]) -> None:
+        if self._watch is done:
+            self._watch = None
+        _ignore_result(done)
+
+    async def _watch_suspects(self) -> None:
+        """While a primary is suspect: the layout again and a ping to it, every interval. Ends
+        when every suspect answers or is no longer a primary."""
+        while self._suspects and not self._closing:
+            await asyncio.sleep(self.watch_interval_s)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._start_refresh())
+            if self._slots is not None:
+                primaries = set(self.primaries())
+                for node in list(self._suspects):
+                    if node not in primaries:
+                        self._suspects.discard(node)
+                        self._lost.discard(node)
+                        self._unresponsive.discard(node)
+            await asyncio.gather(*(self._call(node, self._probe(node), probe=True)
+                                   for node in list(self._suspects)), return_exceptions=True)
+
+    def _probe(self, node: Node) -> bytes:
+        """EXISTS of a key in one of the node's slots: unlike PING, it fails while the cluster
+        is down (CLUSTERDOWN), which is what "answers again" has to mean for writes."""
+        owned = self._slots_of(node)
+        if not owned:
+            return _PING
+        known = self._probe_keys.get(node)
+        if known is None or key_slot(known.encode()) not in owned:
+            tag = 0
+            while key_slot(f"probe:{{{tag}}}".encode()) not in owned:
+                tag += 1
+            known = self._probe_keys[node] = f"probe:{{{tag}}}"
+        return encode_command(["EXISTS", known])
+
+    def _slots_of(self, node: Node) -> frozenset[int]:
+        return frozenset(s for s, owner in enumerate(self._slots or ()) if owner == node)
+
+    def _notify(self, slots: frozenset[int], reason: str, *, writes_lost: bool) -> None:
+        if writes_lost:
+            log.info("Redis topology event (%s): %d slots may have lost writes", reason,
+                     len(slots))
+        else:
+            log.info("Redis: %s", reason)
+        event = TopologyEvent(slots, reason, writes_lost)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # one listener's bug must not keep the others from hearing
+                log.exception("topology listener failed")
 
     async def _first_topology(self) -> None:
         """One CLUSTER SLOTS for a burst of first calls, not one each; bounded like a call."""
@@ -291,7 +471,7 @@ class ClusterPipeline:
             self._start_refresh()
 
     def _start_refresh(self) -> asyncio.Future[None]:
-        if self._refreshing is None:
+        if self._refreshing is None or self._refreshing.done():
             task = asyncio.ensure_future(self.refresh_topology())
             self._refreshing = task
 
@@ -306,11 +486,15 @@ class ClusterPipeline:
     async def refresh_topology(self) -> None:
         """CLUSTER SLOTS from the first node that answers (known primaries, then startup nodes)."""
         self._last_refresh = time.monotonic()
-        candidates = list(dict.fromkeys([*self._pipes, *self._startup_nodes]))
+        known = list(dict.fromkeys([*self._pipes, *self._startup_nodes]))
+        # Suspects last: a hung node would cost the whole deadline before the next is asked.
+        candidates = ([n for n in known if n not in self._suspects]
+                      + [n for n in known if n in self._suspects])
         last_error: Exception | None = None
         for node in candidates:
             try:
-                layout = await self._call(node, encode_command(["CLUSTER", "SLOTS"]))
+                layout = await self._call(node, encode_command(["CLUSTER", "SLOTS"]),
+                                          internal=True)
             except Exception as err:
                 last_error = err
                 continue
@@ -319,10 +503,16 @@ class ClusterPipeline:
                 host = primary[0].decode() or node[0]
                 for slot in range(int(start), int(end) + 1):
                     slots[slot] = (host, int(primary[1]))
-            if slots != self._slots:
-                if self._slots is not None:
+            # Routing starts afresh from the layout (MOVED may have patched it); what changed is
+            # told against the layout last read, so a slot a MOVED moved first is not missed.
+            self._slots = list(slots)
+            if slots != self._layout:
+                previous, self._layout = self._layout, slots
+                if previous is not None:
                     self.topology_changes += 1
-                self._slots = slots
+                    moved = frozenset(s for s in range(_SLOTS) if previous[s] != slots[s])
+                    if moved:
+                        self._notify(moved, "the slot layout changed", writes_lost=True)
             return
         raise RedisCallError(f"no Redis node answered CLUSTER SLOTS: {last_error!r}")
 
@@ -337,6 +527,11 @@ class ClusterPipeline:
             await self._call(node, encode_command(["SCRIPT", "LOAD", script.source]))
 
     async def close(self) -> None:
+        self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
         if self._refreshing is not None:
             self._refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -357,6 +552,9 @@ def _end_span(span: Span, done: asyncio.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
         span.set_status(StatusCode.ERROR, type(done.exception()).__name__)
     span.end()
+def slot_of_key(key: str) -> int:
+    """The cluster hash slot of `key` (its hash tag's, when it has one)."""
+    return int(key_slot(key.encode()))
 
 
 def redirection(error_text: str) -> tuple[str, int, Node] | None:
@@ -370,7 +568,7 @@ def redirection(error_text: str) -> tuple[str, int, Node] | None:
 
 def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
-        future.set_exception(RedisCallError("timed out"))
+        future.set_exception(RedisCallTimeout("timed out"))
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:

@@ -17,9 +17,14 @@ Only sessions that exist get a limit window: a refused request writes nothing in
 
 When Redis fails (error, timeout, open circuit) the gate degrades instead of failing: PostgreSQL
 confirms the session, the limit falls back to a per-replica in-memory window (N replicas admit up
-to N x the limit while Redis is away), and the floor is unknown (the account service reads
-PostgreSQL then anyway). Refusals are remembered for a few seconds per replica, so a flood of
-bad tokens does not become a flood of PostgreSQL queries.
+to N x the limit while Redis is away), and the floor is unknown: the caller is marked
+`floors_unknown`, and the account service reads PostgreSQL for it. The same holds for
+`FLOORS_UNSURE_S` after a Redis topology event (shared/redis_pipeline.py): a node that did not
+answer failed the floor writes sent to it meanwhile (its slots); a lost primary (a failover, a
+restart) may have lost floors, and until it was replaced the whole cluster refused writes
+(CLUSTERDOWN: every slot). A floor matters only until its transfer's event is in the cache
+(repaired, or published by the outbox relay). Refusals are remembered for a few seconds per
+replica, so a flood of bad tokens does not become a flood of PostgreSQL queries.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from shared.rate_limit import (
     LimitDecision,
     RateLimited,
 )
-from shared.redis_pipeline import ClusterPipeline, Script
+from shared.redis_pipeline import ClusterPipeline, Script, TopologyEvent, slot_of_key
 from shared.session_confirmation import SessionConfirmations
 from shared.sessions import (
     ParsedToken,
@@ -62,6 +67,11 @@ log = logging.getLogger(__name__)
 
 WINDOW_S = 60
 _REFUSAL_MEMORY_S = 10.0
+# After a topology event in a slot, the floors there are unsure: a failover or a restart may have
+# lost some, a node that did not answer failed the floor writes sent meanwhile. A floor only
+# matters until its transfer's event is in the cache; by then the account service has repaired
+# the slots that lost writes and the relay has published what failed (rows 1.5 s old).
+FLOORS_UNSURE_S = 10.0
 _MAX_REMEMBERED_REFUSALS = 10_000
 
 # Outcomes of USER_GATE (first element of its reply).
@@ -215,6 +225,12 @@ class RequestGate:
         self._member_counter = itertools.count()
         self._outcomes = {name: SESSION_CHECKS.labels(name) for name in (
             "redis_hit", "confirmed", "redis_down", "refused")}
+        # Slot -> until when the floors there are unsure (a topology event): callers whose
+        # floors live there are admitted with `floors_unknown`.
+        self._unsure_floors: dict[int, float] = {}
+        self._all_unsure_until = 0.0
+        self._unsure_until = 0.0
+        redis.add_topology_listener(self._floors_unsure)
 
     async def warm_up(self) -> None:
         """Learn the layout and load the scripts before the first request, so that a first
@@ -285,14 +301,16 @@ class RequestGate:
 
     async def remember_writes(self, user_id: str, versions: Mapping[str, int]) -> None:
         """Raise the user's floors for these accounts (every session of the user reads at least
-        these versions until the floors expire). Best effort: without Redis the reads go to
-        PostgreSQL anyway."""
+        these versions until the floors expire). Tried even while the breaker is open (other
+        nodes failing must not skip a floor the user's node would take; a node known not to
+        answer fails at once in the client). When it fails, the user's node did not answer:
+        readers find it so too (or hear of its recovery) and read PostgreSQL."""
         if not versions:
             return
         args: list[Any] = [self._policy.floor_ttl_s * 1000]
         for account_id, version in versions.items():
             args.extend((account_id, version))
-        await self._run(REMEMBER_WRITES, [floors_key(user_id)], args)
+        await self._run(REMEMBER_WRITES, [floors_key(user_id)], args, skip_when_open=False)
 
     async def _check(self, parsed: ParsedToken, count: bool, account_id: str,
                      confirmed_entry: bytes) -> Any:
@@ -326,7 +344,7 @@ class RequestGate:
             if not limit.allowed:
                 RATE_LIMITED.labels(USER_SCOPE).inc()
                 raise RateLimited(limit)
-        return Admission(Caller(parsed.user_id, parsed.session_id), 0, limit)
+        return Admission(Caller(parsed.user_id, parsed.session_id, floors_unknown=True), 0, limit)
 
     def _admission(self, parsed: ParsedToken, count: bool, reply: Any) -> Admission:
         _, _, allowed, remaining, reset_ms, floor = reply
@@ -337,8 +355,32 @@ class RequestGate:
             if not limit.allowed:
                 RATE_LIMITED.labels(USER_SCOPE).inc()
                 raise RateLimited(limit)
-        return Admission(Caller(parsed.user_id, parsed.session_id),
+        return Admission(Caller(parsed.user_id, parsed.session_id,
+                                floors_unknown=self._floors_unsure_for(parsed.user_id)),
                          int(floor) if floor else 0, limit)
+
+    def _floors_unsure(self, event: TopologyEvent) -> None:
+        until = time.monotonic() + FLOORS_UNSURE_S
+        if event.writes_lost:
+            # A primary was lost: until it was replaced the whole cluster answered CLUSTERDOWN,
+            # so floor writes to every slot may have failed, not only to the lost one's.
+            self._all_unsure_until = max(self._all_unsure_until, until)
+        else:
+            for slot in event.slots:
+                self._unsure_floors[slot] = max(self._unsure_floors.get(slot, 0.0), until)
+        self._unsure_until = max(self._unsure_until, until)
+
+    def _floors_unsure_for(self, user_id: str) -> bool:
+        if not self._unsure_until:
+            return False
+        now = time.monotonic()
+        if now > self._unsure_until:
+            self._unsure_floors.clear()
+            self._unsure_until = 0.0
+            return False
+        if self._all_unsure_until > now:
+            return True
+        return self._unsure_floors.get(slot_of_key(floors_key(user_id)), 0.0) > now
 
     def _refuse(self, parsed: ParsedToken) -> NoReturn:
         self._outcomes["refused"].inc()
@@ -357,9 +399,10 @@ class RequestGate:
         until = self._refused.get((parsed.user_id, parsed.session_id, parsed.secret))
         return until is not None and until > time.monotonic()
 
-    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: Script, keys: list[str], args: list[Any], *,
+                   skip_when_open: bool = True) -> Any:
         """The script's reply, or None when Redis cannot answer (the caller falls back)."""
-        if not self._breaker.allow_request():
+        if skip_when_open and not self._breaker.allow_request():
             REDIS_FALLBACKS.labels("gate", "circuit_open").inc()
             return None
         try:

@@ -31,12 +31,16 @@ Decisions (the system around them: docs/architecture.md):
 - Redis faults: every cache call has the `redis_timeout_ms` budget and goes through a circuit
   breaker (`circuit_failure_threshold`, half-open probe after `circuit_reset_s`); any failure is a
   read from PostgreSQL. Cache calls in flight are bounded (half of `redis_max_connections`) so a
-  burst queues instead of being refused by the client's pool. Health: SERVING needs Redis only
-  at start-up; later outages degrade to PostgreSQL instead of leaving the rotation.
+  burst queues instead of being refused by the client's pool. Health: SERVING while PostgreSQL
+  answers; Redis outages degrade to PostgreSQL instead of leaving the rotation.
 - Events: one plain connection per master, SSUBSCRIBE per partition channel. A (re)subscription
   confirmation, a sequence gap (or step back) or an undecodable message triggers a catch-up from
   the outbox: the newest row per account of those partitions within the longest TTL (+ margin).
-  Failed applies are kept and retried by the catch-up loop with backoff, never dropped.
+  A Redis topology event (failover, a primary reconnected) repairs the slots it names the same
+  way from every partition. Failed applies are kept and retried by the catch-up loop with
+  backoff, never dropped; the consumer's writes have their own circuit breaker.
+- No entry older than a version this replica's consumer applied is served (a failover may have
+  lost that write): such a read goes to PostgreSQL and its fill restores the newer version.
 - `ListTransactions` tokens (`shared/page_tokens.py`, the format ListTransfers uses too): base64url
   of (created_at us, entry id) plus an 8-byte BLAKE2b checksum over it and the account id:
   tampering or another account's token is INVALID_ARGUMENT; a token grants nothing (ownership is

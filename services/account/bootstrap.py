@@ -15,6 +15,7 @@ from services.account.entrypoints.event_consumer import BalanceEventConsumer
 from services.account.entrypoints.grpc_servicer import AccountServicer, prefetchers
 from services.account.service_layer.balance_event_sync import BalanceEventSync
 from services.account.service_layer.balance_events import BalanceEventApplier
+from services.account.service_layer.cache_layout import balance_key
 from services.account.service_layer.dependencies import AccountReads, CacheTtls
 from services.account.service_layer.ports import AccountReader
 from shared.cache import AppliedVersions, ReadThroughCache, VersionedCache
@@ -29,7 +30,7 @@ from shared.grpc_server import (
 )
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
-from shared.redis_pipeline import ClusterPipeline
+from shared.redis_pipeline import ALL_SLOTS, ClusterPipeline, TopologyEvent, slot_of_key
 from shared.request_gate import RequestGate, build_request_gate
 
 
@@ -90,7 +91,7 @@ def build_account_app(
     pool = create_pool(settings)
     redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
-    breaker = create_redis_breaker(settings)
+    breaker = create_redis_breaker(settings, pipeline)
     gate = build_request_gate(settings, pipeline, pool, breaker)
     # The pipeline enforces the deadline of every call: no second timer around it.
     cache = VersionedCache(RedisCacheBackend(pipeline), breaker, None)
@@ -109,13 +110,28 @@ def build_account_app(
 
     events = None
     if settings.cache_enabled:
+        # The consumer's writes have a breaker of their own: they run in the background, where a
+        # timeout costs no request, and the requests' breaker must not hold the repair back.
+        event_cache = VersionedCache(RedisCacheBackend(pipeline),
+                                     create_redis_breaker(settings, pipeline, exported=False), None)
         sync = BalanceEventSync(
-            applier=BalanceEventApplier(cache, ttls),
+            applier=BalanceEventApplier(event_cache, ttls),
             outbox=OutboxReader(pool),
             partitions=settings.event_partitions,
             catch_up_window_s=catch_up_window_s(settings),
             applied_versions=applied_versions,
+            slot_of=lambda account_id: slot_of_key(balance_key(account_id)),
         )
+
+        def repair(event: TopologyEvent) -> None:
+            if event.writes_lost:
+                # Every slot: before a failed master is replaced the whole cluster refuses
+                # writes (CLUSTERDOWN), so events of every partition may have failed to publish.
+                sync.request_repair(ALL_SLOTS)
+            else:
+                sync.request_repair(())  # nothing lost: failed applies can be retried now
+
+        pipeline.add_topology_listener(repair)
         events = BalanceEventConsumer(
             new_subscription=lambda: ShardedSubscription(
                 redis, timeout_s=max(settings.redis_timeout_ms / 1000, 0.5)
@@ -132,7 +148,7 @@ def build_account_app(
             account_pb2_grpc.add_AccountServiceServicer_to_server, servicer,
             account_pb2.DESCRIPTOR.services_by_name["AccountService"],
         ),
-        readiness_checks=standard_readiness(probe_pool, redis),
+        readiness_checks=standard_readiness(probe_pool),
         gate=gate,
         prefetch=prefetchers(reads),
         port=port,

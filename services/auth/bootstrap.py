@@ -6,15 +6,16 @@ from dataclasses import dataclass
 
 import grpc
 from bank.v1 import auth_pb2, auth_pb2_grpc
-from redis.asyncio.cluster import RedisCluster
 
 from services.auth.adapters.cache_warmer import GrpcCacheWarmer
 from services.auth.adapters.login_limiter import RedisLoginLimiter
 from services.auth.adapters.password_hasher import hasher_from_settings
+from services.auth.adapters.pg_login_limiter import PostgresLoginLimiter
 from services.auth.adapters.session_retention import PostgresSessionRetention
 from services.auth.adapters.session_store import SessionStore
 from services.auth.adapters.user_repository import PostgresUserRepository
 from services.auth.entrypoints.grpc_servicer import AuthServicer
+from services.auth.service_layer.login_limits import FallbackLoginLimiter
 from services.auth.service_layer.ports import AuthDependencies
 from services.auth.service_layer.retention import session_retention_rules
 from shared.config import Settings
@@ -25,7 +26,7 @@ from shared.grpc_server import (
     standard_readiness,
 )
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
-from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
+from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 from shared.retention import RETENTION_POOL_SIZE, RetentionJob
@@ -37,8 +38,7 @@ class AuthApp:
     settings: Settings
     probe_pool: PoolType  # the health probe's own connection
     pool: PoolType  # users, sessions and the request gate's confirmations
-    redis: RedisCluster  # the login limiter
-    redis_pipeline: ClusterPipeline  # sessions and the request gate
+    redis_pipeline: ClusterPipeline  # sessions, the request gate and the login limits
     gate: RequestGate
     sessions: SessionStore
     warmer: GrpcCacheWarmer  # WarmCache on the account service after each login
@@ -55,7 +55,6 @@ class AuthApp:
         await self.sessions.aclose()
         await self.pool.close()
         await self.redis_pipeline.close()
-        await self.redis.aclose()
         await self.probe_pool.close()
 
     async def stop(self, grace: float = 0.0) -> None:
@@ -68,9 +67,9 @@ def build_auth_app(settings: Settings, port: int | None = None,
     settings.require("session_signing_key")
     probe_pool = create_probe_pool(settings)
     pool = create_pool(settings)
-    redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
-    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
+    breaker = create_redis_breaker(settings, pipeline)
+    gate = build_request_gate(settings, pipeline, pool, breaker)
     sessions = SessionStore(pool, pipeline, SessionEntrySigner(settings.session_signing_key),
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
@@ -81,7 +80,11 @@ def build_auth_app(settings: Settings, port: int | None = None,
         users=PostgresUserRepository(pool),
         sessions=sessions,
         checker=gate,
-        limiter=RedisLoginLimiter(redis, settings.login_max_failures, settings.login_window_s),
+        limiter=FallbackLoginLimiter(
+            RedisLoginLimiter(pipeline, settings.login_max_failures, settings.login_window_s),
+            PostgresLoginLimiter(pool, settings.login_max_failures, settings.login_window_s),
+            breaker,
+        ),
         hasher=hasher_from_settings(settings),
         warmer=warmer,
     )
@@ -93,13 +96,12 @@ def build_auth_app(settings: Settings, port: int | None = None,
             auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer,
             auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         ),
-        readiness_checks=standard_readiness(probe_pool, redis),
+        readiness_checks=standard_readiness(probe_pool),
         gate=gate,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AuthApp(settings, probe_pool, pool, redis, pipeline, gate, sessions, warmer,
-                   service)
+    return AuthApp(settings, probe_pool, pool, pipeline, gate, sessions, warmer, service)
 
 
 def build_retention_job(settings: Settings) -> RetentionJob:

@@ -7,7 +7,6 @@ import contextlib
 from dataclasses import dataclass, field
 
 from bank.v1 import transfer_pb2, transfer_pb2_grpc, treasury_pb2, treasury_pb2_grpc
-from redis.asyncio.cluster import RedisCluster
 
 from services.transfer.adapters.event_publisher import RedisEventPublisher
 from services.transfer.adapters.outbox_store import PostgresOutboxStore
@@ -29,7 +28,7 @@ from shared.grpc_server import (
 )
 from shared.machine_credentials import MachineCredentials
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
-from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
+from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 from shared.retention import RETENTION_POOL_SIZE, RetentionJob
@@ -40,7 +39,6 @@ class TransferApp:
     settings: Settings
     probe_pool: PoolType  # the health probe's own connection
     pool: PoolType
-    redis: RedisCluster  # readiness (every master answers once)
     redis_pipeline: ClusterPipeline  # sessions, limits, read-your-writes floors, events
     gate: RequestGate
     grpc: GrpcService
@@ -61,7 +59,6 @@ class TransferApp:
         await self.dispatcher.stop()
         await self.pool.close()
         await self.redis_pipeline.close()
-        await self.redis.aclose()
         await self.probe_pool.close()
 
     async def stop(self, grace: float = 0.0) -> None:
@@ -79,9 +76,8 @@ def build_transfer_app(
     """`after_commit` is for the crash test only (see service_layer.transfers)."""
     probe_pool = create_probe_pool(settings)
     pool = create_pool(settings)
-    redis = create_redis_cluster(settings)
     pipeline = create_redis_pipeline(settings)
-    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings))
+    gate = build_request_gate(settings, pipeline, pool, create_redis_breaker(settings, pipeline))
     dispatcher = EventDispatcher(
         RedisEventPublisher(pipeline), PostgresOutboxStore(pool),
         confirm_interval_s=settings.outbox_confirm_interval_ms / 1000,
@@ -112,13 +108,13 @@ def build_transfer_app(
     grpc_service = build_grpc_service(
         settings,
         register=lambda server: [*transfers(server), *treasury_registration(server)],
-        readiness_checks=standard_readiness(probe_pool, redis),
+        readiness_checks=standard_readiness(probe_pool),
         gate=gate,
         machines=MachineCredentials(pool, settings.service_name),
         port=port,
         health_poll_s=health_poll_s,
     )
-    return TransferApp(settings, probe_pool, pool, redis, pipeline, gate, grpc_service, dispatcher,
+    return TransferApp(settings, probe_pool, pool, pipeline, gate, grpc_service, dispatcher,
                        service)
 
 

@@ -6,7 +6,12 @@ The consumer records every version it applies to the cache; a reader that found 
 waits here, briefly, for the entity to reach its version, then reads the cache again. Every
 replica consumes every partition, so the wait is in-process: no Redis call until it is answered.
 
-No correctness rests on it: a reader re-checks the entry's version after the wait (a recorded
+The same memory keeps the read path from serving what an event has passed: a cached entry older
+than a version this replica has applied is stale even if it looks fine, because the event's own
+write was lost (a Redis failover loses acknowledged writes). Such a read goes to PostgreSQL, and
+its fill puts the newer version back.
+
+Nothing else rests on it: a reader re-checks the entry's version after the wait (a recorded
 version says the cache was written, not that it still holds the entry), and a wait that times
 out reads the source of truth as before. Pure asyncio: no Redis or database here.
 """
@@ -50,6 +55,10 @@ class AppliedVersions:
 
     def reached(self, entity: str, version: int) -> bool:
         return self._newest.get(entity, 0) >= version
+
+    def newest(self, entity: str) -> int:
+        """The newest version of `entity` applied here (0: none remembered)."""
+        return self._newest.get(entity, 0)
 
     async def wait_for(self, entity: str, version: int, timeout_s: float) -> bool:
         """True once `entity` was applied at `version` or newer; False after `timeout_s`."""

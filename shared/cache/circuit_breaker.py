@@ -55,6 +55,11 @@ class CircuitBreaker:
         if self._state is not CircuitState.CLOSED:
             self._set_state(CircuitState.CLOSED)
 
+    def reset(self) -> None:
+        """Closed again without waiting for a probe: whoever calls this knows that the cause of
+        the failures is gone (the Redis client saw a node answer again, or a new topology)."""
+        self.record_success()
+
     def record_failure(self) -> None:
         self._failures += 1
         if self._state is CircuitState.HALF_OPEN or (

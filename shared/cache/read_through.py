@@ -12,6 +12,9 @@ usually an event away from being current: with `wait_key`, the read waits a few 
 consumer to apply that version (`applied_versions.py`), reads the entry again, and counts a
 `hit_after_wait`; otherwise, or on timeout, it loads PostgreSQL (`bypass`). It never returns a
 version below `min_version`.
+
+With `entity`, the newest version of that entity the event consumer has applied in this process
+is a floor too: an entry below it lost an event's write (a failover), and is read through.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class ReadThroughCache:
         """`cache=None` disables caching: every read loads (the benchmark's "cache off").
         `applied_versions` and `version_wait_s` > 0 enable the wait for an in-flight event."""
         self._cache = cache
+        self._applied = applied_versions
         self._versions = applied_versions if version_wait_s > 0 else None
         self._version_wait_s = version_wait_s
         self._jitter = ttl_jitter
@@ -150,14 +154,25 @@ class ReadThroughCache:
         codec: EntryCodec[T],
         load: Callable[[], Awaitable[T | None]],
         min_version: int = 0,
+        entity: str | None = None,
         wait_key: str | None = None,
+        read_through: bool = False,
     ) -> Read[T]:
-        """`wait_key`: the entity whose applied versions `record` sees (the account id), for the
-        kinds an event brings up to date in place (the balance; not a list it tombstones)."""
+        """`entity`: the entity whose events update this entry (the account id); no entry below
+        a version of it applied here is served. `wait_key`: the same, for the kinds an event
+        brings up to date in place (the balance; not a list it tombstones): a read that needs a
+        newer version waits a moment for the event. `read_through`: the caller cannot say which
+        version it needs (its read-your-writes floor is unknown): load, and fill."""
         cache = self._cache
         if cache is None:
             return Read(await load(), False)
         counters = self._count(kind)
+        if read_through:
+            counters.bypass.inc()
+            loaded = await self._load_and_fill(cache, kind, key, ttl_s, codec, load)
+            return Read(loaded, False)
+        if entity is not None and self._applied is not None:
+            min_version = max(min_version, self._applied.newest(entity))
         try:
             entry = await cache.lookup(key)
         except CacheUnavailable:
@@ -267,6 +282,19 @@ class ReadThroughCache:
         except CacheUnavailable:
             pass  # served from PostgreSQL; the next read fills
         return value, False
+
+    async def _load_and_fill(
+        self, cache: VersionedCache, kind: str, key: str, ttl_s: float, codec: EntryCodec[T],
+        load: Callable[[], Awaitable[T | None]],
+    ) -> T | None:
+        value = await load()
+        if value is not None:
+            try:
+                await cache.put_if_newer(kind, key, codec.to_entry(value),
+                                         jittered_ttl_ms(ttl_s, self._jitter))
+            except CacheUnavailable:
+                pass
+        return value
 
     async def _wait_for_fill(
         self, cache: VersionedCache, key: str, min_version: int

@@ -26,6 +26,11 @@ T = TypeVar("T")
 _prefetched: ContextVar[dict[str, Awaitable[Any]] | None] = ContextVar("prefetched", default=None)
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class CacheUnavailable(Exception):
     """Redis failed, was too slow, or the circuit is open: use the source of truth."""
 
@@ -98,9 +103,13 @@ class VersionedCache:
         circuit is closed: a prefetch must never take the probe that would close it."""
         if self._breaker.state is not CircuitState.CLOSED:
             return
-        pending = self._backend.send_get(key)
-        if pending is None:
+        sent = self._backend.send_get(key)
+        if sent is None:
             return
+        pending = asyncio.ensure_future(sent)
+        # Its lookup may never await it (the gate refused the call, or the circuit opened
+        # meanwhile): its error is retrieved here, so that asyncio does not log it as lost.
+        pending.add_done_callback(_retrieve)
         prefetched = _prefetched.get()
         if prefetched is None:
             prefetched = {}

@@ -216,3 +216,62 @@ async def test_bad_input_gets_a_4xx_status_body(
             "Idempotency-Key": uuid.uuid4().hex})
     assert reply.status_code == status, reply.text
     assert reply.json()["code"] == code and reply.json()["message"]
+
+
+@pytest.mark.parametrize("description", ["rent\u0000", "two\nlines", "bell\u0007",
+                                         "c1\u0085", "pay \u202eevil"])
+async def test_a_control_character_in_a_description_is_400_and_writes_nothing(
+    edge: Edge, engine: AsyncEngine, description: str
+) -> None:
+    async with edge.client() as http:
+        payer = await register_and_login(http, engine, deposit=1_000)
+        payee = await register_and_login(http, engine)
+        key = uuid.uuid4().hex
+        body = {"fromAccountId": payer.account_id, "toAccountId": payee.account_id,
+                "amount": {"minorUnits": "100", "currency": "EUR"}}
+        refused = await http.post("/v1/transfers", headers={**payer.auth, "Idempotency-Key": key},
+                                  json={**body, "description": description})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == 3 and "description" in refused.json()["message"]
+        balance = await http.get(f"/v1/accounts/{payer.account_id}/balance", headers=payer.auth)
+        assert balance.json()["balance"]["minorUnits"] == "1000"
+        # Nothing was stored under the key either: the same key with a clean description runs.
+        clean = await http.post("/v1/transfers", headers={**payer.auth, "Idempotency-Key": key},
+                                json={**body, "description": "rent"})
+        assert clean.status_code == 200, clean.text
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["HTTP/1.1", "HTTP/2"])
+async def test_a_body_over_the_limit_is_413_from_the_edge(
+    edge: Edge, engine: AsyncEngine, http2: bool
+) -> None:
+    async with edge.client(http2=http2) as http:
+        payer = await register_and_login(http, engine, deposit=1_000)
+        big = b'{"description": "' + b"x" * (64 * 1024) + b'"}'
+        reply = await http.post("/v1/transfers", content=big, headers={
+            **payer.auth, "content-type": "application/json", "Idempotency-Key": "big"})
+        assert reply.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        assert reply.status_code == 413, reply.text
+        assert reply.json()["code"] == 3 and reply.json()["message"]
+        # The connection is still good for the next request.
+        after = await http.get(f"/v1/accounts/{payer.account_id}/balance", headers=payer.auth)
+        assert after.status_code == 200
+
+
+async def test_a_min_version_beyond_the_account_s_is_400_with_the_current_version(
+    edge: Edge, engine: AsyncEngine
+) -> None:
+    """An error, not a best effort: the client passed a version no transfer returned for this
+    account, and an older balance must not pass for the one it asked for."""
+    async with edge.client() as http:
+        owner = await register_and_login(http, engine, deposit=300)
+        path = f"/v1/accounts/{owner.account_id}"
+        current = (await http.get(f"{path}/balance", headers=owner.auth)).json()["version"]
+        same = await http.get(f"{path}/balance?minVersion={current}", headers=owner.auth)
+        assert same.status_code == 200 and same.json()["version"] == current
+        for route in ("balance", "transactions:recent"):
+            ahead = await http.get(f"{path}/{route}?minVersion={int(current) + 5}",
+                                   headers=owner.auth)
+            assert ahead.status_code == 400, ahead.text
+            assert ahead.json()["code"] == 9  # FAILED_PRECONDITION
+            assert f"current version {current}" in ahead.json()["message"]

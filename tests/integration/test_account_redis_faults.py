@@ -16,6 +16,7 @@ from devstack.postgres import LocalPostgres
 from devstack.redis_cluster import LocalRedisCluster
 from services.account.service_layer.cache_layout import balance_key
 from shared.cache import CircuitState
+from shared.request_gate import FLOORS_UNSURE_S
 from tests.conftest import settings_for
 from tests.support.account import (
     Customer,
@@ -79,7 +80,9 @@ async def test_every_redis_node_stopped_reads_come_from_postgres(
         async def cache_used_again() -> bool:
             return await every_read(stub, alice) == [CACHE, CACHE]
 
-        await eventually(cache_used_again, timeout_s=15, interval_s=0.1)
+        # The restarted nodes lost what they held: for FLOORS_UNSURE_S the user's reads go to
+        # PostgreSQL (its read-your-writes floors may be gone), then to the cache again.
+        await eventually(cache_used_again, timeout_s=FLOORS_UNSURE_S + 15, interval_s=0.1)
         reply = await stub.GetBalance(account_pb2.GetBalanceRequest(account_id=alice.account_id),
                                       metadata=alice.metadata)
         assert (reply.balance.minor_units, reply.version) == (2_100, 3)
@@ -120,7 +123,8 @@ async def test_a_killed_master_fails_over_without_failing_reads(
             reply = await stub.GetBalance(request, metadata=alice.metadata)
             return bool(reply.source == CACHE)
 
-        await eventually(hits_resume, timeout_s=10, interval_s=0.05)
+        # If the user's floors were on the failed master too, PostgreSQL answers for a while.
+        await eventually(hits_resume, timeout_s=FLOORS_UNSURE_S + 10, interval_s=0.05)
 
         # Events flow again on the new topology (the subscriber resubscribed on the new master).
         await seed.deposit(engine, alice.account_id, 1)

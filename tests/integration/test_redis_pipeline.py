@@ -1,6 +1,6 @@
 """The pipelined Redis Cluster client on a real Redis Cluster: routing by slot,
 MOVED after a stale layout, NOSCRIPT after a flush, a timed-out reply that does not shift the
-stream, and a primary's failover."""
+stream, a primary's failover, and the topology events its listeners hear."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from devstack.redis_cluster import LocalRedisCluster
-from shared.redis_pipeline import ClusterPipeline, RedisCallError, Script
+from shared.redis_pipeline import ClusterPipeline, RedisCallError, Script, TopologyEvent
+from tests.support.account import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +82,15 @@ async def test_a_timed_out_reply_does_not_shift_later_replies(
         with pytest.raises(RedisCallError, match="timed out"):
             await runner.run(SLOW, [key], [])
         runner._timeout_s = 2.0
+        # Until the node answers the client's ping, calls to it fail at once (a hung node
+        # costs one deadline, then nothing).
+        with pytest.raises(RedisCallError, match="not answering"):
+            await runner.run(ECHO, [key], ["skipped"])
+
+        async def answers_again() -> bool:
+            return not runner.suspects
+
+        await eventually(answers_again, timeout_s=5)
         assert await runner.run(ECHO, [key], ["after"]) == [key.encode(), b"after", 2]
     finally:
         await runner.close()
@@ -106,3 +116,67 @@ async def test_a_failed_over_primary_is_found_again(
         assert reply[2] >= 1  # the promoted replica answers (the count may lag by one write)
     finally:
         await runner.close()
+
+
+def slots_of(runner: ClusterPipeline, node: int) -> frozenset[int]:
+    return frozenset(slot for slot, owner in enumerate(runner._slots or ())
+                     if owner[1] == node)
+
+
+async def test_a_killed_master_s_slots_are_reported_once_its_replica_took_over(
+    private_redis_cluster: LocalRedisCluster,
+) -> None:
+    """A failover may lose acknowledged writes: the client tells its listeners which slots, by
+    itself (the watch on the lost connection), without a call having to fail over there."""
+    cluster = private_redis_cluster
+    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5)
+    events: list[TopologyEvent] = []
+    runner.add_topology_listener(events.append)
+    try:
+        for master in cluster.masters():  # a connection to every primary
+            await runner.run(ECHO, [key_on(cluster, master)], ["x"])
+        victim = cluster.masters()[0]
+        lost = slots_of(runner, victim)
+        await asyncio.to_thread(cluster.kill_node, victim)
+        await asyncio.to_thread(cluster.wait_healthy, 30)
+
+        async def reported() -> bool:
+            return lost <= frozenset().union(*(e.slots for e in events if e.writes_lost))
+
+        await eventually(reported, timeout_s=5)
+        assert victim not in {port for _, port in runner.primaries()}
+    finally:
+        await runner.close()
+
+
+async def test_a_primary_back_after_losing_its_connection_has_its_slots_reported(
+    private_redis_cluster: LocalRedisCluster,
+) -> None:
+    """Restarted before any failover, it is the same primary, but it may have come back with
+    older data (or none): its slots are reported when the client reconnects."""
+    cluster = private_redis_cluster
+    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5)
+    events: list[TopologyEvent] = []
+    runner.add_topology_listener(events.append)
+    try:
+        for master in cluster.masters():
+            await runner.run(ECHO, [key_on(cluster, master)], ["x"])
+        victim = cluster.masters()[0]
+        lost = slots_of(runner, victim)
+        await asyncio.to_thread(cluster.kill_node, victim)
+        await asyncio.to_thread(cluster.start_node, victim)
+
+        async def reported() -> bool:
+            return lost <= frozenset().union(*(e.slots for e in events if e.writes_lost))
+
+        await eventually(reported, timeout_s=10)
+        await asyncio.to_thread(cluster.wait_healthy, 30)
+    finally:
+        await runner.close()
+
+
+def key_on(cluster: LocalRedisCluster, master: int) -> str:
+    while True:
+        key = f"gwtest:{{{uuid.uuid4().hex}}}"
+        if cluster.master_for_key(key) == master:
+            return key

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -23,9 +23,11 @@ from shared.errors import Unauthenticated
 from shared.pg_pool import PoolType
 from shared.rate_limit import RateLimited
 from shared.redis_client import create_redis_cluster, create_redis_pipeline
-from shared.request_gate import floors_key, user_limit_key
+from shared.redis_pipeline import ClusterPipeline
+from shared.request_gate import Admission, RequestGate, floors_key, user_limit_key
 from shared.sessions import REVOKED, SessionEntrySigner, hash_secret, session_key
 from tests.conftest import settings_for
+from tests.support.account import metric
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY, request_gate, session_store
 
 pytestmark = pytest.mark.integration
@@ -168,6 +170,11 @@ async def test_exactly_the_limit_is_admitted_across_replicas(
         user = await new_user(engine, unique)
         session = await session_store(pg_pool, pipeline).create(user)
         async with request_gate(base_settings) as one, request_gate(base_settings) as two:
+            # Both replicas know the cluster's layout before the burst, as a serving replica does
+            # (its first call waits for CLUSTER SLOTS; under CI load that can pass the deadline).
+            for gate in (one, two):
+                await gate.admit(session.token, count=False)
+
             async def attempt(i: int) -> bool:
                 try:
                     await (one if i % 2 else two).admit(session.token, count=True)
@@ -247,3 +254,84 @@ async def test_an_address_past_its_failed_checks_is_refused_before_any_lookup(
         assert refused.value.retry_after_s >= 1
         other = await gate.admit(session.token, count=True, address=lambda: "198.51.100.8")
         assert other.caller.user_id == user
+async def test_floors_are_remembered_even_while_the_breaker_is_open(
+    base_settings: Settings, engine: AsyncEngine, redis: RedisCluster, pg_pool: PoolType,
+    unique: Callable[[str], str],
+) -> None:
+    """Failures on other nodes open the process's breaker; a transfer's floor must still reach
+    the user's node, or another session would read the cache below the transfer."""
+    from shared.redis_client import create_redis_breaker
+    from shared.request_gate import build_request_gate
+
+    pipeline = create_redis_pipeline(base_settings)
+    breaker = create_redis_breaker(base_settings, exported=False)
+    try:
+        gate = build_request_gate(base_settings, pipeline, pg_pool, breaker)
+        for _ in range(base_settings.circuit_failure_threshold):
+            breaker.record_failure()
+        assert not breaker.allow_request()
+        user = await new_user(engine, unique)
+        await gate.remember_writes(user, {"acc-1": 42})
+        assert await redis.hget(floors_key(user), "acc-1") == b"42"
+    finally:
+        await pipeline.close()
+
+
+async def admitted_by_redis(gate: RequestGate, token: str) -> Admission:
+    """An admission Redis answered (not PostgreSQL's fallback), once Redis answers again."""
+    deadline = time.monotonic() + 15
+    while True:
+        fallbacks = metric("bank_session_checks_total", outcome="redis_down")
+        admission = await gate.admit(token, count=False, account_id="acc-1")
+        if metric("bank_session_checks_total", outcome="redis_down") == fallbacks:
+            return admission
+        assert time.monotonic() < deadline, "Redis did not answer again"
+        await asyncio.sleep(0.1)
+
+
+async def user_with_floors_on(engine: AsyncEngine, pool: PoolType, unique: Callable[[str], str],
+                              cluster: LocalRedisCluster, pipeline: ClusterPipeline,
+                              master: int, on: bool) -> str:
+    """A session token of a new user whose floors are (or are not) on `master`."""
+    while True:
+        user = await new_user(engine, unique)
+        if (cluster.master_for_key(floors_key(user)) == master) == on:
+            return (await session_store(pool, pipeline).create(user)).token
+
+
+async def test_after_a_redis_topology_event_floors_are_unknown_for_a_while(
+    postgres: LocalPostgres, private_redis_cluster: LocalRedisCluster, engine: AsyncEngine,
+    pg_pool: PoolType, unique: Callable[[str], str],
+) -> None:
+    """A primary that stopped answering for a moment failed the floor writes sent to it: the
+    floors of its users are unknown for a while after it answers again (the account service
+    reads PostgreSQL for them), the others' are not. A primary killed and started again may
+    have lost floors, and the cluster refused every write until it was back: everyone's floors
+    are unknown for a while."""
+    cluster = private_redis_cluster
+    settings = settings_for(postgres, cluster)
+    pipeline = create_redis_pipeline(settings)
+    try:
+        async with request_gate(settings) as gate:
+            master = cluster.masters()[0]
+            def user(on: bool) -> Awaitable[str]:
+                return user_with_floors_on(engine, pg_pool, unique, cluster, pipeline, master, on)
+
+            there, elsewhere = await user(True), await user(False)
+            assert not (await gate.admit(there, count=False)).caller.floors_unknown
+
+            await asyncio.to_thread(cluster.pause_node, master)
+            try:
+                await gate.admit(there, count=False)  # times out: the node is a suspect
+            finally:
+                await asyncio.to_thread(cluster.resume_node, master)
+            assert (await admitted_by_redis(gate, there)).caller.floors_unknown
+            assert not (await admitted_by_redis(gate, elsewhere)).caller.floors_unknown
+
+            await asyncio.to_thread(cluster.kill_node, master)
+            await asyncio.to_thread(cluster.start_node, master)
+            await asyncio.to_thread(cluster.wait_healthy, 30)
+            assert (await admitted_by_redis(gate, there)).caller.floors_unknown
+            assert (await admitted_by_redis(gate, elsewhere)).caller.floors_unknown
+    finally:
+        await pipeline.close()

@@ -3,8 +3,13 @@ subscription: when a catch-up is asked for, what it replays, and how failures ar
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
+
 import pytest
 from bank.v1 import common_pb2, events_pb2
+from prometheus_client import REGISTRY
 
 from services.account.adapters.fakes import FakeOutboxReader
 from services.account.domain import BalanceChange
@@ -166,3 +171,57 @@ def test_a_replay_prefers_the_first_change_given_for_a_version() -> None:
     kept = BalanceChange("a", 4, "EUR", 1, 0)
     histories = changes_to_replay([kept, change("a", 4)], lambda account, v: False)
     assert histories == [[kept]]
+
+
+async def test_a_repair_replays_every_partition_for_the_accounts_of_its_slots(
+    applier: RecordingApplier, outbox: FakeOutboxReader
+) -> None:
+    slots = {"moved": 7, "stayed": 9, "also-moved": 7}
+    sync = BalanceEventSync(applier=applier, outbox=outbox, partitions=2, catch_up_window_s=60,
+                            applied_versions=AppliedVersions(), slot_of=slots.__getitem__)
+    outbox.rows += [(0, outbox_row("moved", 4)), (1, outbox_row("stayed", 5)),
+                    (1, outbox_row("also-moved", 6))]
+    sync.request_repair({7})
+    assert sync.catch_up_wanted
+    await sync.catch_up_once()
+    assert sorted(applier.applied) == [("also-moved", 6), ("moved", 4)]
+    assert outbox.queries == 1
+
+
+async def test_a_repair_cuts_a_failed_rounds_backoff_short(
+    applier: RecordingApplier, outbox: FakeOutboxReader
+) -> None:
+    """A round that failed waits before retrying (a minute here); a topology event (the reason
+    it failed is gone) starts the next one at once, and the round that succeeds leaves nothing
+    behind."""
+    sync = BalanceEventSync(applier=applier, outbox=outbox, partitions=2, catch_up_window_s=60,
+                            first_backoff_s=60, max_backoff_s=60,
+                            applied_versions=AppliedVersions())
+    outbox.rows.append((0, outbox_row("a", 3)))
+    applier.failing = True
+    sync.subscribed(0)
+    sync.subscribed(1)
+    loop = asyncio.create_task(sync.catch_up_forever())
+    try:
+        failed = metric_value("catch_up_failed")
+        await eventually(lambda: metric_value("catch_up_failed") == failed + 1)
+        assert "a" in sync.pending and sync.catch_up_wanted  # kept, and asked for again
+        applier.failing = False
+        sync.request_repair(set())
+        await sync.wait_caught_up(timeout_s=5)
+        assert ("a", 3) in applier.applied and sync.pending == {}
+        assert metric_value("catch_up_failed") == failed + 1
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+def metric_value(outcome: str) -> float:
+    return REGISTRY.get_sample_value("bank_events_total", {"outcome": outcome}) or 0.0
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.01)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import grpc
 import pytest
 
 from services.account.adapters.fakes import FakeAccountReader
@@ -173,3 +175,31 @@ def test_account_ids_come_out_canonical_whatever_form_they_came_in() -> None:
         assert balances.parse_account_id(given) == canonical
     with pytest.raises(InvalidArgument):
         balances.parse_account_id(canonical + "\n")
+
+
+@pytest.mark.parametrize("read", [balances.get_balance, balances.list_recent_transactions])
+async def test_a_min_version_the_account_has_not_reached_is_an_error(
+    world: World, read: Any
+) -> None:
+    reads, _, _, account_id = world
+    assert (await read(reads, ALICE, account_id, min_version=26)).value is not None
+    with pytest.raises(balances.VersionNotReached) as refused:
+        await read(reads, ALICE, account_id, min_version=27)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "min_version 27 is newer than" in refused.value.message
+    assert "current version 26" in refused.value.message
+    with pytest.raises(NotFound):  # someone else's account: not found first, no version told
+        await read(reads, MALLORY, account_id, min_version=27)
+
+
+async def test_a_caller_whose_floors_are_unknown_reads_postgres(world: World) -> None:
+    """The request gate could not read the user's read-your-writes floors (Redis did not answer
+    for the user): the cached entry may predate the user's own last transfer."""
+    reads, reader, _, account_id = world
+    assert not (await balances.get_balance(reads, ALICE, account_id)).from_cache
+    assert (await balances.get_balance(reads, ALICE, account_id)).from_cache
+    blind = Caller(ALICE.user_id, ALICE.session_id, floors_unknown=True)
+    for read in (balances.get_balance, balances.list_recent_transactions):
+        result = await read(reads, blind, account_id)
+        assert not result.from_cache and result.value is not None
+    assert reader.loads["balance"] == 2

@@ -181,3 +181,17 @@ async def test_redis_failing_skips_the_wait_and_reads_through(rig: Rig) -> None:
     for _ in range(3):
         await rig.read(2)
     assert rig.cache.breaker.state is CircuitState.OPEN
+
+
+async def test_an_entry_an_applied_event_has_passed_is_never_served(rig: Rig) -> None:
+    """The consumer applied v2, then a failover lost that write: the new primary still holds
+    v1. A reader that asks for nothing in particular must not get v1 (it knows v2 exists)."""
+    rig.db.row = Row("u1", 2, 150)
+    rig.versions.record(ACCOUNT, 2)  # applied here; the entry below it stands for the lost write
+    result = await rig.reads.read("balance", KEY, ttl_s=60, codec=RowCodec(), load=rig.db.load,
+                                  entity=ACCOUNT)
+    assert (result.value, result.from_cache) == (Row("u1", 2, 150), False)
+    # The read-through put v2 back: the next read is a hit again.
+    result = await rig.reads.read("balance", KEY, ttl_s=60, codec=RowCodec(), load=rig.db.load,
+                                  entity=ACCOUNT)
+    assert (result.value, result.from_cache) == (Row("u1", 2, 150), True)

@@ -55,6 +55,9 @@ def test_a_valid_request_becomes_a_command_with_canonical_ids() -> None:
         ({"description": "line\nbreak"}, "description must not contain control"),
         ({"description": "evil\u202egnp.exe"}, "invisible format"),
         ({"description": "zero\u200bwidth"}, "invisible format"),
+        ({"description": "tab\there"}, "description must not contain control"),
+        ({"description": "bell\x07"}, "description must not contain control"),
+        ({"description": "c1\x85 next"}, "description must not contain control"),
     ],
 )
 def test_invalid_requests_are_rejected_before_any_io(overrides: dict[str, Any],
@@ -68,6 +71,9 @@ def test_invalid_requests_are_rejected_before_any_io(overrides: dict[str, Any],
 def test_descriptions_are_stored_in_one_spelling() -> None:
     decomposed = "Cafe\u0301 "  # e + combining acute, trailing space
     assert validate_transfer(**valid(description=decomposed)).description == "Caf\u00e9"
+def test_a_description_may_hold_any_printable_text() -> None:
+    text = "Miete März – 🏠 ünïcödé, 50 % (ok) \"quoted\" ½ 北京"
+    assert validate_transfer(**valid(description=text)).description == text
 
 
 def test_the_maximum_itself_is_allowed() -> None:

@@ -6,6 +6,11 @@ any connection (an error, a slot moving away, a node that stops answering pings)
 subscription with `SubscriptionLost`: the consumer reopens it on the current topology and catches
 up from the outbox, so there is exactly one recovery path.
 
+Nothing here waits on Redis without a bound: opening (the layout, the connections, the
+subscriptions) has a deadline of its own, and a connection that stays silent is pinged every
+`liveness_s / 3` and given up after `liveness_s` without an answer (a hung node: its socket stays
+open and quiet, so only a ping tells).
+
 redis-py's `ClusterPubSub` was not used: its `get_sharded_message` polls the per-node
 connections one after another (a message on one node waits for the others' timeouts), and it
 reconnects and resubscribes silently, while the consumer must know about every reconnect.
@@ -42,17 +47,27 @@ class SubscriptionLost(Exception):
 
 class ShardedSubscription:
     def __init__(
-        self, cluster: RedisCluster, *, timeout_s: float, liveness_s: float = 3.0
+        self, cluster: RedisCluster, *, timeout_s: float, liveness_s: float = 3.0,
+        open_deadline_s: float = 3.0,
     ) -> None:
         self._cluster = cluster
         self._timeout_s = timeout_s
         self._liveness_s = liveness_s
+        self._open_deadline_s = open_deadline_s
         self._queue: asyncio.Queue[Notice | BaseException] = asyncio.Queue()
         self._clients: list[Redis] = []
         self._pubsubs: list[PubSub] = []
         self._pumps: list[asyncio.Task[None]] = []
 
     async def open(self, channels: Sequence[str], *, refresh_topology: bool) -> None:
+        try:
+            async with asyncio.timeout(self._open_deadline_s):
+                await self._open(channels, refresh_topology)
+        except TimeoutError:
+            raise SubscriptionLost(
+                f"subscribing took longer than {self._open_deadline_s:g} s") from None
+
+    async def _open(self, channels: Sequence[str], refresh_topology: bool) -> None:
         await self._cluster.initialize()
         if refresh_topology:
             # After a failover the channels' slots have a new master; the shared client only
@@ -91,12 +106,14 @@ class ShardedSubscription:
         for task in self._pumps:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Closing says goodbye on the socket; a hung node never reads it: bounded too.
         for pubsub in self._pubsubs:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(pubsub.aclose(),  # type: ignore[no-untyped-call]
+                                       self._timeout_s)
         for client in self._clients:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await asyncio.wait_for(client.aclose(), self._timeout_s)
         self._pumps.clear()
         self._pubsubs.clear()
         self._clients.clear()

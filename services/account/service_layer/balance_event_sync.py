@@ -8,8 +8,16 @@ Two signals request a catch-up of a partition:
 - a (re)subscription: anything may have been published while we were not there;
 - a gap in the partition's sequence (assigned inside Redis by the publish script), or a message
   that cannot be decoded.
-A failed apply is logged, kept, and retried by the catch-up loop until it succeeds: an event is
-never dropped silently. Every apply is the versioned compare-and-set, so replays are harmless.
+A third asks for a repair of cache slots: a Redis topology event (a failover, a primary
+reconnected after losing its connection, the cluster answering again after CLUSTERDOWN;
+shared/redis_pipeline.py). Replication is asynchronous, so the new primary may lack writes the
+old one acknowledged: any event applied there may be gone. The repair replays the outbox of every
+partition over the whole catch-up window (the oldest change an entry still cached can predate,
+so the margin is always safe) for the accounts whose keys live in the slots it is given.
+A failed apply is logged, kept, and retried by the catch-up loop until it succeeds, with
+backoff (`bank_events_total{outcome="catch_up_failed"}` counts failed rounds,
+`bank_event_catch_up_pending` what waits): an event is never dropped silently. Every apply is
+the versioned compare-and-set, so replays are harmless.
 Each applied version is recorded in `AppliedVersions`, where a read that asked for it may be
 waiting (read-your-writes right after a transfer, served from the cache).
 """
@@ -25,7 +33,8 @@ from typing import Protocol
 from services.account.domain import BalanceChange
 from services.account.service_layer.ports import OutboxReader
 from shared.cache import AppliedVersions
-from shared.metrics import EVENT_LAG, EVENTS
+from shared.events import partition_of
+from shared.metrics import CATCH_UP_PENDING, EVENT_LAG, EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +104,27 @@ class BalanceEventSync:
         partitions: int,
         catch_up_window_s: float,
         max_backoff_s: float = 1.0,
+        first_backoff_s: float = _FIRST_BACKOFF_S,
         applied_versions: AppliedVersions | None = None,
+        slot_of: Callable[[str], int] | None = None,
     ) -> None:
+        """`slot_of`: the cache slot of an account's entries, to repair only the slots a
+        topology event names (None: a repair replays every account)."""
         self._applier = applier
         self._outbox = outbox
         self._partitions = partitions
         self._window_s = catch_up_window_s
         self._max_backoff_s = max_backoff_s
+        self._first_backoff_s = first_backoff_s
         self.applied_versions = applied_versions or AppliedVersions()
         self._applied = EVENTS.labels("applied")
         self._sequences = PartitionSequences()
+        self._slot_of = slot_of
         self._dirty_partitions: set[int] = set()
+        self._repair_slots: set[int] = set()
         self._pending: dict[str, BalanceChange] = {}  # failed applies, newest per account
         self._catch_up_wanted = asyncio.Event()
+        self._retry_now = asyncio.Event()  # cuts a retry's backoff short (a new topology)
         self._subscribed: set[int] = set()
         self._all_subscribed = asyncio.Event()
         self._caught_up = asyncio.Event()
@@ -177,22 +194,35 @@ class BalanceEventSync:
         self._caught_up.clear()
         self._catch_up_wanted.set()
 
+    def request_repair(self, slots: Iterable[int]) -> None:
+        """A topology event: these cache slots may have lost acknowledged writes. Starts at once,
+        even during a failed round's backoff (the new topology is why it failed)."""
+        self._repair_slots.update(slots)
+        self._retry_now.set()
+        self.request_catch_up(None)
+
     async def catch_up_forever(self) -> None:
-        """Catch up whenever asked; a failed round is retried with backoff."""
-        backoff = _FIRST_BACKOFF_S
+        """Catch up whenever asked; a failed round is retried with backoff, never given up."""
+        backoff = self._first_backoff_s
         while True:
             if not self._catch_up_wanted.is_set() and self._subscribed:
                 self._caught_up.set()
             await self._catch_up_wanted.wait()
+            self._retry_now.clear()
             try:
                 await self.catch_up_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                await asyncio.sleep(backoff)
+                EVENTS.labels("catch_up_failed").inc()
+                try:
+                    async with asyncio.timeout(backoff):
+                        await self._retry_now.wait()
+                except TimeoutError:
+                    pass
                 backoff = min(backoff * 2, self._max_backoff_s)
             else:
-                backoff = _FIRST_BACKOFF_S
+                backoff = self._first_backoff_s
 
     async def catch_up_once(self) -> None:
         """One round: the outbox rows of the partitions that asked for it, plus the failed
@@ -200,23 +230,38 @@ class BalanceEventSync:
         self._catch_up_wanted.clear()
         partitions = sorted(self._dirty_partitions)
         self._dirty_partitions.clear()
+        repair, self._repair_slots = self._repair_slots, set()
         pending, self._pending = self._pending, {}
+        CATCH_UP_PENDING.set(len(pending))
         try:
-            await self._catch_up(partitions, pending)
+            await self._catch_up(partitions, repair, pending)
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            log.warning("catch-up of partitions %s failed (%s: %s); retrying",
-                        partitions, type(err).__name__, err)
+            log.warning("catch-up of partitions %s%s failed (%s: %s); retrying",
+                        partitions, f" and repair of {len(repair)} slots" if repair else "",
+                        type(err).__name__, err)
             self._dirty_partitions.update(partitions)
+            self._repair_slots.update(repair)
             for change in pending.values():
                 self._keep_pending(change)
             self._catch_up_wanted.set()
             raise
+        finally:
+            CATCH_UP_PENDING.set(len(self._pending))
 
-    async def _catch_up(self, partitions: list[int], pending: dict[str, BalanceChange]) -> None:
+    async def _catch_up(self, partitions: list[int], repair: set[int],
+                        pending: dict[str, BalanceChange]) -> None:
         changes = list(pending.values())
-        if partitions:
+        if repair:
+            EVENTS.labels("repair").inc()
+            dirty = set(partitions)
+            slot_of = self._slot_of
+            replayed = await self._outbox.balance_changes(range(self._partitions), self._window_s)
+            changes += [c for c in replayed
+                        if slot_of is None or slot_of(c.account_id) in repair
+                        or partition_of(c.account_id, self._partitions) in dirty]
+        elif partitions:
             EVENTS.labels("catch_up").inc()
             changes += await self._outbox.balance_changes(partitions, self._window_s)
         histories = changes_to_replay(changes, self.applied_versions.reached)
@@ -265,3 +310,4 @@ class BalanceEventSync:
         known = self._pending.get(change.account_id)
         if known is None or known.version < change.version:
             self._pending[change.account_id] = change
+            CATCH_UP_PENDING.set(len(self._pending))

@@ -18,7 +18,7 @@ from services.account.service_layer.cache_layout import (
 from services.account.service_layer.dependencies import AccountReads
 from shared.auth_context import Caller
 from shared.cache import Read
-from shared.errors import InvalidArgument, NotFound
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.identifiers import canonical_uuid
 
 
@@ -50,6 +50,21 @@ def check_min_version(min_version: int) -> int:
     return min_version
 
 
+class VersionNotReached(FailedPrecondition):
+    """`min_version` names a version the account has not reached: no transfer returned it, so
+    waiting would not help (a client bug, or a version of another account)."""
+
+
+def check_version_reached(account_id: str, version: int, min_version: int) -> None:
+    """Called with PostgreSQL's current version (a read never returns less than `min_version`
+    otherwise): an error, not a best effort, so the client cannot take an older balance for the
+    one it asked for."""
+    if version < min_version:
+        raise VersionNotReached(
+            f"min_version {min_version} is newer than account {account_id}'s current version"
+            f" {version}: pass the version a transfer returned for this account")
+
+
 def not_found(account_id: str) -> NotFound:
     # Someone else's account answers exactly like a missing one: no existence oracle.
     return NotFound(f"account {account_id} not found")
@@ -66,10 +81,13 @@ async def get_balance(
         codec=BalanceCodec(account_id),
         load=lambda: reads.reader.balance(account_id),
         min_version=check_min_version(min_version),
+        entity=account_id,
         wait_key=account_id,  # an event updates a cached balance in place: worth a short wait
+        read_through=caller.floors_unknown,
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)
+    check_version_reached(account_id, read.value.version, min_version)
     return read
 
 
@@ -84,7 +102,10 @@ async def list_recent_transactions(
         codec=RecentTransactionsCodec(account_id),
         load=lambda: reads.reader.recent_transactions(account_id, RECENT_TRANSACTIONS_LIMIT),
         min_version=check_min_version(min_version),
+        entity=account_id,
+        read_through=caller.floors_unknown,
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)
+    check_version_reached(account_id, read.value.version, min_version)
     return read

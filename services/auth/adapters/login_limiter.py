@@ -6,11 +6,9 @@ back. Counting before checking means that N parallel guesses cannot all slip pas
 only moved after their verifications: at most `max_failures` attempts are ever in flight or
 failed per window. The window is fixed, starting at the first counted attempt.
 
-Redis unavailable: fail closed. Login answers UNAVAILABLE until the limiter answers again (a
-master failover takes seconds). Failing open would let anyone who can slow Redis down, or wait
-for an outage, guess passwords without limit; a per-replica in-memory fallback multiplies the
-limit by the replica count and forgets it on restart. Sessions already open keep working during
-the outage (they validate through PostgreSQL), so the cost is only that new logins wait.
+Redis unavailable (an error, or no answer within the pipelined client's deadline): this adapter
+raises `LoginLimitsUnavailable`, and the service layer counts in PostgreSQL instead
+(service_layer/login_limits.py, adapters/pg_login_limiter.py). It never fails open.
 
 The email is hashed in the key: no addresses in Redis dumps. The counters are keyed by the
 email even when no such user exists, so the limiter says nothing about who is registered.
@@ -22,14 +20,13 @@ import asyncio
 import hashlib
 import math
 
-from redis.asyncio.cluster import RedisCluster
-
-from services.auth.service_layer.ports import AttemptReservation
-from shared.errors import ResourceExhausted, Unavailable
+from services.auth.service_layer.ports import AttemptReservation, LoginLimitsUnavailable
+from shared.errors import ResourceExhausted
+from shared.redis_pipeline import ClusterPipeline, Script
 
 # KEYS[1] counter; ARGV max, window ms. Returns {1, 0} when a slot was taken, {0, ms left} when
 # the window is used up.
-_RESERVE = """
+_RESERVE = Script("""
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 if used >= tonumber(ARGV[1]) then
   local left = redis.call('PTTL', KEYS[1])
@@ -42,12 +39,12 @@ end
 redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return {1, 0}
-"""
+""")
 # Give a slot back, never below zero and never creating a key (the window may have ended).
-_RELEASE = """
+_RELEASE = Script("""
 if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then return redis.call('DECR', KEYS[1]) end
 return 0
-"""
+""")
 
 
 def email_counter_key(email: str) -> str:
@@ -60,21 +57,17 @@ def address_counter_key(client_address: str) -> str:
 
 
 class RedisLoginLimiter:
-    def __init__(self, redis: RedisCluster, max_failures: int, window_s: int) -> None:
+    def __init__(self, redis: ClusterPipeline, max_failures: int, window_s: int) -> None:
         self._redis = redis
         self._max = max_failures
         self._window_ms = window_s * 1000
-        self._reserve = redis.register_script(_RESERVE)
-        self._release = redis.register_script(_RELEASE)
 
     async def reserve(self, email: str, client_address: str) -> AttemptReservation:
-        keys = [email_counter_key(email)]
-        if client_address:
-            keys.append(address_counter_key(client_address))
+        keys = counter_keys(email, client_address)
         # The two counters live in different slots (different masters): two calls, in parallel,
         # so that the latency is one round trip.
         results = await asyncio.gather(
-            *(self._reserve(keys=[key], args=[self._max, self._window_ms]) for key in keys),
+            *(self._redis.run(_RESERVE, [key], [self._max, self._window_ms]) for key in keys),
             return_exceptions=True,
         )
         granted = tuple(k for k, r in zip(keys, results, strict=True)
@@ -85,19 +78,26 @@ class RedisLoginLimiter:
         if errors or refusals:
             await self.release(AttemptReservation(granted))
             if errors:
-                raise _limiter_down() from errors[0]
-            retry_after_s = max(1, math.ceil(max(refusals) / 1000))
-            raise ResourceExhausted(
-                f"too many failed login attempts; try again in {retry_after_s} s", retry_after_s
-            )
+                raise LoginLimitsUnavailable(f"{type(errors[0]).__name__}: {errors[0]}")
+            raise too_many_attempts(max(refusals))
         return AttemptReservation(granted)
 
     async def release(self, reservation: AttemptReservation) -> None:
         if reservation.keys:
             # Best effort: a slot not given back only costs the user one attempt of the window.
-            await asyncio.gather(*(self._release(keys=[key]) for key in reservation.keys),
-                                 return_exceptions=True)
+            await asyncio.gather(*(self._redis.run(_RELEASE, [key], [])
+                                   for key in reservation.keys), return_exceptions=True)
 
 
-def _limiter_down() -> Unavailable:
-    return Unavailable("login is temporarily unavailable; please try again shortly")
+def counter_keys(email: str, client_address: str) -> list[str]:
+    keys = [email_counter_key(email)]
+    if client_address:
+        keys.append(address_counter_key(client_address))
+    return keys
+
+
+def too_many_attempts(ms_left: int) -> ResourceExhausted:
+    retry_after_s = max(1, math.ceil(ms_left / 1000))
+    return ResourceExhausted(
+        f"too many failed login attempts; try again in {retry_after_s} s", retry_after_s
+    )

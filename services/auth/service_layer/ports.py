@@ -63,15 +63,22 @@ class SessionChecker(Protocol):
 
 @dataclass(frozen=True)
 class AttemptReservation:
-    """Slots taken in the failure counters before a password check; released on success."""
+    """Slots taken in the failure counters before a password check; released on success, in
+    the store that granted them."""
 
     keys: tuple[str, ...]
+    store: str = ""
+
+
+class LoginLimitsUnavailable(Exception):
+    """The limiter's store cannot count right now (Redis down or hung): nothing was counted."""
 
 
 class LoginLimiter(Protocol):
     async def reserve(self, email: str, client_address: str) -> AttemptReservation:
         """Count one attempt against the email and the client address, or raise
-        ResourceExhausted (with retry_after_s) when either has used up its window."""
+        ResourceExhausted (with retry_after_s) when either has used up its window, or
+        LoginLimitsUnavailable when the store cannot count."""
         ...
 
     async def release(self, reservation: AttemptReservation) -> None:

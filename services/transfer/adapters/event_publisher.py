@@ -88,8 +88,10 @@ class RedisEventPublisher:
     a partition), sent through the pipelined client (shared/redis_pipeline.py): the calls made in
     one event-loop tick leave in one write per master, so a batch costs one round trip per master
     however many events it holds, and about a tenth of redis-py's client CPU per call (a cost
-    every transfer paid while batches are small). EVALSHA, loading the script again where a
-    promoted replica does not have it yet (NOSCRIPT).
+    every transfer paid while batches are small). That client also bounds every call by its
+    deadline, follows MOVED, loads the script where a promoted replica does not know it
+    (NOSCRIPT), and re-reads the slot layout when a master cannot be reached, so publishing
+    resumes on the new master after a failover; one master down costs only its partitions.
 
     The returned ids are the events that are now out, whether this call or an earlier one sent
     them: their outbox rows can be confirmed. A failure is never raised: the events of a
@@ -126,7 +128,8 @@ class RedisEventPublisher:
         if len(published) > sent:
             EVENTS.labels("already_published").inc(len(published) - sent)
         if failed is not None:
-            log.warning("publishing %d events failed (%s: %s); the outbox relay will deliver them",
-                        len(events) - len(published), type(failed).__name__, failed)
             EVENTS.labels("publish_failed").inc(len(events) - len(published))
+            log.warning("publishing %d of %d events failed (%s: %s); the outbox relay will deliver"
+                        " them", len(events) - len(published), len(events),
+                        type(failed).__name__, failed)
         return published
