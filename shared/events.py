@@ -20,6 +20,14 @@ def channel_name(partition: int) -> str:
     return f"events:balance:{{{partition}}}"
 
 
+def with_traceparent(payload: bytes, traceparent: str) -> bytes:
+    """`payload` with the traceparent field set: serialized protobuf messages merge when
+    concatenated, so the stored payload is not decoded again on the publishing path."""
+    if not traceparent:
+        return payload
+    return payload + events_pb2.BalanceChanged(traceparent=traceparent).SerializeToString()
+
+
 def decode_balance_changed(data: bytes) -> events_pb2.BalanceChanged:
     event = events_pb2.BalanceChanged()
     event.ParseFromString(data)

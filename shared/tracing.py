@@ -12,6 +12,7 @@ One provider per process: the tracing of the process is decided once, at start-u
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,20 @@ def _instrument_libraries(provider: TracerProvider) -> None:
 
     PsycopgInstrumentor().instrument(tracer_provider=provider, enable_commenter=False)
     RedisInstrumentor().instrument(tracer_provider=provider)
+
+
+def current_traceparent() -> str:
+    """The current span as a W3C traceparent; '' at once when tracing is off (hot path)."""
+    return inject_traceparent() if _installed is not None else ""
+
+
+def consumer_span(name: str, traceparent: str) -> Any:
+    """A CONSUMER span continuing `traceparent`, as a context manager; a no-op when tracing is
+    off or the message carries no trace."""
+    if _installed is None or not traceparent:
+        return contextlib.nullcontext()
+    return _installed.tracer().start_as_current_span(
+        name, context=context_from_traceparent(traceparent), kind=trace.SpanKind.CONSUMER)
 
 
 def inject_traceparent() -> str:

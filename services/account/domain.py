@@ -111,6 +111,7 @@ class BalanceChange:
     minor_units: int
     occurred_us: int  # 0 when unknown
     entry: LedgerEntry | None = None
+    traceparent: str = ""  # the committing request's trace, when the event carries it
 
 
 @dataclass(frozen=True, slots=True)

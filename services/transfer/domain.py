@@ -91,6 +91,8 @@ class OutboxEvent:
     outbox_id: int
     partition: int
     payload: bytes
+    # The committing request's trace context ('' when tracing is off or for relayed rows).
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)

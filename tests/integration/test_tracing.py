@@ -183,3 +183,40 @@ async def test_a_transfer_is_one_trace_with_its_statement_and_floors(
                   and s.attributes.get("db.system") == "postgresql"]
     assert any("transfer_money" in str(s.attributes.get("db.statement", "")) for s in statements)
     assert sum(1 for s in spans if s.name == "redis EVALSHA") >= 2  # the gate, the floors
+
+
+async def test_a_transfers_events_are_applied_in_its_trace(
+    traced: TracedStack, engine: AsyncEngine, unique: Any
+) -> None:
+    """The balance-changed events carry the transfer's trace: the account service's cache update
+    for each account is a CONSUMER span of that trace, below the transfer's server span."""
+    user = await seed.create_user(engine, unique("trace") + "@example.com", "", "T",
+                                  password_hash="!")
+    source, target = await seed.create_account(engine, user), await seed.create_account(engine,
+                                                                                           user)
+    await seed.deposit(engine, source, 500)
+    token = await open_session(engine, user)
+    trace_id, parent = traceparent()
+    async with httpx.AsyncClient(base_url=traced.url, verify=traced.tls) as http:
+        reply = await http.post("/v1/transfers", headers={
+            "authorization": f"Bearer {token}", "traceparent": parent,
+            "idempotency-key": uuid.uuid4().hex,
+        }, json={"fromAccountId": source, "toAccountId": target,
+                 "amount": {"minorUnits": "100", "currency": "EUR"}})
+    assert reply.status_code == 200, reply.text
+    for _ in range(100):  # the events are published and applied after the reply
+        applies = [s for s in spans_of(traced.exporter, trace_id)
+                   if s.name == "apply BalanceChanged"]
+        if len(applies) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(applies) == 2, "the account service did not apply both events in the trace"
+    spans = spans_of(traced.exporter, trace_id)
+    ids = {format(s.context.span_id, "016x") for s in spans}
+    for apply in applies:
+        assert apply.kind.name == "CONSUMER"
+        assert apply.parent is not None and format(apply.parent.span_id, "016x") in ids
+    # The cache writes it made are its children (the compare-and-set scripts).
+    apply_ids = {format(s.context.span_id, "016x") for s in applies}
+    assert any(s.parent is not None and format(s.parent.span_id, "016x") in apply_ids
+               for s in spans)

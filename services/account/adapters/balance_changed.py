@@ -26,4 +26,5 @@ def _ledger_entry(event: events_pb2.BalanceChanged) -> LedgerEntry | None:
 def change_from_event(event: events_pb2.BalanceChanged) -> BalanceChange:
     occurred_us = _micros(event.occurred_at) if event.HasField("occurred_at") else 0
     return BalanceChange(event.account_id, event.version, event.balance.currency,
-                         event.balance.minor_units, occurred_us, _ledger_entry(event))
+                         event.balance.minor_units, occurred_us, _ledger_entry(event),
+                         event.traceparent)

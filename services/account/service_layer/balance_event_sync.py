@@ -35,6 +35,7 @@ from services.account.service_layer.ports import OutboxReader
 from shared.cache import AppliedVersions
 from shared.events import partition_of
 from shared.metrics import CATCH_UP_PENDING, EVENT_LAG, EVENTS
+from shared.tracing import consumer_span
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +283,8 @@ class BalanceEventSync:
 
     async def _apply(self, change: BalanceChange, partition: int | None) -> bool:
         try:
-            await self._applier.apply(change)
+            with consumer_span("apply BalanceChanged", change.traceparent):
+                await self._applier.apply(change)
         except Exception as err:
             EVENTS.labels("apply_failed").inc()
             log.warning("applying balance event for %s v%d failed (%s); will retry",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.transfer.domain import OutboxEvent
-from shared.events import channel_name
+from shared.events import channel_name, with_traceparent
 from shared.metrics import EVENTS
 from shared.redis_pipeline import ClusterPipeline, Script
 
@@ -113,7 +113,7 @@ class RedisEventPublisher:
         for partition, batch in by_partition.items():
             args: list[Any] = [self._memory_ms]
             for event in batch:
-                args += (event.outbox_id, event.payload)
+                args += (event.outbox_id, with_traceparent(event.payload, event.traceparent))
             keys = [sequence_key(partition), channel_name(partition), published_key(partition)]
             calls.append(self._redis.run(_PUBLISH_BATCH, keys, args))
         results = await asyncio.gather(*calls, return_exceptions=True)

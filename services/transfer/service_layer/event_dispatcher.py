@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterable
 
 from services.transfer.domain import OutboxEvent
 from services.transfer.service_layer.ports import EventPublisher, OutboxStore
 from shared.metrics import EVENTS
+from shared.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,12 @@ class EventDispatcher:
         self._tasks: list[asyncio.Task[None]] = []
 
     def submit(self, events: Iterable[OutboxEvent]) -> None:
-        """Queue committed events; never blocks and never raises."""
+        """Queue committed events; never blocks and never raises. Called in the committing
+        request's context: its trace goes with the events (the publishing runs elsewhere)."""
+        traceparent = current_traceparent()
         for event in events:
+            if traceparent:
+                event = dataclasses.replace(event, traceparent=traceparent)
             try:
                 self._queue.put_nowait(event)
             except asyncio.QueueFull:
