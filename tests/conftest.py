@@ -5,6 +5,9 @@ per session in a temporary folder and torn down even when tests fail. Tests that
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import signal
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,6 +23,32 @@ from shared.db import create_engine
 from shared.migrate import upgrade_to_head
 from shared.pg_pool import PoolType, create_pool
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each run gets its own temporary root, outside pytest's shared /tmp/pytest-of-<user>.
+    As root, PostgreSQL runs as the postgres user, which needs o+x on every ancestor of its data
+    directory; any other pytest run starting on the machine chmods /tmp/pytest-of-root back to
+    0700, and this run's PostgreSQL then loses its own files mid-test (it hangs or panics)."""
+    # `timeout`, CI runners and editors stop a run with SIGTERM: make it an interrupt, so that
+    # the session fixtures' finalizers still stop the servers they started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="cachebank-tests-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _start_postgres(folder: Path) -> LocalPostgres:

@@ -32,6 +32,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from shared.task_stopping import stop_tasks
+
 log = logging.getLogger(__name__)
 
 
@@ -101,11 +103,7 @@ class ShardedSubscription:
         return item
 
     async def close(self) -> None:
-        for task in self._pumps:
-            task.cancel()
-        for task in self._pumps:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._pumps)
         # Closing says goodbye on the socket; a hung node never reads it: bounded too.
         for pubsub in self._pubsubs:
             with contextlib.suppress(Exception):

@@ -5,7 +5,6 @@ with it: apply, catch up after a gap or a resubscription, retry what failed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -17,6 +16,7 @@ from services.account.adapters.event_subscription import Notice
 from services.account.service_layer.balance_event_sync import BalanceEventSync
 from shared.events import channel_name, decode_balance_changed
 from shared.metrics import EVENTS
+from shared.task_stopping import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,7 @@ class BalanceEventConsumer:
     async def stop(self) -> None:
         """Disconnect. Events published until the next `start()` are caught up from the outbox."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks)
         self.sync.unsubscribed()
 
     async def wait_subscribed(self, timeout_s: float = 10.0) -> None:
