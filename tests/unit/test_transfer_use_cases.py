@@ -144,6 +144,26 @@ async def test_the_dispatcher_leaves_rows_unmarked_when_redis_refuses() -> None:
     assert store.marked == []
 
 
+async def test_events_redis_refused_go_out_once_it_answers_again() -> None:
+    """A hung or failing-over Redis refuses a publish: the service publishes the events again
+    itself as soon as Redis answers, not seconds later through the relay; up to a bound."""
+    publisher, store = FakeEventPublisher(failing=True), FakeOutboxStore()
+    dispatcher = EventDispatcher(publisher, store, retry_interval_s=0.01, max_retained=3)
+    dispatcher.start()
+    try:
+        dispatcher.submit([OutboxEvent(i, 0, b"x") for i in range(1, 6)])
+        await asyncio.sleep(0.05)  # refused, retried, refused again
+        assert publisher.published == []
+        publisher.failing = False
+        while len(publisher.published) < 3:
+            await asyncio.sleep(0.005)
+        # The two oldest were beyond the bound: the relay delivers those.
+        assert sorted(e.outbox_id for e in publisher.published) == [3, 4, 5]
+        assert dispatcher.unconfirmed == 3
+    finally:
+        await dispatcher.stop()
+
+
 async def test_many_transfers_are_confirmed_in_one_statement() -> None:
     """The request path ends at the commit: publishing happens at once, and every row published
     since the last confirmation is confirmed by one statement."""

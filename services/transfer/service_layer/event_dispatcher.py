@@ -14,6 +14,11 @@ PostgreSQL and the outbox relay picks them up; the publish script finds their id
 published set and sends nothing twice, and the relay confirms them. A slow or dead Redis never
 slows or fails a transfer: the queue is bounded, overflow is dropped, and whatever is not
 confirmed is delivered by the relay (at least once; consumers apply events by version).
+
+Events whose publish failed (Redis hung, a master failing over) are kept, up to a bound, and
+published again every `retry_interval_s`: once Redis answers, they go out within that, instead
+of waiting for the relay's minimum age (seconds), which is what kept caches stale after a hang.
+Beyond the bound the oldest are left to the relay.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class EventDispatcher:
         linger_s: float = 0.005,
         confirm_interval_s: float = 1.0,
         max_unconfirmed: int = 100_000,
+        retry_interval_s: float = 0.25,
+        max_retained: int = 10_000,
     ) -> None:
         self._publisher = publisher
         self._store = store
@@ -55,6 +62,9 @@ class EventDispatcher:
         self._confirm_interval_s = confirm_interval_s
         self._max_unconfirmed = max_unconfirmed
         self._unconfirmed: list[int] = []
+        self._retry_interval_s = retry_interval_s
+        self._max_retained = max_retained
+        self._unpublished: list[OutboxEvent] = []  # failed publishes, oldest first
         self._tasks: list[asyncio.Task[None]] = []
 
     def submit(self, events: Iterable[OutboxEvent]) -> None:
@@ -77,7 +87,8 @@ class EventDispatcher:
     def start(self) -> None:
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._publish_forever(), name="event-publisher"),
-                           asyncio.create_task(self._confirm_forever(), name="outbox-confirmer")]
+                           asyncio.create_task(self._confirm_forever(), name="outbox-confirmer"),
+                           asyncio.create_task(self._retry_forever(), name="event-republisher")]
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Publish what is queued and confirm what was published (bounded by `timeout`), then
@@ -113,6 +124,19 @@ class EventDispatcher:
                 for _ in batch:
                     self._queue.task_done()
 
+    async def _retry_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_interval_s)
+            if not self._unpublished:
+                continue
+            batch = self._unpublished[:self._max_batch]
+            del self._unpublished[:len(batch)]
+            try:
+                await self.dispatch(batch)
+            except Exception:
+                log.exception("publishing %d events again failed; the relay will deliver them",
+                              len(batch))
+
     async def _confirm_forever(self) -> None:
         while True:
             await asyncio.sleep(self._confirm_interval_s)
@@ -122,6 +146,13 @@ class EventDispatcher:
         """Publish a batch now; its rows join the next confirmation."""
         published = await self._publisher.publish(batch)
         self._unconfirmed.extend(published)
+        if len(published) < len(batch):
+            out = set(published)
+            self._unpublished.extend(e for e in batch if e.outbox_id not in out)
+            excess = len(self._unpublished) - self._max_retained
+            if excess > 0:
+                del self._unpublished[:excess]  # the relay delivers them
+                EVENTS.labels("retry_dropped").inc(excess)
         overflow = len(self._unconfirmed) - self._max_unconfirmed
         if overflow > 0:
             # PostgreSQL has been refusing confirmations for a long time: forget the oldest
