@@ -36,6 +36,9 @@ SERVICE_LOGINS: tuple[ServiceLogin, ...] = (
     ServiceLogin("auth-retention", "svc_auth_retention", "bank_auth_retention"),
 )
 MIGRATOR_PASSWORD_ENV = "DB_PASSWORD_MIGRATOR"
+# The metrics exporter's login: pg_monitor's statistics views, no table of the bank.
+MONITOR = "bank_monitor"
+MONITOR_PASSWORD_ENV = "DB_PASSWORD_MONITOR"
 
 
 def login_of(component: str) -> ServiceLogin:

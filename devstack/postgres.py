@@ -27,6 +27,8 @@ from psycopg import sql
 from devstack.db_roles import (
     MIGRATOR,
     MIGRATOR_PASSWORD_ENV,
+    MONITOR,
+    MONITOR_PASSWORD_ENV,
     PROVISION_SQL,
     SERVICE_LOGINS,
     login_of,
@@ -367,9 +369,10 @@ class LocalPostgres:
     def provision_roles(self) -> None:
         """The migrator and one login per component, with fresh random passwords, by the same
         script compose runs (deploy/postgres/provision-roles.sql), as the superuser."""
-        passwords = {MIGRATOR: secrets.token_hex(16)}
+        passwords = {MIGRATOR: secrets.token_hex(16), MONITOR: secrets.token_hex(16)}
         env = {**self._env(), "PGHOST": HOST, "PGPORT": str(self.port), "PGUSER": self.user,
-               "PGDATABASE": self.dbname, MIGRATOR_PASSWORD_ENV: passwords[MIGRATOR]}
+               "PGDATABASE": self.dbname, MIGRATOR_PASSWORD_ENV: passwords[MIGRATOR],
+               MONITOR_PASSWORD_ENV: passwords[MONITOR]}
         for service in SERVICE_LOGINS:
             passwords[service.login] = env[service.password_env] = secrets.token_hex(16)
         result = subprocess.run(

@@ -7,6 +7,7 @@
 -- Run as a superuser with psql, the passwords in the environment (never on the command line):
 --   DB_PASSWORD_MIGRATOR DB_PASSWORD_ACCOUNT DB_PASSWORD_TRANSFER DB_PASSWORD_AUTH
 --   DB_PASSWORD_OUTBOX_RELAY DB_PASSWORD_TRANSFER_RETENTION DB_PASSWORD_AUTH_RETENTION
+--   DB_PASSWORD_MONITOR (the metrics exporter's login: pg_monitor's statistics, no table)
 --   psql -v dbname=bank -f provision-roles.sql
 -- Idempotent: running it again sets the passwords it is given (rotation).
 \set ON_ERROR_STOP on
@@ -18,6 +19,7 @@
 \getenv pw_outbox_relay DB_PASSWORD_OUTBOX_RELAY
 \getenv pw_transfer_retention DB_PASSWORD_TRANSFER_RETENTION
 \getenv pw_auth_retention DB_PASSWORD_AUTH_RETENTION
+\getenv pw_monitor DB_PASSWORD_MONITOR
 
 BEGIN;
 -- The group roles the logins join (migration 0007 makes them too, whichever runs first).
@@ -28,7 +30,7 @@ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
 
 SELECT format('CREATE ROLE %I', r)
 FROM unnest(ARRAY['bank', 'svc_account', 'svc_transfer', 'svc_auth', 'svc_outbox_relay',
-                  'svc_transfer_retention', 'svc_auth_retention']) AS r
+                  'svc_transfer_retention', 'svc_auth_retention', 'bank_monitor']) AS r
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
 
 -- The migrator owns the database and every table; CREATEROLE (never SUPERUSER) lets migration
@@ -45,7 +47,9 @@ ALTER ROLE svc_transfer_retention WITH LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB
     PASSWORD :'pw_transfer_retention';
 ALTER ROLE svc_auth_retention WITH LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB
     PASSWORD :'pw_auth_retention';
+ALTER ROLE bank_monitor WITH LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB PASSWORD :'pw_monitor';
 
+GRANT pg_monitor TO bank_monitor;
 GRANT bank_account TO svc_account;
 GRANT bank_transfer TO svc_transfer;
 GRANT bank_auth TO svc_auth;

@@ -26,7 +26,7 @@ SCHEDULED = {c.name for c in COMPONENTS if c.schedule is not None}
 REQUIRED = {_env_name(f.name) for f in Settings.__dataclass_fields__.values()
             if f.metadata.get("required")}
 # Infrastructure each deployment runs besides our processes (local: devstack's own servers).
-COMPOSE_INFRA = {"postgres", "redis-cluster-init", "migrate", "edge",
+COMPOSE_INFRA = {"postgres", "postgres-roles", "redis-cluster-init", "migrate", "edge",
                  *(f"redis-{i}" for i in range(1, 7))}
 # The "monitoring" profile: Prometheus, Grafana and the exporters.
 COMPOSE_MONITORING = {"prometheus", "grafana", "redis-exporter", "postgres-exporter"}
@@ -188,7 +188,8 @@ def test_required_settings_are_provided(compose: dict[str, Any],
 def test_deployments_set_what_make_run_sets(compose: dict[str, Any],
                                             objects: dict[str, list[Obj]]) -> None:
     """Every setting the local launcher gives a process, compose and k8s give it too."""
-    stand_in = SimpleNamespace(dsn="postgresql://x", startup_nodes_csv="127.0.0.1:1")
+    stand_in = SimpleNamespace(dsn="postgresql://x", startup_nodes_csv="127.0.0.1:1",
+                               service_dsn=lambda component: f"postgresql://{component}@x")
     for component in COMPONENTS:
         env = service_env(stand_in, stand_in, component, 0, "k" * 32)  # type: ignore[arg-type]
         # The launcher passes its own environment on: count only what it sets.
