@@ -1,7 +1,7 @@
 """Who each process is in PostgreSQL: the login user of every component, the group role it joins
 (migration 0007 grants the group what the component's code runs) and the migrator that owns the
-schema. deploy/postgres/provision-roles.sql makes the logins; compose and deploy/k8s name the same
-users (tests/unit/test_db_roles.py keeps them in step)."""
+schema. deploy/k8s/base/postgres/provision-roles.sql makes the logins; compose and deploy/k8s
+name the same users (tests/unit/test_db_roles.py keeps them in step)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROVISION_SQL = ROOT / "deploy" / "postgres" / "provision-roles.sql"
+PROVISION_SQL = ROOT / "deploy" / "k8s" / "base" / "postgres" / "provision-roles.sql"
 
 # The migration job's login and the owner of every table: CREATEROLE, never SUPERUSER.
 MIGRATOR = "bank"

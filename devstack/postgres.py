@@ -368,7 +368,7 @@ class LocalPostgres:
 
     def provision_roles(self) -> None:
         """The migrator and one login per component, with fresh random passwords, by the same
-        script compose runs (deploy/postgres/provision-roles.sql), as the superuser."""
+        script compose runs (deploy/k8s/base/postgres/provision-roles.sql), as the superuser."""
         passwords = {MIGRATOR: secrets.token_hex(16), MONITOR: secrets.token_hex(16)}
         env = {**self._env(), "PGHOST": HOST, "PGPORT": str(self.port), "PGUSER": self.user,
                "PGDATABASE": self.dbname, MIGRATOR_PASSWORD_ENV: passwords[MIGRATOR],

@@ -58,7 +58,7 @@ def test_start_order_follows_health(compose: dict[str, Any]) -> None:
         assert "healthcheck" in services[name], name
     assert services["edge"]["depends_on"] == {
         name: {"condition": "service_healthy"} for name in ("account", "transfer", "auth")}
-    # The logins first (deploy/postgres/provision-roles.sql), then the migrator migrates.
+    # The logins first (deploy/k8s/base/postgres/provision-roles.sql), then the migrator migrates.
     assert services["postgres-roles"]["depends_on"] == {
         "postgres": {"condition": "service_healthy"}}
     assert services["migrate"]["depends_on"] == {

@@ -1,5 +1,5 @@
-"""Least privilege in PostgreSQL (migration 0007, deploy/postgres/provision-roles.sql): each
-component's login may run what its code runs and is refused the rest; money moves only through
+"""Least privilege in PostgreSQL (migration 0007, deploy/k8s/base/postgres/provision-roles.sql):
+each component's login may run what its code runs and is refused the rest; money moves only through
 transfer_money, which runs with the rights of a role nobody logs in as; only the migrator changes
 the schema. Connects to the harness' PostgreSQL as each login, with its password."""
 

@@ -34,7 +34,8 @@ def test_the_logins_join_groups_the_migration_grants_to() -> None:
 
 def test_the_provisioning_script_makes_every_login() -> None:
     script = PROVISION_SQL.read_text()
-    assert f"ALTER ROLE {MIGRATOR} WITH LOGIN NOSUPERUSER CREATEROLE" in script
+    assert f"\\set migrator {MIGRATOR}" in script  # the default; CloudNativePG's is "app"
+    assert 'ALTER ROLE :"migrator" WITH LOGIN NOSUPERUSER CREATEROLE' in script
     for login in SERVICE_LOGINS:
         assert f"GRANT {login.group} TO {login.login};" in script, login
         assert f"\\getenv pw_{login.login.removeprefix('svc_')} {login.password_env}" in script
