@@ -24,7 +24,7 @@ BY_NAME = {c.name: c for c in COMPONENTS}
 RUNNING = {c.name for c in COMPONENTS if c.schedule is None}
 SCHEDULED = {c.name for c in COMPONENTS if c.schedule is not None}
 REQUIRED = {_env_name(f.name) for f in Settings.__dataclass_fields__.values()
-            if f.metadata.get("required")}
+            if f.metadata.get("required")} | {"BANK_DATABASE_URL"}  # every bank process has a pool
 # Infrastructure each deployment runs besides our processes (local: devstack's own servers).
 COMPOSE_INFRA = {"postgres", "postgres-roles", "redis-cluster-init", "migrate", "edge",
                  *(f"redis-{i}" for i in range(1, 7))}
