@@ -14,6 +14,8 @@ from devstack.postgres import LocalPostgres
 from shared.config import Settings
 
 _COMPONENTS = {login.component for login in SERVICE_LOGINS}
+# Names some tests give a component's process.
+_ALIASES = {"relay": "outbox-relay"}
 # The harness' servers by host:port (tests/conftest.py registers each it starts).
 _SERVERS: dict[str, LocalPostgres] = {}
 
@@ -30,10 +32,15 @@ def register(pg: LocalPostgres) -> None:
 def as_service(settings: Settings, component: str | None = None) -> Settings:
     """`settings` connecting as `component`'s login (default: its service_name); unchanged when
     that names no component with a login, or the URL no server of the harness."""
-    name = component or settings.service_name
+    name = component or _ALIASES.get(settings.service_name, settings.service_name)
     if name not in _COMPONENTS or not settings.database_url:
         return settings
     pg = _SERVERS.get(_address(settings.database_url))
     if pg is None:
         return settings
     return dataclasses.replace(settings, database_url=pg.service_dsn(name))
+
+
+def service_settings(settings: Settings, service_name: str) -> Settings:
+    """The settings of one service under test: its name, and its login."""
+    return as_service(dataclasses.replace(settings, service_name=service_name))
