@@ -268,6 +268,11 @@ $fn$;
 GROUP_ROLES = ("bank_account", "bank_transfer", "bank_auth", "bank_relay",
                "bank_transfer_retention", "bank_auth_retention", "bank_transfer_definer")
 
+# Every table _GRANTS names (the downgrade revokes on exactly these: the schema also holds
+# objects of extensions, which the migrator does not own).
+_GRANTED_TABLES = ("accounts, transactions, loans, outbox, sessions, users, transfers,"
+                   " transfer_rejections, machine_credentials, login_attempt_windows,"
+                   " alembic_version")
 _TRANSFER_MONEY_ARGS = "uuid, text, uuid, uuid, bigint, text, text, integer, integer"
 _BATCH_ARGS = "uuid[], text[], uuid[], uuid[], bigint[], text[], text[], integer[], integer[]"
 
@@ -368,6 +373,13 @@ def downgrade() -> None:
     op.execute(_revision("0003_ledger_entry_in_events.py").TRANSFER_MONEY)
     op.execute(_revision("0004_transfer_money_batch.py").TRANSFER_MONEY_BATCH)
     # The roles stay: they are global to the cluster and login users provisioned outside the
-    # migrations are members. Their privileges in this database go.
-    for role in GROUP_ROLES:
-        op.execute(f"DROP OWNED BY {role}")
+    # migrations are members. Their privileges in this database go (revoked by the owner who
+    # granted them: DROP OWNED would need membership of each role).
+    roles = ", ".join(GROUP_ROLES)
+    op.execute(f"""
+        REVOKE ALL ON {_GRANTED_TABLES} FROM {roles};
+        REVOKE ALL ON SEQUENCE transactions_id_seq, outbox_id_seq FROM {roles};
+        REVOKE ALL ON FUNCTION transfer_money({_TRANSFER_MONEY_ARGS}),
+            transfer_money_batch({_BATCH_ARGS}) FROM {roles};
+        REVOKE ALL ON SCHEMA public FROM {roles};
+    """)

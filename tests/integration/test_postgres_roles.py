@@ -10,12 +10,15 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.config import Config
 from psycopg import errors
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack.db_roles import MIGRATOR, SERVICE_LOGINS
 from devstack.postgres import LocalPostgres
 from shared.config import Settings
+from shared.migrate import ROOT
 from tests.support.account import account_settings
 from tests.support.auth import auth_settings
 from tests.support.transfer import new_customer
@@ -187,3 +190,19 @@ def test_the_harness_builds_services_with_their_logins(make_settings: Callable[.
     assert "//svc_account:" in account_settings(base_settings).database_url
     assert "//svc_transfer:" in make_settings(service_name="transfer").database_url
     assert "//postgres@" in base_settings.database_url  # the tests' own seeding
+
+
+def test_the_migration_goes_down_and_up_again_as_the_migrator(
+        private_postgres: LocalPostgres) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = private_postgres.owner_dsn
+    command.downgrade(config, "0006")
+    with psycopg.connect(private_postgres.owner_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT bool_or(prosecdef) FROM pg_proc WHERE proname IN"
+                            " ('transfer_money', 'transfer_money_batch')").fetchone() == (False,)
+        assert conn.execute("SELECT has_table_privilege('bank_account', 'accounts', 'SELECT')"
+                            ).fetchone() == (False,)
+    command.upgrade(config, "head")
+    with psycopg.connect(private_postgres.service_dsn("account"), autocommit=True) as conn:
+        conn.execute("SELECT count(*) FROM accounts")
