@@ -21,7 +21,7 @@ owns every table and stays the only role that may change the schema.
 
 Login users are not made here: they carry passwords, which belong to the deployment (devstack's
 provisioning for `make run` and the tests, compose's `postgres-roles` step, CloudNativePG managed
-roles in Kubernetes; shared/db_roles.py). Role names are global to a PostgreSQL cluster, so a role
+roles in Kubernetes; devstack/db_roles.py). Role names are global to a PostgreSQL cluster, so a role
 that exists already (made by that provisioning) is reused. Creating one needs CREATEROLE: the
 migrator has it, never SUPERUSER.
 
