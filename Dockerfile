@@ -17,8 +17,9 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 # The steps are deploy/docker/image-build.sh, which `make test` also runs in a fresh venv.
-# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
+# Dependencies first, in their own layer: it is rebuilt only when the lock changes. Only the
+# hashed, pinned files of requirements-image.lock are installed (`make lock`).
+COPY pyproject.toml requirements-image.lock ./
 COPY deploy/docker/image-build.sh ./deploy/docker/image-build.sh
 RUN sh deploy/docker/image-build.sh dependencies
 

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen:$(CURDIR)/clients/python/src
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps protos run test test-unit test-integration lint typecheck bench chaos clean
+.PHONY: help setup system-deps protos run test test-unit test-integration lint typecheck bench chaos clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -16,11 +16,28 @@ help: ## list the targets
 system-deps: ## install redis-server and PostgreSQL through apt (root) or say what is missing
 	@bash scripts/ensure-system-deps.sh
 
-$(STAMP): pyproject.toml
+# Every dependency, dev tools included, exactly as requirements.lock pins it and only with the
+# hashes it lists (a changed or substituted file fails the install); then the project itself,
+# which adds no package (--no-deps; setuptools comes from the lock, hence no build isolation).
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# The lock files, from pyproject.toml: requirements.lock (runtime + dev, what `make setup`
+# installs) and requirements-image.lock (runtime + grpcio-tools, what the image's builder
+# installs). Pins already in them are kept; `make lock LOCK_ARGS=--upgrade` moves to the newest.
+# pip-compile runs from a venv of its own, so pip-tools is not one of the project's dependencies.
+LOCK_VENV := .lock-venv
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links $(LOCK_ARGS)
+lock: ## regenerate requirements.lock and requirements-image.lock (hashes) from pyproject.toml
+	@test -x $(LOCK_VENV)/bin/pip-compile || \
+		($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools)
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra dev -o requirements.lock pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra protos -o requirements-image.lock \
+		pyproject.toml
 
 setup: system-deps $(STAMP) protos ## everything needed to run and test
 

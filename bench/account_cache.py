@@ -181,7 +181,7 @@ def start_service(folder: Path, pg: LocalPostgres, cluster: LocalRedisCluster, *
     env = {
         **os.environ,
         "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
-        "BANK_DATABASE_URL": pg.dsn,
+        "BANK_DATABASE_URL": pg.service_dsn("account"),
         "BANK_REDIS_NODES": cluster.startup_nodes_csv,
         "BANK_GRPC_PORT": str(port),
         "BANK_CACHE_ENABLED": "true" if cache_enabled else "false",
@@ -252,9 +252,9 @@ def main() -> int:
         context = multiprocessing.get_context("spawn")
         try:
             pg.start()
-            upgrade_to_head(pg.dsn)
+            upgrade_to_head(pg.owner_dsn)
             cluster.start()
-            settings = Settings(database_url=pg.dsn, redis_nodes=cluster.startup_nodes_csv,
+            settings = Settings(database_url=pg.owner_dsn, redis_nodes=cluster.startup_nodes_csv,
                                 session_signing_key=BENCH_SIGNING_KEY)
             credentials = asyncio.run(seed_customers(settings, args.accounts))
             with context.Pool(args.clients) as pool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 import re
@@ -255,11 +256,14 @@ async def measure(args: argparse.Namespace, folder: Path) -> tuple[Totals, list[
     try:
         pg.start()
         cluster.start()
-        upgrade_to_head(pg.dsn)
-        settings = Settings(database_url=pg.dsn, redis_nodes=cluster.startup_nodes_csv)
+        upgrade_to_head(pg.owner_dsn)
+        settings = Settings(database_url=pg.owner_dsn, redis_nodes=cluster.startup_nodes_csv)
         users = await seed_accounts(settings)
         await asyncio.to_thread(prepare_pgbench, pg)
-        procs, ports = start_services(settings, args.replicas, folder)
+        # The services as they run everywhere: the transfer login, money through the functions.
+        procs, ports = start_services(
+            dataclasses.replace(settings, database_url=pg.service_dsn("transfer")),
+            args.replicas, folder)
         for port in ports:
             await wait_serving(port)
         reset_statements(pg)

@@ -60,7 +60,8 @@ def service_env(pg: LocalPostgres, cluster: LocalRedisCluster, component: Compon
     env = {
         **os.environ,
         "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
-        "BANK_DATABASE_URL": pg.dsn,
+        # Its own login (devstack.db_roles): what migration 0007 grants its group, no more.
+        "BANK_DATABASE_URL": pg.service_dsn(component.name),
         "BANK_REDIS_NODES": cluster.startup_nodes_csv,
         "BANK_SERVICE_NAME": component.name,
         "BANK_LOG_JSON": "true",
@@ -112,7 +113,7 @@ class Stack:
         self.redis.start()
         self.lines.append(f"Redis Cluster   {self.redis.startup_nodes_csv}")
         print("migrating and loading demo data ...", flush=True)
-        upgrade_to_head(self.pg.dsn)
+        upgrade_to_head(self.pg.owner_dsn)  # as the migrator, the schema's owner
         users = asyncio.run(self._demo_data())
         self.demo_users = users
         for component in COMPONENTS:
@@ -156,7 +157,7 @@ class Stack:
         path.write_text(json.dumps(self.state(), indent=2) + "\n")
 
     async def _demo_data(self) -> list[DemoUser]:
-        engine = create_engine(Settings(database_url=self.pg.dsn, redis_nodes="unused"))
+        engine = create_engine(Settings(database_url=self.pg.owner_dsn, redis_nodes="unused"))
         try:
             return await load_demo_data(engine)
         finally:

@@ -11,6 +11,7 @@ import glob
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -23,6 +24,15 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
+from devstack.db_roles import (
+    MIGRATOR,
+    MIGRATOR_PASSWORD_ENV,
+    MONITOR,
+    MONITOR_PASSWORD_ENV,
+    PROVISION_SQL,
+    SERVICE_LOGINS,
+    login_of,
+)
 from devstack.ports import HOST, free_ports
 from devstack.processes import DevstackError, ManagedProcess, log_tail
 
@@ -112,6 +122,9 @@ class LocalPostgres:
         self.socket_dir = self.base_dir / "run"
         self.log_path = self.base_dir / "postgres.log"
         self._proc: ManagedProcess | None = None
+        # Passwords of the migrator and the service logins, new on every start()
+        # (provision_roles); over TCP only the superuser is trusted without one.
+        self.role_passwords: dict[str, str] = {}
         # OS account the server runs as: initdb/postgres refuse to run as root.
         self._os_user: str | None = "postgres" if os.geteuid() == 0 else None
 
@@ -134,6 +147,22 @@ class LocalPostgres:
     def dsn(self) -> str:
         """libpq URL for psycopg 3, e.g. ``postgresql://postgres@127.0.0.1:5999/cachebank``."""
         return self.dsn_for(self.dbname)
+
+    def dsn_as(self, login: str) -> str:
+        """URL of this database as one of the provisioned logins, password included."""
+        password = self.role_passwords.get(login)
+        if password is None:
+            raise DevstackError(f"no provisioned PostgreSQL login {login!r}")
+        return f"postgresql://{login}:{password}@{HOST}:{self.port}/{self.dbname}"
+
+    @property
+    def owner_dsn(self) -> str:
+        """The migrator: owns the schema, runs the migrations and seeds data."""
+        return self.dsn_as(MIGRATOR)
+
+    def service_dsn(self, component: str) -> str:
+        """What a component's processes connect as (devstack.db_roles)."""
+        return self.dsn_as(login_of(component).login)
 
     @property
     def admin_dsn(self) -> str:
@@ -169,6 +198,7 @@ class LocalPostgres:
                 self._initdb()
             self.start_server()
             self._create_database()
+            self.provision_roles()
         except BaseException:
             self.stop()
             raise
@@ -323,15 +353,36 @@ class LocalPostgres:
         # Trust, but only over the unix socket and 127.0.0.1 (no ::1, no LAN).
         hba = self.data_dir / "pg_hba.conf"
         hba.write_text(
-            "# written by devstack: trust on the local socket and 127.0.0.1 only\n"
+            "# written by devstack: 127.0.0.1 and the local socket only; over TCP only the\n"
+            "# superuser (the harness' own tooling) is trusted, every bank login needs its\n"
+            "# password (provision-roles.sql)\n"
             "local all all trust\n"
-            "host all all 127.0.0.1/32 trust\n"
+            f"host all {self.user} 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
             "local replication all trust\n"
             "host replication all 127.0.0.1/32 trust\n"
         )
         ids = self._ids()
         if ids is not None:
             os.chown(hba, *ids)
+
+    def provision_roles(self) -> None:
+        """The migrator and one login per component, with fresh random passwords, by the same
+        script compose runs (deploy/k8s/base/postgres/provision-roles.sql), as the superuser."""
+        passwords = {MIGRATOR: secrets.token_hex(16), MONITOR: secrets.token_hex(16)}
+        env = {**self._env(), "PGHOST": HOST, "PGPORT": str(self.port), "PGUSER": self.user,
+               "PGDATABASE": self.dbname, MIGRATOR_PASSWORD_ENV: passwords[MIGRATOR],
+               MONITOR_PASSWORD_ENV: passwords[MONITOR]}
+        for service in SERVICE_LOGINS:
+            passwords[service.login] = env[service.password_env] = secrets.token_hex(16)
+        result = subprocess.run(
+            [str(self.bindir / "psql"), "-X", "-q", "-v", f"dbname={self.dbname}",
+             "-f", str(PROVISION_SQL)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+            check=False)
+        if result.returncode != 0:
+            raise DevstackError(f"provisioning the PostgreSQL roles failed:\n{result.stderr}")
+        self.role_passwords = passwords
 
     def _wait_ready(self) -> None:
         # A TCP connect is not enough: during recovery the server accepts the

@@ -20,4 +20,6 @@ def upgrade_to_head(database_url: str) -> None:
 
 
 if __name__ == "__main__":
-    upgrade_to_head(Settings.from_env(redis_nodes="unused").database_url)
+    settings = Settings.from_env(redis_nodes="unused")
+    settings.require("database_url")  # the migrator's login, the schema's owner
+    upgrade_to_head(settings.database_url)

@@ -41,6 +41,7 @@ def libpq_url(url: str) -> str:
 def create_pool(settings: Settings, *, size: int | None = None, role: str = "") -> PoolType:
     """Not opened yet: call `await pool.open()` inside the event loop (bootstrap's start).
     `role` names the pool in PostgreSQL's application_name (`transfer`, `transfer-probe`)."""
+    settings.require("database_url")
     max_size = size or settings.db_pool_size
     name = settings.service_name + (f"-{role}" if role else "")
     return AsyncConnectionPool(

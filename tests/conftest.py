@@ -22,6 +22,7 @@ from shared.config import Settings
 from shared.db import create_engine
 from shared.migrate import upgrade_to_head
 from shared.pg_pool import PoolType, create_pool
+from tests.support import db_roles
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 
 
@@ -55,10 +56,12 @@ def _start_postgres(folder: Path) -> LocalPostgres:
     pg = LocalPostgres(folder, durable=False)
     pg.start()
     try:
-        upgrade_to_head(pg.dsn)
+        upgrade_to_head(pg.owner_dsn)  # the migrator, as in every deployment
     except BaseException:
         pg.stop()
         raise
+    # The services under test connect as their own logins (tests/support/db_roles.py).
+    db_roles.register(pg)
     return pg
 
 
@@ -106,14 +109,18 @@ NOWHERE = "ipv4:127.0.0.1:1"
 
 
 def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any) -> Settings:
+    """The harness' settings. The database URL is the superuser's, for the tests' own seeding and
+    inspection; a service built from them connects as its own login when the test goes through
+    tests/support/db_roles.as_service (the support helpers and `make_settings(service_name=...)`
+    do)."""
     targets = {"account_target": NOWHERE, "transfer_target": NOWHERE, "auth_target": NOWHERE}
-    return Settings(
+    return db_roles.as_service(Settings(
         database_url=pg.dsn,
         redis_nodes=cluster.startup_nodes_csv,
         log_json=False,
         session_signing_key=TEST_SESSION_SIGNING_KEY,
         **{**targets, **overrides},
-    )
+    ))
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +131,7 @@ def base_settings(postgres: LocalPostgres, redis_cluster: LocalRedisCluster) -> 
 @pytest.fixture
 def make_settings(base_settings: Settings) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        return dataclasses.replace(base_settings, **overrides)
+        return db_roles.as_service(dataclasses.replace(base_settings, **overrides))
 
     return make
 

@@ -95,8 +95,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
     args = parser.parse_args(argv)
-    database_url = Settings.from_env(redis_nodes="unused").database_url
-    return 0 if wait_for_head(database_url, args.timeout, args.poll) else 1
+    settings = Settings.from_env(redis_nodes="unused")
+    settings.require("database_url")
+    return 0 if wait_for_head(settings.database_url, args.timeout, args.poll) else 1
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ async def list_credentials(conn: psycopg.AsyncConnection[tuple[object, ...]]
 
 async def _main(args: argparse.Namespace) -> int:
     settings = Settings.from_env(redis_nodes="unused")
+    settings.require("database_url")
     async with await psycopg.AsyncConnection.connect(libpq_url(settings.database_url),
                                                      autocommit=True) as conn:
         if args.command == "create":

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from devstack.db_roles import SERVICE_LOGINS
 from tests.deploy.conftest import COMPOSE_FILE, ROOT, run, tool
 
 BANK_SERVICES = ("account", "transfer", "auth", "outbox-relay")
@@ -57,7 +58,11 @@ def test_start_order_follows_health(compose: dict[str, Any]) -> None:
         assert "healthcheck" in services[name], name
     assert services["edge"]["depends_on"] == {
         name: {"condition": "service_healthy"} for name in ("account", "transfer", "auth")}
-    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    # The logins first (deploy/k8s/base/postgres/provision-roles.sql), then the migrator migrates.
+    assert services["postgres-roles"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"}}
+    assert services["migrate"]["depends_on"] == {
+        "postgres-roles": {"condition": "service_completed_successfully"}}
     redis_nodes = {f"redis-{i}" for i in range(1, 7)}
     assert set(services["redis-cluster-init"]["depends_on"]) == redis_nodes
 
@@ -89,8 +94,13 @@ def test_secrets_come_from_an_uncommitted_env_file(compose: dict[str, Any]) -> N
     example = (ROOT / ".env.example").read_text()
     shown = set(re.findall(r"^#?\s*([A-Z_]+)=", example, flags=re.MULTILINE))
     assert required | optional <= shown, "every variable of docker-compose.yml is in .env.example"
-    url = compose["services"]["account"]["environment"]["BANK_DATABASE_URL"]
-    assert "${POSTGRES_PASSWORD:?" in url
+    # Each process as its own login, never the superuser (POSTGRES_PASSWORD).
+    for name, login, variable in [("migrate", "bank", "DB_PASSWORD_MIGRATOR"),
+                                  *((s.component, s.login, s.password_env)
+                                    for s in SERVICE_LOGINS)]:
+        url = compose["services"][name]["environment"]["BANK_DATABASE_URL"]
+        assert url.startswith(f"postgresql://{login}:${{{variable}:?"), name
+        assert "POSTGRES_PASSWORD" not in url, name
     ignored = run(["git", "check-ignore", "--quiet", ".env"])
     assert ignored.returncode == 0, ".env must be git-ignored"
     tls_ignored = run(["git", "check-ignore", "--quiet", "deploy/compose/tls/tls.key"])

@@ -24,9 +24,9 @@ BY_NAME = {c.name: c for c in COMPONENTS}
 RUNNING = {c.name for c in COMPONENTS if c.schedule is None}
 SCHEDULED = {c.name for c in COMPONENTS if c.schedule is not None}
 REQUIRED = {_env_name(f.name) for f in Settings.__dataclass_fields__.values()
-            if f.metadata.get("required")}
+            if f.metadata.get("required")} | {"BANK_DATABASE_URL"}  # every bank process has a pool
 # Infrastructure each deployment runs besides our processes (local: devstack's own servers).
-COMPOSE_INFRA = {"postgres", "redis-cluster-init", "migrate", "edge",
+COMPOSE_INFRA = {"postgres", "postgres-roles", "redis-cluster-init", "migrate", "edge",
                  *(f"redis-{i}" for i in range(1, 7))}
 # The "monitoring" profile: Prometheus, Grafana and the exporters.
 COMPOSE_MONITORING = {"prometheus", "grafana", "redis-exporter", "postgres-exporter"}
@@ -63,7 +63,8 @@ def test_k8s_runs_every_component(overlay: str, objects: dict[str, list[Obj]]) -
     objs = objects[overlay]
     workloads = {*of_kind(objs, "Deployment"), *of_kind(objs, "StatefulSet"),
                  *of_kind(objs, "Job")}
-    database = {"postgres"} if overlay == "dev" else set()
+    # dev: the StatefulSet and the Job provisioning its logins; prod: CloudNativePG does both.
+    database = {"postgres", "postgres-roles"} if overlay == "dev" else set()
     assert workloads == RUNNING | K8S_INFRA | database
     cron_jobs = of_kind(objs, "CronJob")
     assert set(cron_jobs) == SCHEDULED
@@ -188,7 +189,8 @@ def test_required_settings_are_provided(compose: dict[str, Any],
 def test_deployments_set_what_make_run_sets(compose: dict[str, Any],
                                             objects: dict[str, list[Obj]]) -> None:
     """Every setting the local launcher gives a process, compose and k8s give it too."""
-    stand_in = SimpleNamespace(dsn="postgresql://x", startup_nodes_csv="127.0.0.1:1")
+    stand_in = SimpleNamespace(dsn="postgresql://x", startup_nodes_csv="127.0.0.1:1",
+                               service_dsn=lambda component: f"postgresql://{component}@x")
     for component in COMPONENTS:
         env = service_env(stand_in, stand_in, component, 0, "k" * 32)  # type: ignore[arg-type]
         # The launcher passes its own environment on: count only what it sets.

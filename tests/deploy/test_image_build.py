@@ -61,8 +61,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     for instruction in builder[1:]:
         keyword, _, rest = instruction.partition(" ")
         if keyword == "COPY":
-            source, destination = rest.split()
-            _copy(source, destination, app)
+            *sources, destination = rest.split()
+            for source in sources:
+                _copy(source, destination, app)
         elif keyword == "RUN":
             _shell(rest, app, venv, env)
     runtime_env = {**env, "PYTHONPATH": f"{app}:{app / 'gen'}"}

@@ -317,7 +317,7 @@ def test_network_policies_deny_by_default(overlay: str, objects: dict[str, list[
     # The database is reachable only from the processes that own data, never from the edge.
     sources = policies["postgres"]["spec"]["ingress"][0]["from"][0]["podSelector"]
     allowed = set(sources["matchExpressions"][0]["values"])
-    assert allowed == {"account", "transfer", "auth", "outbox-relay", "migrate"}
+    assert allowed == {"account", "transfer", "auth", "outbox-relay", "migrate", "postgres-roles"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -32,6 +32,7 @@ from shared.config import Settings
 from shared.redis_pipeline import ClusterPipeline
 from tests.conftest import settings_for
 from tests.support.account import Customer, eventually, new_customer
+from tests.support.db_roles import service_settings
 from tests.support.transfer import transfer_request
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,7 @@ async def running_bank(settings: Settings) -> AsyncIterator[Bank]:
         accounts = []
         readers = []
         for _ in range(2):
-            app = build_account_app(dataclasses.replace(settings, service_name="account"),
+            app = build_account_app(service_settings(settings, "account"),
                                     port=0, health_poll_s=0.2)
             await app.start()
             stack.push_async_callback(app.stop)
@@ -63,11 +64,11 @@ async def running_bank(settings: Settings) -> AsyncIterator[Bank]:
             channel = await stack.enter_async_context(
                 grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}"))
             readers.append(account_pb2_grpc.AccountServiceStub(channel))
-        transfer = build_transfer_app(dataclasses.replace(settings, service_name="transfer"),
+        transfer = build_transfer_app(service_settings(settings, "transfer"),
                                       port=0)
         await transfer.start()
         stack.push_async_callback(transfer.stop)
-        relay = build_relay_app(settings)
+        relay = build_relay_app(service_settings(settings, "relay"))
         await relay.start()
         stack.push_async_callback(relay.stop)
         channel = await stack.enter_async_context(

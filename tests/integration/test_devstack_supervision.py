@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.components import COMPONENTS
 from devstack.demo_data import DEMO_PASSWORD
 from devstack.processes import port_open
 
@@ -141,5 +142,5 @@ def test_a_crashed_replica_restarts_and_ctrl_c_stops_everything(
     pids = [final["postgres"]["pid"], final["edge"]["pid"],
             *(s["pid"] for s in final["services"].values()),
             *final["redis"].values()]
-    assert len(pids) == 1 + 1 + 7 + 6
+    assert len(pids) == 1 + 1 + sum(c.replicas for c in COMPONENTS) + 6
     assert [pid for pid in pids if pid_alive(pid)] == []

@@ -33,6 +33,7 @@ from shared.request_gate import FLOORS_UNSURE_S
 from tests.conftest import settings_for
 from tests.support.account import Customer, eventually, metric, new_customer
 from tests.support.auth import CHEAP_ARGON2, PASSWORD, random_address
+from tests.support.db_roles import service_settings
 from tests.support.transfer import transfer_request
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,7 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
                                   ("transfer", build_transfer_app,
                                    transfer_pb2_grpc.TransferServiceStub),
                                   ("auth", build_auth_app, auth_pb2_grpc.AuthServiceStub)):
-            app = build(dataclasses.replace(settings, service_name=name), port=0)
+            app = build(service_settings(settings, name), port=0)
             await app.start()
             stack.push_async_callback(app.stop)
             channel = await stack.enter_async_context(

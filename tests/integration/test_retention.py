@@ -21,6 +21,7 @@ from services.auth.bootstrap import build_retention_job as auth_retention
 from services.transfer.bootstrap import build_retention_job as transfer_retention
 from shared.config import Settings
 from shared.retention import run_pass
+from tests.support.db_roles import as_service
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,7 @@ async def test_the_transfer_job_prunes_confirmed_outbox_rows_and_old_rejections(
                 " '', 'insufficient_funds', now() - make_interval(secs => :age))"),
                 {"u": user, "k": key, "age": age})
 
-    job = transfer_retention(settings)
+    job = transfer_retention(as_service(settings, "transfer-retention"))
     await job.open()
     try:
         deleted = await run_pass(job, settings.retention_batch_size)
@@ -116,7 +117,7 @@ async def test_the_auth_job_prunes_sessions_that_ended_before_the_retention(
                 {"u": user, "label": label, "created": created, "used": used,
                  "revoked": revoked})
 
-    job = auth_retention(settings)
+    job = auth_retention(as_service(settings, "auth-retention"))
     await job.open()
     try:
         await run_pass(job, settings.retention_batch_size)
@@ -128,10 +129,13 @@ async def test_the_auth_job_prunes_sessions_that_ended_before_the_retention(
     assert left == {"active", "revoked recently", "idle recently"}
 
 
-@pytest.mark.parametrize("module", ["services.transfer.retention", "services.auth.retention"])
-async def test_each_job_runs_once_as_a_process(base_settings: Settings, module: str) -> None:
+@pytest.mark.parametrize(("module", "component"),
+                         [("services.transfer.retention", "transfer-retention"),
+                          ("services.auth.retention", "auth-retention")])
+async def test_each_job_runs_once_as_a_process(base_settings: Settings, module: str,
+                                               component: str) -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
-           "BANK_DATABASE_URL": base_settings.database_url,
+           "BANK_DATABASE_URL": as_service(base_settings, component).database_url,
            "BANK_REDIS_NODES": base_settings.redis_nodes, "BANK_LOG_JSON": "false"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", module, "--once", cwd=ROOT, env=env,

@@ -33,6 +33,7 @@ from services.gateway.envoy_process import EnvoyProcess
 from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
 from shared.tracing import configure_tracing
+from tests.support.db_roles import service_settings
 from tests.support.sessions import open_session
 
 pytestmark = pytest.mark.integration
@@ -81,7 +82,7 @@ async def traced(base_settings: Settings, engine: AsyncEngine,
             upstreams = []
             for name, build in (("auth", build_auth_app), ("account", build_account_app),
                                 ("transfer", build_transfer_app)):
-                app: Any = build(dataclasses.replace(settings, service_name=name), port=0)
+                app: Any = build(service_settings(settings, name), port=0)
                 await app.start()
                 stack.push_async_callback(app.stop)
                 upstreams.append(Upstream(name, (("127.0.0.1", app.grpc.port),)))

@@ -35,6 +35,7 @@ from services.transfer.domain import OutboxEvent
 from shared.cache import CacheEntry, decode_entry
 from shared.config import Settings
 from shared.redis_pipeline import ClusterPipeline
+from tests.support.db_roles import as_service
 from tests.support.rpc import bearer
 from tests.support.sessions import open_session
 
@@ -67,7 +68,7 @@ async def new_customer(
 
 
 def account_settings(base: Settings, **overrides: Any) -> Settings:
-    return dataclasses.replace(base, service_name="account", **overrides)
+    return as_service(dataclasses.replace(base, service_name="account", **overrides))
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from shared.config import ConfigError, Settings
+from shared.pg_pool import create_pool
 
 REQUIRED = {"BANK_DATABASE_URL": "postgresql://u@h/db", "BANK_REDIS_NODES": "127.0.0.1:7001"}
 
@@ -15,8 +16,16 @@ def test_reads_typed_values_from_the_environment() -> None:
 
 
 def test_missing_secret_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="BANK_REDIS_NODES is required"):
+        Settings.from_env({"BANK_DATABASE_URL": "postgresql://u@h/db"})
+
+
+def test_only_a_process_that_builds_a_database_pool_needs_its_url() -> None:
+    """The gateway and bankctl have no database URL; a pool demands one, naming the variable."""
+    settings = Settings.from_env({"BANK_REDIS_NODES": "h:1"})
+    assert settings.database_url == ""
     with pytest.raises(ConfigError, match="BANK_DATABASE_URL is required"):
-        Settings.from_env({"BANK_REDIS_NODES": "h:1"})
+        create_pool(settings)
 
 
 @pytest.mark.parametrize(
