@@ -6,14 +6,25 @@ import pytest
 
 from services.auth.adapters.fakes import (
     CountingHasher,
+    FakeAttemptCounters,
     FakeCacheWarmer,
-    FakeLoginLimiter,
     FakeSessions,
     FakeUserRepository,
 )
 from services.auth.adapters.password_hasher import Argon2Params, Argon2PasswordHasher
-from services.auth.domain import INVALID_CREDENTIALS_MESSAGE, LoginRequest
+from services.auth.domain import (
+    INVALID_CREDENTIALS_MESSAGE,
+    FixedWindow,
+    LoginRequest,
+    RisingDelay,
+)
 from services.auth.service_layer import credentials, session_management
+from services.auth.service_layer.attempt_limits import (
+    LoginLimits,
+    LoginPolicy,
+    RegisterLimits,
+    RegisterPolicy,
+)
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
 from shared.errors import (
@@ -27,6 +38,8 @@ from shared.errors import (
 
 PASSWORD = "glacier violet umbrella 42"
 CHEAP = Argon2Params(time_cost=1, memory_kib=8, parallelism=1)
+POLICY = LoginPolicy(per_pair=FixedWindow(5, 900), per_address=FixedWindow(20, 900),
+                     per_email=RisingDelay(free=5, base_s=1, max_s=300, window_s=900))
 
 
 class Clock:
@@ -42,8 +55,11 @@ def make_deps(params: Argon2Params = CHEAP, clock: Clock | None = None,
     sessions = FakeSessions()
     users = users or FakeUserRepository()
     users.sessions = sessions
-    limiter = FakeLoginLimiter(max_failures=5, window_s=900, clock=clock or Clock())
-    return AuthDependencies(users, sessions, sessions, limiter,
+    counters = FakeAttemptCounters(clock=clock or Clock())
+    limiter = LoginLimits(counters, POLICY)
+    registrations = RegisterLimits(counters, RegisterPolicy(FixedWindow(5, 3600),
+                                                            FixedWindow(60, 60)))
+    return AuthDependencies(users, sessions, sessions, limiter, registrations,
                             CountingHasher(Argon2PasswordHasher(params)), FakeCacheWarmer())
 
 
@@ -101,24 +117,60 @@ async def test_unknown_email_and_wrong_password_look_the_same() -> None:
     assert messages == [INVALID_CREDENTIALS_MESSAGE, INVALID_CREDENTIALS_MESSAGE]
 
 
-async def test_sixth_attempt_is_refused_even_with_the_right_password_until_the_window_ends(
-) -> None:
+async def test_five_failures_stop_that_address_for_that_email_until_the_window_ends() -> None:
     clock = Clock()
     deps = make_deps(clock=clock)
     await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
     for attempt in range(5):
         with pytest.raises(Unauthenticated):
             await credentials.login(deps, login_request(password=f"wrong password {attempt}"))
-    with pytest.raises(ResourceExhausted) as locked:
+    clock.now += 60  # past the email's delay: what refuses now is the (email, address) limit
+    with pytest.raises(ResourceExhausted) as stopped:
         await credentials.login(deps, login_request())
-    assert 0 < locked.value.retry_after_s <= 900
-    clock.now += 901
+    assert 60 < stopped.value.retry_after_s <= 900 - 60
+    # The owner elsewhere is not locked out by the guesser's address.
+    assert (await credentials.login(deps, login_request(address="10.7.7.7"))).token
+    clock.now += 900
     assert (await credentials.login(deps, login_request())).token
+
+
+async def test_failures_of_an_email_from_many_addresses_rise_into_capped_delays() -> None:
+    """No lockout a third party can cause: after the free failures each attempt waits a delay
+    that doubles up to a cap, and the right password gets in once it has passed."""
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    addresses = (f"10.1.{n // 250}.{n % 250}" for n in range(1000))
+    for _ in range(5):  # free
+        with pytest.raises(Unauthenticated):
+            await credentials.login(deps, login_request(password="wrong password",
+                                                        address=next(addresses)))
+    waits = []
+    for _ in range(12):
+        with pytest.raises(ResourceExhausted) as refused:
+            await credentials.login(deps, login_request(password="wrong password",
+                                                        address=next(addresses)))
+        waits.append(refused.value.retry_after_s)
+        clock.now += refused.value.retry_after_s
+        with pytest.raises(Unauthenticated):
+            await credentials.login(deps, login_request(password="wrong password",
+                                                        address=next(addresses)))
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+    # The owner, from an address with no failures: refused only until the delay has passed.
+    with pytest.raises(ResourceExhausted) as refused:
+        await credentials.login(deps, login_request(address="10.200.0.1"))
+    assert refused.value.retry_after_s == 300
+    clock.now += 300
+    assert (await credentials.login(deps, login_request(address="10.200.0.1"))).token
+    # A success forgets the email's failures: the next mistake is free again.
+    with pytest.raises(Unauthenticated):
+        await credentials.login(deps, login_request(password="typo password",
+                                                    address="10.200.0.1"))
 
 
 async def test_the_limit_is_per_address_too() -> None:
     deps = make_deps()
-    for n in range(5):
+    for n in range(20):
         with pytest.raises(Unauthenticated):
             await credentials.login(deps, login_request(email=f"user{n}@example.com"))
     with pytest.raises(ResourceExhausted):
@@ -126,6 +178,20 @@ async def test_the_limit_is_per_address_too() -> None:
     # Another address is not affected.
     with pytest.raises(Unauthenticated):
         await credentials.login(deps, login_request(email="fresh@example.com", address="10.9.9.9"))
+
+
+async def test_ipv6_addresses_of_one_64_share_their_limits() -> None:
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    for n in range(5):
+        with pytest.raises(Unauthenticated):
+            await credentials.login(deps, login_request(password="wrong password",
+                                                        address=f"2001:db8:5:6::{n + 1:x}"))
+    clock.now += 60  # past the email's delay
+    with pytest.raises(ResourceExhausted):  # a sixth address of the same /64
+        await credentials.login(deps, login_request(address="2001:db8:5:6:ffff::1"))
+    assert (await credentials.login(deps, login_request(address="2001:db8:5:7::1"))).token
 
 
 async def test_successful_logins_do_not_use_up_the_window() -> None:
@@ -153,7 +219,7 @@ async def test_bad_login_input_is_invalid_argument_and_not_counted() -> None:
                     login_request(password="p" * 129), login_request(email="e" * 300)):
         with pytest.raises(InvalidArgument):
             await credentials.login(deps, request)
-    assert deps.limiter.counters == {}  # type: ignore[attr-defined]
+    assert deps.limiter._counters.counters == {}  # type: ignore[attr-defined]
 
 
 async def test_login_rehashes_when_the_parameters_changed() -> None:

@@ -36,8 +36,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def Register(self, request: auth_pb2.RegisterRequest,
                        context: grpc.aio.ServicerContext) -> auth_pb2.RegisterResponse:
-        made = await credentials.register(self._deps, request.email, request.password,
-                                          request.name, request.currency)
+        made = await credentials.register(
+            self._deps, request.email, request.password, request.name, request.currency,
+            current_call_headers().client_address(context.peer() or ""),
+        )
         return auth_pb2.RegisterResponse(user_id=made.user_id, account_id=made.account_id)
 
     async def Login(self, request: auth_pb2.LoginRequest,
