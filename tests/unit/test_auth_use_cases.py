@@ -91,8 +91,26 @@ async def test_a_login_asks_for_a_warm_cache_with_its_new_session_only() -> None
 async def test_duplicate_email_is_already_exists() -> None:
     deps = make_deps()
     await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    hashes = deps.hasher.hashes  # type: ignore[attr-defined]
     with pytest.raises(AlreadyExists):
         await credentials.register(deps, "ALICE@example.com", PASSWORD + "x", "Alice 2")
+    assert deps.hasher.hashes == hashes  # type: ignore[attr-defined]  # no argon2 for it
+
+
+async def test_registrations_are_limited_per_address_whatever_their_outcome() -> None:
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    await credentials.register(deps, "taken@example.com", PASSWORD, "T", "", "10.0.0.9")
+    for n in range(3):
+        await credentials.register(deps, f"new{n}@example.com", PASSWORD, "N", "", "10.0.0.9")
+    with pytest.raises(AlreadyExists):
+        await credentials.register(deps, "taken@example.com", PASSWORD, "T", "", "10.0.0.9")
+    with pytest.raises(ResourceExhausted) as refused:
+        await credentials.register(deps, "more@example.com", PASSWORD, "M", "", "10.0.0.9")
+    assert refused.value.retry_after_s == 3600
+    await credentials.register(deps, "more@example.com", PASSWORD, "M", "", "10.0.0.10")
+    clock.now += 3600
+    await credentials.register(deps, "later@example.com", PASSWORD, "L", "", "10.0.0.9")
 
 
 async def test_register_applies_the_policy_before_hashing() -> None:
