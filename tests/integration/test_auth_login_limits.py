@@ -203,3 +203,28 @@ async def test_a_registration_flood_neither_delays_nor_refuses_a_login(
             i for i, what in enumerate(finished) if what == "refused")
         # ...and the login did not wait for the registrations' pool to drain.
         assert finished.index("login") < len(finished) - 1
+
+
+async def test_the_request_gate_counts_failed_checks_per_ipv6_64(
+    base_settings: Settings, unique: Callable[[str], str],
+) -> None:
+    """The interceptor hands the gate the client's group (shared/call_metadata.py): bad tokens
+    from three addresses of one /64 spend that /64's quota of failed session checks."""
+    settings = auth_settings(base_settings, failed_session_checks_per_minute=3)
+    net = f"2001:db8:{abs(hash(unique('gate'))) % 0xffff:x}"
+    async with serve(settings) as auth:
+        email = unique("gate") + "@example.com"
+        await auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="G"))
+        session = await login(auth, email, PASSWORD, random_address())
+        forged = f"{session.user_id}.{session.session_id}.{'G' * 43}"
+
+        def list_sessions(token: str, address: str) -> grpc.aio.UnaryUnaryCall:
+            return auth.ListSessions(auth_pb2.ListSessionsRequest(), metadata=(
+                ("authorization", f"Bearer {token}"), ("x-forwarded-for", address)))
+
+        for n in range(3):
+            err = await rpc_error(list_sessions(forged, f"{net}:7::{n + 1}"))
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        refused = await rpc_error(list_sessions(session.token, f"{net}:7:ffff::1"))
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (await list_sessions(session.token, f"{net}:8::1")).sessions  # another /64
