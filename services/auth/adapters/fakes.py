@@ -106,14 +106,22 @@ class FakeSessions:
             raise Unauthenticated("session token is invalid or expired")
         return Caller(parsed.user_id, parsed.session_id)
 
-    async def revoke(self, user_id: str, session_ids: list[str]) -> None:
+    async def revoke(self, user_id: str, session_ids: list[str]) -> list[str]:
+        revoked = []
         for sid in session_ids:
             found = self.sessions.get(sid)
-            if found is not None and found.user_id == user_id:
+            if found is not None and found.user_id == user_id and not found.revoked:
                 found.revoked = True
+                revoked.append(sid)
         await self.write_tombstones(user_id, session_ids)
+        return revoked
 
-    def revoke_all_except(self, user_id: str, keep_session_id: str) -> list[str]:
+    async def revoke_all(self, user_id: str, *, except_session_id: str | None) -> list[str]:
+        revoked = self.revoke_all_except(user_id, except_session_id)
+        await self.write_tombstones(user_id, revoked)
+        return revoked
+
+    def revoke_all_except(self, user_id: str, keep_session_id: str | None) -> list[str]:
         revoked = [sid for sid, s in self.sessions.items()
                    if s.user_id == user_id and sid != keep_session_id and not s.revoked]
         for sid in revoked:

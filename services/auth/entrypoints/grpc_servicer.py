@@ -75,6 +75,20 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             sessions=[_session_proto(s, caller.session_id) for s in sessions]
         )
 
+    async def RevokeSession(self, request: auth_pb2.RevokeSessionRequest,
+                            context: grpc.aio.ServicerContext) -> auth_pb2.RevokeSessionResponse:
+        await session_management.revoke_session(self._deps, current_caller(), request.session_id)
+        return auth_pb2.RevokeSessionResponse()
+
+    async def RevokeAllSessions(self, request: auth_pb2.RevokeAllSessionsRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> auth_pb2.RevokeAllSessionsResponse:
+        revoked = await credentials.revoke_all_sessions(
+            self._deps, current_caller(), request.password, request.keep_current,
+            current_call_headers().client_address(context.peer() or ""),
+        )
+        return auth_pb2.RevokeAllSessionsResponse(revoked_sessions=revoked)
+
     async def ValidateSession(self, request: auth_pb2.ValidateSessionRequest,
                               context: grpc.aio.ServicerContext
                               ) -> auth_pb2.ValidateSessionResponse:

@@ -102,11 +102,7 @@ async def change_password(deps: AuthDependencies, caller: Caller, current_passwo
     new = check_password_strength(new_password, email=credentials.email, field="new_password")
     if new == current:
         raise InvalidArgument("new_password must differ from current_password")
-    # Guessing the current password through this RPC is brute force like any other.
-    reservation = await deps.limiter.reserve(credentials.email, client_address)
-    if not await deps.hasher.verify(credentials.password_hash, current):
-        raise PermissionDenied("current_password is incorrect")
-    await deps.limiter.succeeded(reservation)
+    await _check_password_again(deps, credentials, current, "current_password", client_address)
     new_hash = await deps.hasher.hash(new)
     revoked = await deps.users.change_password(
         caller.user_id, credentials.password_hash, new_hash, caller.session_id
@@ -115,3 +111,33 @@ async def change_password(deps: AuthDependencies, caller: Caller, current_passwo
         raise Aborted("the password was changed by another request; try again")
     await deps.sessions.write_tombstones(caller.user_id, revoked)
     return len(revoked)
+
+
+async def revoke_all_sessions(deps: AuthDependencies, caller: Caller, password: str,
+                              keep_current: bool, client_address: str) -> int:
+    """Every session of the user ends ("log out everywhere"), the calling one too unless
+    `keep_current`. Needs the password: whoever holds only a stolen session must not be able to
+    end the owner's sessions (and, with keep_current, keep theirs). Returns how many ended."""
+    password = check_password_length(password, "password")
+    credentials = await deps.users.credentials_by_id(caller.user_id)
+    if credentials is None:
+        raise Unauthenticated("session token is invalid or expired")
+    await _check_password_again(deps, credentials, password, "password", client_address)
+    revoked = await deps.sessions.revoke_all(
+        caller.user_id, except_session_id=caller.session_id if keep_current else None)
+    return len(revoked)
+
+
+async def _check_password_again(deps: AuthDependencies, credentials: StoredCredentials,
+                                password: str, field: str, client_address: str) -> None:
+    """A signed-in user confirms their password: guessing it through these calls is brute
+    force like any login, counted by the same limits."""
+    reservation = await deps.limiter.reserve(credentials.email, client_address)
+    try:
+        matches = await deps.hasher.verify(credentials.password_hash, password)
+    except Exception:
+        await deps.limiter.release(reservation)  # a full pool or an outage is not a guess
+        raise
+    if not matches:
+        raise PermissionDenied(f"{field} is incorrect")
+    await deps.limiter.succeeded(reservation)
