@@ -97,6 +97,19 @@ class BankClient:
     def logout(self, *, credentials: CallCredentials | None = None) -> None:
         self._call(self.auth.Logout, auth_pb2.LogoutRequest(), credentials)
 
+    def revoke_session(self, session_id: str, *,
+                       credentials: CallCredentials | None = None) -> None:
+        """End one of the caller's own sessions (NotFound for anyone else's)."""
+        self._call(self.auth.RevokeSession,
+                   auth_pb2.RevokeSessionRequest(session_id=session_id), credentials)
+
+    def revoke_all_sessions(self, password: str, *, keep_current: bool = False,
+                            credentials: CallCredentials | None = None) -> int:
+        """End every session of the caller (the calling one too unless keep_current); needs
+        the password. Returns how many ended."""
+        request = auth_pb2.RevokeAllSessionsRequest(password=password, keep_current=keep_current)
+        return int(self._call(self.auth.RevokeAllSessions, request, credentials).revoked_sessions)
+
     def accounts(self, *, credentials: CallCredentials | None = None) -> list[Account]:
         reply = self._call(self.account.ListAccounts, account_pb2.ListAccountsRequest(),
                            credentials)
