@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import threading
+
 import pytest
 
 from services.auth.adapters.fakes import (
@@ -12,6 +16,7 @@ from services.auth.adapters.fakes import (
     FakeUserRepository,
 )
 from services.auth.adapters.password_hasher import Argon2Params, Argon2PasswordHasher
+from services.auth.adapters.work_pool import BoundedWorkPool
 from services.auth.domain import (
     INVALID_CREDENTIALS_MESSAGE,
     FixedWindow,
@@ -296,3 +301,25 @@ async def test_logout_and_list_sessions() -> None:
         await session_management.validate_session(deps, second.token)
     listed = await session_management.list_sessions(deps, Caller(first.user_id, first.session_id))
     assert [s.session_id for s in listed] == [first.session_id]
+
+
+async def test_a_registration_refused_by_a_full_hashing_pool_costs_no_attempt() -> None:
+    new_hashes = BoundedWorkPool("new_password_unit", workers=1, queue=0)
+    deps = dataclasses.replace(make_deps(),
+                               hasher=Argon2PasswordHasher(CHEAP, new_hashes=new_hashes))
+    counters: FakeAttemptCounters = deps.limiter._counters  # type: ignore[attr-defined]
+    release = threading.Event()
+    try:
+        held = asyncio.create_task(new_hashes.run(release.wait))
+        while new_hashes.admitted < 1:
+            await asyncio.sleep(0)
+        with pytest.raises(Unavailable):
+            await credentials.register(deps, "busy@example.com", PASSWORD, "B", "", "10.0.0.3")
+        assert counters.counters["register-addr:10.0.0.3"].attempts == 0
+        release.set()
+        await held
+        await credentials.register(deps, "busy@example.com", PASSWORD, "B", "", "10.0.0.3")
+        assert counters.counters["register-addr:10.0.0.3"].attempts == 1
+    finally:
+        release.set()
+        new_hashes.close()

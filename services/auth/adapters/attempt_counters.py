@@ -7,11 +7,12 @@ an attacker can reset by filling the cache. PostgreSQL is asked for every login 
 credentials live there), and a counter update costs about a millisecond against argon2's tens, so
 Redis is not used as a front for these counters at all.
 
-A `take` is one transaction: make sure the rows exist, lock them in key order (two attempts on
-the same counters never deadlock), let the rules (services/auth/domain.py) decide on the locked
-state with PostgreSQL's clock (one clock for every replica), and write the new state only if every
-rule let the attempt go. Parallel attempts therefore queue on the row locks and each sees the
-others' counts: N parallel guesses cannot slip past a counter that had one slot left.
+A `take` is one transaction: one upsert makes sure the rows exist and locks them, in key order
+(two attempts on the same counters never deadlock), and returns them all; the rules
+(services/auth/domain.py) decide on the locked state with PostgreSQL's clock (one clock for every
+replica); the new state is written only if every rule let the attempt go. Parallel attempts
+therefore queue on the row locks and each sees the others' counts: N parallel guesses cannot
+slip past a counter that had one slot left.
 
 Rows of ended windows are deleted as the service goes, at most once every few minutes per process.
 """
@@ -29,17 +30,16 @@ from shared.pg_pool import PoolType, unavailable_when_unreachable
 _PURGE_EVERY_S = 300.0
 
 # A new counter starts empty with its window already ended, which every rule reads as "nothing
-# counted"; a refused attempt leaves such rows behind for the purge.
-_ENSURE = """
-INSERT INTO login_attempt_windows (counter_key, attempts, window_ends_at)
-SELECT k, 0, now() FROM unnest(%(keys)s::text[]) AS k
-ON CONFLICT (counter_key) DO NOTHING
-"""
+# counted"; a refused attempt leaves such rows behind for the purge. An existing row gets a no-op
+# update: that locks it and makes RETURNING report it, so every key comes back locked even if a
+# purge deleted its row a moment before (a SELECT ... FOR UPDATE after an INSERT ... DO NOTHING
+# would miss it).
 _LOCK = """
-SELECT counter_key, attempts, extract(epoch FROM window_ends_at)::float8,
-       extract(epoch FROM now())::float8
-FROM login_attempt_windows WHERE counter_key = ANY(%(keys)s::text[])
-ORDER BY counter_key FOR UPDATE
+INSERT INTO login_attempt_windows AS w (counter_key, attempts, window_ends_at)
+SELECT k, 0, now() FROM unnest(%(keys)s::text[]) AS k ORDER BY k
+ON CONFLICT (counter_key) DO UPDATE SET attempts = w.attempts
+RETURNING w.counter_key, w.attempts, extract(epoch FROM w.window_ends_at)::float8,
+          extract(epoch FROM now())::float8
 """
 _WRITE = """
 UPDATE login_attempt_windows AS w SET attempts = n.attempts, window_ends_at = to_timestamp(n.ends)
@@ -67,7 +67,6 @@ class PostgresAttemptCounters:
         DB_QUERIES.labels("auth", "attempt_take").inc()
         with unavailable_when_unreachable():
             async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(_ENSURE, {"keys": keys})
                 rows = await (await conn.execute(_LOCK, {"keys": keys})).fetchall()
                 waits: list[float] = []
                 updated: list[tuple[str, Window]] = []

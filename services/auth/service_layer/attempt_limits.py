@@ -102,9 +102,10 @@ class RegisterLimits:
         self._counters = counters
         self._policy = policy
 
-    async def reserve(self, client_address: str) -> None:
+    async def reserve(self, client_address: str) -> AttemptReservation:
         """Count one registration attempt, or ResourceExhausted with nothing counted. Every
-        attempt counts, whatever its outcome: a taken email is what a prober looks for."""
+        answered attempt counts, whatever its outcome: a taken email is what a prober looks
+        for."""
         rules: list[CounterRule] = [("register-all", self._policy.overall)]
         if client_address:
             rules.append((f"register-addr:{address_group(client_address)}",
@@ -112,3 +113,8 @@ class RegisterLimits:
         wait_s = await self._counters.take(rules)
         if wait_s is not None:
             raise too_many("registrations", wait_s)
+        return AttemptReservation(tuple(key for key, _ in rules))
+
+    async def release(self, reservation: AttemptReservation) -> None:
+        """The server could not serve the attempt (busy, an outage): it does not count."""
+        await self._counters.give_back(reservation.keys)

@@ -19,7 +19,7 @@ from services.auth.domain import (
 )
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
-from shared.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated
+from shared.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,16 @@ async def register(deps: AuthDependencies, email: str, password: str, name: str,
     name = normalize_name(name)
     currency = normalize_currency(currency)
     password = check_password_strength(password, email=email, name=name)
-    await deps.register_limiter.reserve(client_address)
+    reservation = await deps.register_limiter.reserve(client_address)
     if await deps.users.email_taken(email):
         raise EmailAlreadyRegistered()
-    password_hash = await deps.hasher.hash(password)
+    try:
+        password_hash = await deps.hasher.hash(password)
+    except Unavailable:
+        # The hashing pool is full: the client is told to retry, and the retry must not cost it
+        # one of its few attempts (the email was free, so the answer told it nothing).
+        await deps.register_limiter.release(reservation)
+        raise
     # Two sign-ups of one email at once both pass the check: the insert decides.
     return await deps.users.register(email, name, password_hash, currency)
 

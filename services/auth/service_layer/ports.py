@@ -121,8 +121,12 @@ class LoginLimiter(Protocol):
 
 
 class RegisterLimiter(Protocol):
-    async def reserve(self, client_address: str) -> None:
+    async def reserve(self, client_address: str) -> AttemptReservation:
         """Count one registration attempt, or raise ResourceExhausted."""
+        ...
+
+    async def release(self, reservation: AttemptReservation) -> None:
+        """The attempt was not served (UNAVAILABLE): give its slots back."""
         ...
 
 
