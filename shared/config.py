@@ -80,6 +80,9 @@ class Settings:
     login_email_free_failures: int = 5
     login_delay_base_s: float = 1.0
     login_delay_max_s: float = 300.0
+    # A successful login returns a device token, valid this long, that exempts the owner's
+    # device from the email's delay (services/auth/service_layer/device_tokens.py).
+    login_device_token_ttl_s: int = 90 * 86_400
     # Registrations per client address group per hour, and from everyone per minute.
     register_per_address_per_hour: int = 5
     register_per_minute: int = 60

@@ -31,10 +31,11 @@ from typing import Any
 
 from shared.config import Settings
 from shared.errors import InvalidArgument
+from shared.sessions import derived_key
 
 _FORMAT_VERSION = 1
 _CHECKSUM_BYTES = 8
-_DERIVATION_LABEL = b"cachebank page tokens v1"
+_DERIVATION_LABEL = "cachebank page tokens v1"
 # 2000-01-01T00:00:00Z: no row of this system is older.
 MIN_POSITION_US = 946_684_800 * 1_000_000
 # Replicas' clocks differ a little; a day is far beyond that and still refuses nonsense.
@@ -48,8 +49,7 @@ OUT_OF_RANGE_MESSAGE = "page_token holds a position out of range (pass next_page
 def page_token_key(settings: Settings) -> bytes:
     """The MAC key of page tokens, derived from BANK_SESSION_SIGNING_KEY (required)."""
     settings.require("session_signing_key")
-    return hmac.new(settings.session_signing_key.encode(), _DERIVATION_LABEL,
-                    hashlib.sha256).digest()
+    return derived_key(settings.session_signing_key, _DERIVATION_LABEL)
 
 
 def _encoded_length(size: int) -> int:

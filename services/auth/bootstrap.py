@@ -21,6 +21,7 @@ from services.auth.service_layer.attempt_limits import (
     RegisterLimits,
     RegisterPolicy,
 )
+from services.auth.service_layer.device_tokens import DeviceTokens
 from services.auth.service_layer.ports import AuthDependencies
 from services.auth.service_layer.retention import session_retention_rules
 from shared.config import Settings
@@ -35,7 +36,7 @@ from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 from shared.retention import RETENTION_POOL_SIZE, RetentionJob
-from shared.sessions import SessionEntrySigner
+from shared.sessions import SessionEntrySigner, derived_key
 
 
 @dataclass
@@ -96,6 +97,9 @@ def build_auth_app(settings: Settings, port: int | None = None,
         )),
         hasher=hasher,
         warmer=warmer,
+        device_tokens=DeviceTokens(
+            derived_key(settings.session_signing_key, "cachebank device tokens v1"),
+            settings.login_device_token_ttl_s),
     )
     servicer = AuthServicer(deps)
 
@@ -120,6 +124,8 @@ def login_policy(settings: Settings) -> LoginPolicy:
         per_address=FixedWindow(settings.login_address_max_failures, window_s),
         per_email=RisingDelay(settings.login_email_free_failures, settings.login_delay_base_s,
                               settings.login_delay_max_s, window_s),
+        per_device=RisingDelay(settings.login_email_free_failures, settings.login_delay_base_s,
+                               settings.login_delay_max_s, window_s),
     )
 
 

@@ -62,6 +62,7 @@ class LoginRequest:
     password: str
     client_address: str
     user_agent: str
+    device_token: str = ""  # from an earlier login on this device (service_layer/device_tokens.py)
 
 
 def normalize_email(raw: str) -> str:
@@ -94,6 +95,7 @@ class NewSession:
     user_id: str
     session_id: str
     expires_at: float
+    device_token: str = ""
 
 
 @dataclass(frozen=True)

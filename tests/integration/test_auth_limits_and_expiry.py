@@ -81,6 +81,29 @@ async def test_guesses_from_many_addresses_bring_a_delay_not_a_lockout(
     assert (await login(auth, email, PASSWORD, owner)).token
 
 
+async def test_the_owners_device_token_gets_in_while_the_email_waits(
+    short_window_auth: auth_pb2_grpc.AuthServiceStub, unique: Callable[[str], str]
+) -> None:
+    auth = short_window_auth
+    email = unique("device") + "@example.com"
+    await auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="D"))
+    device = (await login(auth, email, PASSWORD, random_address())).device_token
+    assert device
+    for attempt in range(5):
+        await rpc_error(login(auth, email, f"guess number {attempt}", random_address()))
+    owner = random_address()
+    waiting = await rpc_error(login(auth, email, PASSWORD, owner))
+    assert waiting.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with_device = await auth.Login(
+        auth_pb2.LoginRequest(email=email, password=PASSWORD, device_token=device),
+        metadata=(("x-forwarded-for", owner),))
+    assert with_device.token and with_device.device_token
+    bad = await rpc_error(auth.Login(
+        auth_pb2.LoginRequest(email=email, password=PASSWORD, device_token="not a token!"),
+        metadata=(("x-forwarded-for", owner),)))
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "device_token" in bad.details()
+
+
 async def test_five_guesses_from_one_address_stop_that_address_for_that_email(
     short_window_auth: auth_pb2_grpc.AuthServiceStub, base_settings: Settings,
     unique: Callable[[str], str],

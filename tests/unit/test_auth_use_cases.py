@@ -30,6 +30,7 @@ from services.auth.service_layer.attempt_limits import (
     RegisterLimits,
     RegisterPolicy,
 )
+from services.auth.service_layer.device_tokens import DeviceTokens
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
 from shared.errors import (
@@ -44,7 +45,9 @@ from shared.errors import (
 PASSWORD = "glacier violet umbrella 42"
 CHEAP = Argon2Params(time_cost=1, memory_kib=8, parallelism=1)
 POLICY = LoginPolicy(per_pair=FixedWindow(5, 900), per_address=FixedWindow(20, 900),
-                     per_email=RisingDelay(free=5, base_s=1, max_s=300, window_s=900))
+                     per_email=RisingDelay(free=5, base_s=1, max_s=300, window_s=900),
+                     per_device=RisingDelay(free=5, base_s=1, max_s=300, window_s=900))
+DEVICE_TOKENS = DeviceTokens(bytes(range(32)), ttl_s=90 * 86_400)
 
 
 class Clock:
@@ -65,12 +68,13 @@ def make_deps(params: Argon2Params = CHEAP, clock: Clock | None = None,
     registrations = RegisterLimits(counters, RegisterPolicy(FixedWindow(5, 3600),
                                                             FixedWindow(60, 60)))
     return AuthDependencies(users, sessions, sessions, limiter, registrations,
-                            CountingHasher(Argon2PasswordHasher(params)), FakeCacheWarmer())
+                            CountingHasher(Argon2PasswordHasher(params)), FakeCacheWarmer(),
+                            DEVICE_TOKENS)
 
 
 def login_request(email: str = "alice@example.com", password: str = PASSWORD,
-                  address: str = "10.0.0.1") -> LoginRequest:
-    return LoginRequest(email, password, address, "test-agent")
+                  address: str = "10.0.0.1", device_token: str = "") -> LoginRequest:
+    return LoginRequest(email, password, address, "test-agent", device_token)
 
 
 async def test_register_then_login_returns_a_working_token() -> None:
@@ -323,3 +327,64 @@ async def test_a_registration_refused_by_a_full_hashing_pool_costs_no_attempt() 
     finally:
         release.set()
         new_hashes.close()
+
+
+async def test_the_owners_device_token_skips_the_delay_a_guesser_keeps_renewing() -> None:
+    """The guesser fires each time the delay ends; the owner's device is not made to wait, and
+    a stolen device token buys only the device's few guesses."""
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    device = (await credentials.login(deps, login_request())).device_token
+    assert device
+    guessers = (f"10.2.{n // 250}.{n % 250}" for n in range(1000))
+    for _ in range(8):  # the free failures, then guesses timed to each end of the delay
+        try:
+            await credentials.login(deps, login_request(password="wrong password",
+                                                        address=next(guessers)))
+        except ResourceExhausted as wait:
+            clock.now += wait.retry_after_s
+            with pytest.raises(Unauthenticated):
+                await credentials.login(deps, login_request(password="wrong password",
+                                                            address=next(guessers)))
+        except Unauthenticated:
+            pass
+    with pytest.raises(ResourceExhausted):  # without the device token: wait
+        await credentials.login(deps, login_request(address="10.3.0.1"))
+    session = await credentials.login(deps, login_request(address="10.3.0.1",
+                                                          device_token=device))
+    assert session.token and session.device_token != device
+    # The success forgot the email's failures: a mistake afterwards is not delayed.
+    with pytest.raises(Unauthenticated):
+        await credentials.login(deps, login_request(password="typo password", address="10.3.0.2"))
+
+    stolen = session.device_token
+    for n in range(5):
+        with pytest.raises(Unauthenticated):
+            await credentials.login(deps, login_request(
+                password=f"wrong password {n}", address=next(guessers), device_token=stolen))
+    with pytest.raises(ResourceExhausted):
+        await credentials.login(deps, login_request(address=next(guessers), device_token=stolen))
+
+
+async def test_a_device_token_of_another_email_or_expired_is_no_token() -> None:
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    await credentials.register(deps, "alice@example.com", PASSWORD, "Alice")
+    now = 1_000_000.0
+    theirs = DEVICE_TOKENS.issue("bob@example.com", now)
+    assert DEVICE_TOKENS.device_of(theirs, "alice@example.com", now) is None
+    assert DEVICE_TOKENS.device_of(theirs, "bob@example.com", now) is not None
+    assert DEVICE_TOKENS.device_of(theirs, "bob@example.com", now + 91 * 86_400) is None
+    other_key = DeviceTokens(bytes(32), ttl_s=90 * 86_400)
+    assert other_key.device_of(theirs, "bob@example.com", now) is None
+    edited = theirs[:-3] + ("A" if theirs[-3] != "A" else "B") + theirs[-2:]
+    assert DEVICE_TOKENS.device_of(edited, "bob@example.com", now) is None
+    assert (await credentials.login(deps, login_request(device_token=theirs))).token
+
+
+@pytest.mark.parametrize("bad", ["abc\x00def", "line\nbreak", "A" * 121, "not base64!"])
+async def test_a_value_that_cannot_be_a_device_token_is_invalid_argument(bad: str) -> None:
+    deps = make_deps()
+    with pytest.raises(InvalidArgument, match="device_token"):
+        await credentials.login(deps, login_request(device_token=bad))

@@ -47,11 +47,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         headers = current_call_headers()
         session = await credentials.login(self._deps, LoginRequest(
             request.email, request.password, headers.client_address(context.peer() or ""),
-            headers.user_agent,
+            headers.user_agent, request.device_token,
         ))
         return auth_pb2.LoginResponse(token=session.token, user_id=session.user_id,
                                       session_id=session.session_id,
-                                      expires_at=_timestamp(session.expires_at))
+                                      expires_at=_timestamp(session.expires_at),
+                                      device_token=session.device_token)
 
     async def Logout(self, request: auth_pb2.LogoutRequest,
                      context: grpc.aio.ServicerContext) -> auth_pb2.LogoutResponse:

@@ -15,9 +15,14 @@ Logins (`LoginLimits`), three counters, all counted before the password is check
   failures of its own) gets in once the current delay has passed, so five wrong guesses by a third
   party cannot lock the owner out; the delays bound a distributed guesser to a few attempts per
   `delay_max_s` for an email.
-A success gives its slots back and clears the email's failures; an attempt that failed for
-another reason than a wrong password (an outage) gives its slots back. Client addresses are
-grouped (an IPv6 /64, shared/call_metadata.py `address_group`).
+- a login with a valid device token (service_layer/device_tokens.py: the owner's device, known
+  from an earlier login) is not subject to the email's delay; it counts against the device
+  instead (the same rising delay, for that device only), with the (email, address) limit, so
+  that a guesser timing its attempts to each end of the email's delay cannot keep the owner out,
+  and a stolen device token buys no more guesses than the email allows.
+A success gives its slots back and clears the email's (and the device's) failures; an attempt
+that failed for another reason than a wrong password (an outage) gives its slots back. Client
+addresses are grouped (an IPv6 /64, shared/call_metadata.py `address_group`).
 
 Registrations (`RegisterLimits`): a `FixedWindow` per client address group (5 an hour) and a
 global one (per minute), counted before the email is looked up or anything hashed.
@@ -52,6 +57,10 @@ def address_counter_key(client_address: str) -> str:
     return f"login-addr:{address_group(client_address)}"
 
 
+def device_counter_key(device: str) -> str:
+    return f"login-device:{device[:64]}"
+
+
 def too_many(what: str, wait_s: float) -> ResourceExhausted:
     retry_after_s = max(1, math.ceil(wait_s))
     return ResourceExhausted(f"too many {what}; try again in {retry_after_s} s", retry_after_s)
@@ -62,6 +71,7 @@ class LoginPolicy:
     per_pair: FixedWindow
     per_address: FixedWindow
     per_email: RisingDelay
+    per_device: RisingDelay
 
 
 class LoginLimits:
@@ -71,16 +81,27 @@ class LoginLimits:
         self._counters = counters
         self._policy = policy
 
-    async def reserve(self, email: str, client_address: str) -> AttemptReservation:
-        """Count one attempt, or ResourceExhausted (retry_after_s) with nothing counted."""
-        rules: list[CounterRule] = [(email_counter_key(email), self._policy.per_email)]
+    async def reserve(self, email: str, client_address: str,
+                      device: str | None = None) -> AttemptReservation:
+        """Count one attempt, or ResourceExhausted (retry_after_s) with nothing counted.
+        `device`: the id of a valid device token of this email, which takes the place of the
+        email's delay."""
+        email_key = email_counter_key(email)
+        rules: list[CounterRule]
+        if device is None:
+            rules = [(email_key, self._policy.per_email)]
+            forget: tuple[str, ...] = (email_key,)
+        else:
+            device_key = device_counter_key(device)
+            rules = [(device_key, self._policy.per_device)]
+            forget = (email_key, device_key)
         if client_address:
             rules.append((pair_counter_key(email, client_address), self._policy.per_pair))
             rules.append((address_counter_key(client_address), self._policy.per_address))
         wait_s = await self._counters.take(rules)
         if wait_s is not None:
             raise too_many("failed login attempts", wait_s)
-        return AttemptReservation(tuple(key for key, _ in rules))
+        return AttemptReservation(tuple(key for key, _ in rules), forget_on_success=forget)
 
     async def release(self, reservation: AttemptReservation) -> None:
         """The attempt was no guess (an outage): its slots are given back."""
@@ -88,7 +109,8 @@ class LoginLimits:
 
     async def succeeded(self, reservation: AttemptReservation) -> None:
         """The password was right: slots given back, the email's failures forgotten."""
-        await self._counters.give_back(reservation.keys, clear=reservation.keys[:1])
+        keys = tuple(dict.fromkeys(reservation.keys + reservation.forget_on_success))
+        await self._counters.give_back(keys, clear=reservation.forget_on_success)
 
 
 @dataclass(frozen=True)

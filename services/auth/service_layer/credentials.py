@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 
 from services.auth.domain import (
     EmailAlreadyRegistered,
@@ -17,6 +19,7 @@ from services.auth.domain import (
     normalize_email,
     normalize_name,
 )
+from services.auth.service_layer.device_tokens import check_device_token_format
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
 from shared.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
@@ -57,7 +60,9 @@ async def login(deps: AuthDependencies, request: LoginRequest) -> NewSession:
     verification), and both count as failures against the email and the client address."""
     email = normalize_email(request.email)
     password = check_password_length(request.password)
-    reservation = await deps.limiter.reserve(email, request.client_address)
+    check_device_token_format(request.device_token)
+    device = deps.device_tokens.device_of(request.device_token, email, time.time())
+    reservation = await deps.limiter.reserve(email, request.client_address, device)
     try:
         credentials = await _check_credentials(deps, email, password)
     except InvalidCredentials:
@@ -73,7 +78,9 @@ async def login(deps: AuthDependencies, request: LoginRequest) -> NewSession:
     # The visit's first reads are a balance and the recent transactions: have them cached by
     # then (services/account/service_layer/warm_up.py), without delaying this reply.
     deps.warmer.warm(session.token)
-    return session
+    # A fresh device token with every login: the device stays known as long as it is used.
+    return dataclasses.replace(session,
+                               device_token=deps.device_tokens.issue(email, time.time()))
 
 
 async def _check_credentials(deps: AuthDependencies, email: str,

@@ -15,6 +15,7 @@ from services.auth.domain import (
     SessionInfo,
     StoredCredentials,
 )
+from services.auth.service_layer.device_tokens import DeviceTokens
 from shared.auth_context import Caller
 
 
@@ -82,9 +83,10 @@ class SessionChecker(Protocol):
 @dataclass(frozen=True)
 class AttemptReservation:
     """Slots taken in the attempt counters before a password check; given back when the attempt
-    was no guess. The first key is the email's."""
+    was no guess. `forget_on_success`: the counters a right password clears altogether."""
 
     keys: tuple[str, ...]
+    forget_on_success: tuple[str, ...] = ()
 
 
 AttemptRule = FixedWindow | RisingDelay
@@ -106,9 +108,11 @@ class AttemptCounters(Protocol):
 
 
 class LoginLimiter(Protocol):
-    async def reserve(self, email: str, client_address: str) -> AttemptReservation:
-        """Count one attempt against the email and the client address, or raise
-        ResourceExhausted (with retry_after_s) when the rules refuse it now."""
+    async def reserve(self, email: str, client_address: str,
+                      device: str | None = None) -> AttemptReservation:
+        """Count one attempt against the email (or the owner's known `device`, see
+        service_layer/device_tokens.py) and the client address, or raise ResourceExhausted
+        (with retry_after_s) when the rules refuse it now."""
         ...
 
     async def release(self, reservation: AttemptReservation) -> None:
@@ -156,3 +160,4 @@ class AuthDependencies:
     register_limiter: RegisterLimiter
     hasher: PasswordHasher
     warmer: CacheWarmer
+    device_tokens: DeviceTokens
