@@ -80,8 +80,9 @@ class AsyncBankClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
-    async def login(self, email: str, password: str) -> Session:
-        request = auth_pb2.LoginRequest(email=email, password=password)
+    async def login(self, email: str, password: str, *, device_token: str = "") -> Session:
+        """`device_token`: the one this device's last Session carried, if any."""
+        request = auth_pb2.LoginRequest(email=email, password=password, device_token=device_token)
         reply = await self._call(self.auth.Login, request, None, public=True)
         return _convert.session(reply)
 

@@ -89,9 +89,10 @@ class BankClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
-    def login(self, email: str, password: str) -> Session:
-        reply = self._call(self.auth.Login, auth_pb2.LoginRequest(email=email, password=password),
-                           None, public=True)
+    def login(self, email: str, password: str, *, device_token: str = "") -> Session:
+        """`device_token`: the one this device's last Session carried, if any."""
+        request = auth_pb2.LoginRequest(email=email, password=password, device_token=device_token)
+        reply = self._call(self.auth.Login, request, None, public=True)
         return _convert.session(reply)
 
     def logout(self, *, credentials: CallCredentials | None = None) -> None:
