@@ -5,6 +5,7 @@
     python -m bankctl transfer --from ACC --to ACC --amount 1250 [--key KEY]
     python -m bankctl transfers [--page-size 20] [--page-token T]
     python -m bankctl logout
+    python -m bankctl logout-everywhere          # every session ends; password on stdin or prompted
     python -m bankctl cache-check (--user USER_ID | --email EMAIL)   # operators: read-only
 
 The gRPC targets are the repository's settings (BANK_ACCOUNT_TARGET, BANK_TRANSFER_TARGET,
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("--password-stdin", action="store_true",
                        help="read the password from standard input instead of prompting")
     commands.add_parser("logout", help="end the session and forget the token")
+    everywhere = commands.add_parser("logout-everywhere",
+                                     help="end every session of the user (needs the password)")
+    everywhere.add_argument("--password-stdin", action="store_true",
+                            help="read the password from standard input instead of prompting")
     commands.add_parser("balances", help="every account of the logged-in user, with balance")
     transfer = commands.add_parser("transfer", help="move money (idempotent by --key)")
     transfer.add_argument("--from", dest="source", required=True)
@@ -83,11 +88,14 @@ def main(argv: list[str] | None = None, *, settings: Settings | None = None,
             return 1
 
 
+def _password(args: argparse.Namespace, stdin: TextIO) -> str:
+    return stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
+
+
 def _client_command(args: argparse.Namespace, bank: BankClient, stdin: TextIO,
                     stdout: TextIO) -> int:
     if args.command == "login":
-        password = stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
-        session = bank.login(args.email, password)
+        session = bank.login(args.email, _password(args, stdin))
         session_file.save(args.session_file, session.token, session.user_id)
         print(f"logged in as {session.user_id}; session {session.session_id}", file=stdout)
         return 0
@@ -100,6 +108,10 @@ def _client_command(args: argparse.Namespace, bank: BankClient, stdin: TextIO,
         bank.logout()
         session_file.remove(args.session_file)
         print("logged out", file=stdout)
+    elif args.command == "logout-everywhere":
+        ended = bank.revoke_all_sessions(_password(args, stdin))
+        session_file.remove(args.session_file)
+        print(f"logged out everywhere: {ended} sessions ended", file=stdout)
     elif args.command == "balances":
         for account in bank.accounts():
             balance = bank.balance(account.account_id)

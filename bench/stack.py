@@ -26,11 +26,12 @@ HOST = "127.0.0.1"
 DBNAME = "cachebank"
 # The per-user limit of 100 requests a minute would turn most of a load test into 429s
 # (the hottest bench user alone sends several per second), and every bench login comes from one
-# address, 127.0.0.1, where real logins come from many: the per-address login limit (attempts in
-# flight or failed per window) would refuse most of them. Both checks still run on every request,
-# in the same Redis calls; only their thresholds are out of reach.
+# address, 127.0.0.1, where real logins come from many: the per-address login limits (attempts in
+# flight or failed per window, counted in PostgreSQL) would refuse most of them. The checks still
+# run on every request; only their thresholds are out of reach.
 BENCH_SERVICE_ENV = {"BANK_RATE_LIMIT_PER_MINUTE": "1000000000",
                      "BANK_LOGIN_MAX_FAILURES": "1000000000",
+                     "BANK_LOGIN_ADDRESS_MAX_FAILURES": "1000000000",
                      # Envoy's per-address limit: the whole load comes from one address.
                      "BANK_EDGE_ADDRESS_LIMIT_PER_MINUTE": "1000000000"}
 # The design's mix has a login for every ten requests: at its peak of 105 req/s the production

@@ -28,6 +28,7 @@ from devstack.supervisor import Restart, Supervisor
 # hashing at OWASP's minimum argon2id profile keeps logins from eating the two cores.
 SERVICE_ENV = {
     "BANK_RATE_LIMIT_PER_MINUTE": "1000000",
+    "BANK_REGISTER_PER_ADDRESS_PER_HOUR": "1000",  # every chaos user signs up from one address
     "BANK_ARGON2_TIME_COST": "2",
     "BANK_ARGON2_MEMORY_KIB": "19456",
     "BANK_ARGON2_PARALLELISM": "1",

@@ -74,6 +74,27 @@ class CallHeaders:
                 pass  # not an address: never key a counter by text a client chose
         return peer_host(peer)
 
+    def client_group(self, peer: str) -> str:
+        """What per-address limits count by: `address_group` of the client address."""
+        return address_group(self.client_address(peer))
+
+
+def address_group(address: str) -> str:
+    """The unit every per-address limit counts by: an IPv4 address itself, an IPv6 address's
+    /64 ("2001:db8:1:2::/64"). One IPv6 subscriber gets a whole /64 (RFC 6177) and can rotate
+    through 2^64 addresses at no cost, so a limit keyed by the full address would not limit
+    anyone; a /64 is what one customer line holds. IPv4-mapped IPv6 (::ffff:a.b.c.d) is the
+    IPv4 address. Anything that is not an address (a unix socket peer) is kept as given."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
 
 def peer_host(peer: str) -> str:
     """'ipv4:10.0.0.1:5342' -> '10.0.0.1', 'ipv6:[::1]:5342' -> '::1'; other forms as given.

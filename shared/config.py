@@ -72,16 +72,38 @@ class Settings:
     # Signs session entries in Redis (shared/sessions.py); secret, >= 32 characters. Required by
     # every process that creates or checks sessions (`require`), hence no default.
     session_signing_key: str = ""
+    # Brute force (services/auth/service_layer/attempt_limits.py), counted in PostgreSQL: failed
+    # logins per (email, client address group) per window, a hard limit;
     login_max_failures: int = 5
     login_window_s: int = 900
+    # failed logins per client address group across every email per window;
+    login_address_max_failures: int = 100
+    # failures of one email (from any address) before each further attempt waits a delay that
+    # doubles with every failure, from login_delay_base_s up to login_delay_max_s: never a
+    # lockout, so a third party cannot lock an owner out.
+    login_email_free_failures: int = 5
+    login_delay_base_s: float = 1.0
+    login_delay_max_s: float = 300.0
+    # A successful login returns a device token, valid this long, that exempts the owner's
+    # device from the email's delay (services/auth/service_layer/device_tokens.py).
+    login_device_token_ttl_s: int = 90 * 86_400
+    # Registrations per client address group per hour, and from everyone per minute.
+    register_per_address_per_hour: int = 5
+    register_per_minute: int = 60
     # argon2id cost: RFC 9106's second recommended option (64 MiB, 3 passes, 4 lanes), which is
     # also argon2-cffi's default profile. Tests lower them so that hashing stays cheap.
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
-    # Hashes running at once per process: each holds argon2_memory_kib, so this bounds memory
-    # (and CPU) under a flood of logins or registrations.
-    argon2_max_concurrent: int = 4
+    # Hashes running at once per process, in two pools (services/auth/adapters/work_pool.py):
+    # password checks (login, password change) and new passwords (registration, password
+    # change), so that logins never queue behind registrations. Each hash holds
+    # argon2_memory_kib, so the two together bound memory (4 x 64 MiB); a call that finds its
+    # pool's queue full is answered UNAVAILABLE at once.
+    argon2_max_concurrent: int = 3
+    argon2_login_queue: int = 64
+    argon2_new_password_concurrent: int = 1
+    argon2_new_password_queue: int = 8
 
     max_transfer_minor_units: int = 100_000_000_00  # 100 million in major units
     idempotency_retention_s: int = 86_400

@@ -148,7 +148,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     floor_of = (canonical_uuid(request.account_id) or ""
                                 if policy.has_floor else "")
                     pending = gate.admit(token, count=headers.from_edge, account_id=floor_of,
-                                         address=lambda: headers.client_address(
+                                         address=lambda: headers.client_group(
                                              context.peer() or ""))
                     if prefetch is not None:
                         _run_prefetch(prefetch, request)
@@ -157,7 +157,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     if admission.floor and admission.floor > request.min_version:
                         request.min_version = admission.floor  # only floors for has_floor
                 elif policy.public and headers.from_edge and gate is not None:
-                    await gate.admit_address(headers.client_address(context.peer() or ""))
+                    await gate.admit_address(headers.client_group(context.peer() or ""))
                 return await inner(request, context)
             except BankError as err:
                 code = err.code

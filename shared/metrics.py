@@ -75,6 +75,11 @@ REDIS_FALLBACKS = Counter(
     "Redis calls not made or failed, answered by the fallback instead, by component and reason",
     ["component", "reason"],
 )
+HASH_POOL_REFUSALS = Counter(
+    "bank_auth_hash_pool_refusals_total",
+    "Password hashing work refused at once (UNAVAILABLE) because its pool was full, by pool",
+    ["pool"],
+)
 
 
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:

@@ -247,8 +247,9 @@ class RequestGate:
         """Check the session, count the request when `count`, and return the floor for
         `account_id`. Raises Unauthenticated, RateLimited, or Unavailable (PostgreSQL and Redis
         both unable to vouch for the session). `address` names the client (asked only when
-        failures are being counted): an address past its quota of failed checks is refused
-        before any Redis or PostgreSQL work."""
+        failures are being counted; the interceptor gives its group, an IPv6 /64 or an IPv4
+        address, shared/call_metadata.py): an address past its quota of failed checks is
+        refused before any Redis or PostgreSQL work."""
         if address is not None and self._failed_checks.active:
             decision = self._failed_checks.peek(address())
             if decision is not None:

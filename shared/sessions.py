@@ -130,3 +130,10 @@ class SessionEntrySigner:
             return SessionEntry(parts[1].decode(), int(parts[2]), int(parts[3]))
         except ValueError:
             return None
+
+
+def derived_key(signing_key: str, label: str) -> bytes:
+    """A key for another MAC, derived from BANK_SESSION_SIGNING_KEY under its own label (page
+    tokens, device tokens): one secret to deploy and rotate, and MACs of different kinds never
+    coincide."""
+    return hmac.digest(signing_key.encode(), label.encode(), "sha256")

@@ -1,9 +1,9 @@
 """Failed-login counters in PostgreSQL, for while Redis cannot count them.
 
 `login_attempt_windows` holds one fixed window per counter (an email's hash or a client address,
-the same keys the Redis limiter uses): how many attempts it holds and when it ends. The auth
-service writes here only while Redis is unreachable (services/auth/adapters/pg_login_limiter.py);
-rows whose window ended are deleted by the service as it goes.
+later also per (email, address) and per registration address): how many attempts it holds and
+when it ends. The auth service's attempt counters live here (services/auth/adapters/
+attempt_counters.py); rows whose window ended are deleted by the service as it goes.
 
 Revision ID: 0006
 Revises: 0005

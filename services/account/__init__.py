@@ -42,8 +42,9 @@ Decisions (the system around them: docs/architecture.md):
 - No entry older than a version this replica's consumer applied is served (a failover may have
   lost that write): such a read goes to PostgreSQL and its fill restores the newer version.
 - `ListTransactions` tokens (`shared/page_tokens.py`, the format ListTransfers uses too): base64url
-  of (created_at us, entry id) plus an 8-byte BLAKE2b checksum over it and the account id:
-  tampering or another account's token is INVALID_ARGUMENT; a token grants nothing (ownership is
-  checked on every call). Page size 1..100 (0 means 20, larger is capped).
+  of (created_at us, entry id) plus an 8-byte keyed BLAKE2b MAC over it and the account id (the
+  key derived from BANK_SESSION_SIGNING_KEY, so clients cannot forge positions): tampering,
+  another account's token or a position out of range is INVALID_ARGUMENT; a token grants
+  nothing (ownership is checked on every call). Page size 1..100 (0 means 20, larger is capped).
 - Another user's account is NOT_FOUND, worded like a missing one.
 """

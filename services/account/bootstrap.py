@@ -17,6 +17,7 @@ from services.account.service_layer.balance_event_sync import BalanceEventSync
 from services.account.service_layer.balance_events import BalanceEventApplier
 from services.account.service_layer.cache_layout import balance_key
 from services.account.service_layer.dependencies import AccountReads, CacheTtls
+from services.account.service_layer.pagination import transaction_page_tokens
 from services.account.service_layer.ports import AccountReader
 from shared.cache import AppliedVersions, ReadThroughCache, VersionedCache
 from shared.cache.read_through import LeaseTuning
@@ -28,6 +29,7 @@ from shared.grpc_server import (
     servicer_registration,
     standard_readiness,
 )
+from shared.page_tokens import page_token_key
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
 from shared.redis_pipeline import ALL_SLOTS, ClusterPipeline, TopologyEvent, slot_of_key
@@ -106,7 +108,8 @@ def build_account_app(
         cache if settings.cache_enabled else None, ttl_jitter=settings.ttl_jitter, lease=lease,
         applied_versions=applied_versions, version_wait_s=settings.min_version_wait_ms / 1000,
     )
-    reads = AccountReads(reader, read_through, ttls)
+    reads = AccountReads(reader, read_through, ttls,
+                         transaction_page_tokens(page_token_key(settings)))
 
     events = None
     if settings.cache_enabled:

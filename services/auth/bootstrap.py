@@ -7,15 +7,21 @@ from dataclasses import dataclass
 import grpc
 from bank.v1 import auth_pb2, auth_pb2_grpc
 
+from services.auth.adapters.attempt_counters import PostgresAttemptCounters
 from services.auth.adapters.cache_warmer import GrpcCacheWarmer
-from services.auth.adapters.login_limiter import RedisLoginLimiter
-from services.auth.adapters.password_hasher import hasher_from_settings
-from services.auth.adapters.pg_login_limiter import PostgresLoginLimiter
+from services.auth.adapters.password_hasher import Argon2PasswordHasher, hasher_from_settings
 from services.auth.adapters.session_retention import PostgresSessionRetention
 from services.auth.adapters.session_store import SessionStore
 from services.auth.adapters.user_repository import PostgresUserRepository
+from services.auth.domain import FixedWindow, RisingDelay
 from services.auth.entrypoints.grpc_servicer import AuthServicer
-from services.auth.service_layer.login_limits import FallbackLoginLimiter
+from services.auth.service_layer.attempt_limits import (
+    LoginLimits,
+    LoginPolicy,
+    RegisterLimits,
+    RegisterPolicy,
+)
+from services.auth.service_layer.device_tokens import DeviceTokens
 from services.auth.service_layer.ports import AuthDependencies
 from services.auth.service_layer.retention import session_retention_rules
 from shared.config import Settings
@@ -30,7 +36,7 @@ from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 from shared.retention import RETENTION_POOL_SIZE, RetentionJob
-from shared.sessions import SessionEntrySigner
+from shared.sessions import SessionEntrySigner, derived_key
 
 
 @dataclass
@@ -38,9 +44,10 @@ class AuthApp:
     settings: Settings
     probe_pool: PoolType  # the health probe's own connection
     pool: PoolType  # users, sessions and the request gate's confirmations
-    redis_pipeline: ClusterPipeline  # sessions, the request gate and the login limits
+    redis_pipeline: ClusterPipeline  # sessions and the request gate
     gate: RequestGate
     sessions: SessionStore
+    hasher: Argon2PasswordHasher  # its two worker pools
     warmer: GrpcCacheWarmer  # WarmCache on the account service after each login
     grpc: GrpcService
 
@@ -53,6 +60,7 @@ class AuthApp:
     async def close(self) -> None:
         await self.warmer.aclose()
         await self.sessions.aclose()
+        self.hasher.close()
         await self.pool.close()
         await self.redis_pipeline.close()
         await self.probe_pool.close()
@@ -76,17 +84,22 @@ def build_auth_app(settings: Settings, port: int | None = None,
     # Client-side round robin over the account replicas (dns:/// in Kubernetes).
     warmer = GrpcCacheWarmer(grpc.aio.insecure_channel(
         settings.account_target, options=[("grpc.lb_policy_name", "round_robin")]))
+    hasher = hasher_from_settings(settings)
+    counters = PostgresAttemptCounters(pool)
     deps = AuthDependencies(
         users=PostgresUserRepository(pool),
         sessions=sessions,
         checker=gate,
-        limiter=FallbackLoginLimiter(
-            RedisLoginLimiter(pipeline, settings.login_max_failures, settings.login_window_s),
-            PostgresLoginLimiter(pool, settings.login_max_failures, settings.login_window_s),
-            breaker,
-        ),
-        hasher=hasher_from_settings(settings),
+        limiter=LoginLimits(counters, login_policy(settings)),
+        register_limiter=RegisterLimits(counters, RegisterPolicy(
+            per_address=FixedWindow(settings.register_per_address_per_hour, 3600),
+            overall=FixedWindow(settings.register_per_minute, 60),
+        )),
+        hasher=hasher,
         warmer=warmer,
+        device_tokens=DeviceTokens(
+            derived_key(settings.session_signing_key, "cachebank device tokens v1"),
+            settings.login_device_token_ttl_s),
     )
     servicer = AuthServicer(deps)
 
@@ -101,7 +114,19 @@ def build_auth_app(settings: Settings, port: int | None = None,
         port=port,
         health_poll_s=health_poll_s,
     )
-    return AuthApp(settings, probe_pool, pool, pipeline, gate, sessions, warmer, service)
+    return AuthApp(settings, probe_pool, pool, pipeline, gate, sessions, hasher, warmer, service)
+
+
+def login_policy(settings: Settings) -> LoginPolicy:
+    window_s = settings.login_window_s
+    return LoginPolicy(
+        per_pair=FixedWindow(settings.login_max_failures, window_s),
+        per_address=FixedWindow(settings.login_address_max_failures, window_s),
+        per_email=RisingDelay(settings.login_email_free_failures, settings.login_delay_base_s,
+                              settings.login_delay_max_s, window_s),
+        per_device=RisingDelay(settings.login_email_free_failures, settings.login_delay_base_s,
+                               settings.login_delay_max_s, window_s),
+    )
 
 
 def build_retention_job(settings: Settings) -> RetentionJob:

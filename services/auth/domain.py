@@ -62,6 +62,7 @@ class LoginRequest:
     password: str
     client_address: str
     user_agent: str
+    device_token: str = ""  # from an earlier login on this device (service_layer/device_tokens.py)
 
 
 def normalize_email(raw: str) -> str:
@@ -94,6 +95,7 @@ class NewSession:
     user_id: str
     session_id: str
     expires_at: float
+    device_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,3 +159,58 @@ def check_password_strength(password: str, *, email: str = "", name: str = "",
         raise WeakPassword(f"{field} is too easy to guess: {reason.rstrip('.')}. A few unrelated "
                            "words or a longer phrase make a strong password")
     return normalized
+
+
+# Attempt counters' rules (service_layer/attempt_limits.py applies them to logins and
+# registrations).
+@dataclass(frozen=True)
+class Window:
+    """The stored state of one counter: attempts counted, and when the window ends (epoch s;
+    an ended window counts nothing)."""
+
+    attempts: int
+    ends_at: float
+
+
+@dataclass(frozen=True)
+class FixedWindow:
+    """At most `limit` attempts per window of `window_s`, which starts at its first attempt."""
+
+    limit: int
+    window_s: float
+
+    def admit(self, state: Window, now: float) -> Window | float:
+        """The state with this attempt counted, or the seconds to wait before one may go."""
+        if state.ends_at <= now:
+            return Window(1, now + self.window_s)
+        if state.attempts < self.limit:
+            return Window(state.attempts + 1, state.ends_at)
+        return state.ends_at - now
+
+
+@dataclass(frozen=True)
+class RisingDelay:
+    """`free` attempts at once; after n >= free attempts the next waits
+    min(base_s * 2^(n - free), max_s) after the previous one. The counter is forgotten
+    `window_s` after the last attempt (so its window ends then: ends_at - window_s is the
+    previous attempt). A delay longer than window_s is cut to it."""
+
+    free: int
+    base_s: float
+    max_s: float
+    window_s: float
+
+    def delay_after(self, attempts: int) -> float:
+        if attempts < self.free:
+            return 0.0
+        # 2^60 already dwarfs any cap; bounding the exponent keeps the float finite.
+        return min(self.base_s * 2.0 ** min(attempts - self.free, 60), self.max_s)
+
+    def admit(self, state: Window, now: float) -> Window | float:
+        if state.ends_at <= now:
+            return Window(1, now + self.window_s)
+        previous = state.ends_at - self.window_s
+        ready_at = previous + self.delay_after(state.attempts)
+        if now < ready_at:
+            return ready_at - now
+        return Window(state.attempts + 1, now + self.window_s)

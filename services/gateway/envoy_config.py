@@ -251,7 +251,8 @@ _ADDRESS_BUCKETS = 100_000
 
 
 def _address_limit(spec: GatewaySpec) -> list[dict[str, Any]]:
-    """A token bucket per client address (the TCP peer, `remote_address`), refilled a second
+    """A token bucket per client address group (the TCP peer's address, or its /64 for IPv6:
+    `masked_remote_address`, as every per-address limit counts), refilled a second
     at a time: an abuse limit per Envoy replica, far above what a person or an office behind
     one address sends; the exact per-user limit is the request gate's."""
     limit = spec.address_limit_per_minute
@@ -270,7 +271,8 @@ def _address_limit(spec: GatewaySpec) -> list[dict[str, Any]]:
         "token_bucket": {"max_tokens": 1_000_000_000, "tokens_per_fill": 1_000_000_000,
                          "fill_interval": "1s"},
         "always_consume_default_token_bucket": False,
-        "descriptors": [{"entries": [{"key": "remote_address"}], "token_bucket": bucket}],
+        "descriptors": [{"entries": [{"key": "masked_remote_address"}],
+                         "token_bucket": bucket}],
         "max_dynamic_descriptors": _ADDRESS_BUCKETS,
         "vh_rate_limits": "INCLUDE",
         "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"},

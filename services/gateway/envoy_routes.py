@@ -73,9 +73,11 @@ def route_config(table: RouteTable, files: RouteFiles, timeouts: RouteTimeouts) 
         }],
         "virtual_hosts": [{
             "name": "bank_api", "domains": ["*"], "routes": routes,
-            # Every request yields the descriptor (remote_address, <peer>) for the per-address
-            # limit (envoy_config._address_limit).
-            "rate_limits": [{"actions": [{"remote_address": {}}]}],
+            # Every request yields the descriptor (masked_remote_address, <peer's group>) for
+            # the per-address limit (envoy_config._address_limit): an IPv4 address, an IPv6 /64,
+            # the grouping of every per-address limit (shared/call_metadata.address_group).
+            "rate_limits": [{"actions": [{"masked_remote_address": {
+                "v4_prefix_mask_len": 32, "v6_prefix_mask_len": 64}}]}],
         }],
     }
 

@@ -17,7 +17,11 @@ from services.transfer.entrypoints.treasury_servicer import TreasuryServicer
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay
 from services.transfer.service_layer.retention import transfer_retention_rules
-from services.transfer.service_layer.transfers import AfterCommitHook, TransferService
+from services.transfer.service_layer.transfers import (
+    AfterCommitHook,
+    TransferService,
+    transfer_page_tokens,
+)
 from services.transfer.service_layer.treasury import TreasuryService
 from shared.config import Settings
 from shared.grpc_server import (
@@ -27,6 +31,7 @@ from shared.grpc_server import (
     standard_readiness,
 )
 from shared.machine_credentials import MachineCredentials
+from shared.page_tokens import page_token_key
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
@@ -92,6 +97,7 @@ def build_transfer_app(
         gate,
         max_amount=settings.max_transfer_minor_units,
         event_partitions=settings.event_partitions,
+        page_tokens=transfer_page_tokens(page_token_key(settings)),
         after_commit=after_commit,
     )
     servicer = TransferServicer(service)

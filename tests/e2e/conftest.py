@@ -29,10 +29,10 @@ from services.gateway.envoy_clusters import Upstream
 from services.gateway.envoy_process import EnvoyProcess
 from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
+from tests.support.auth import TEST_AUTH_SETTINGS
 from tests.support.db_roles import as_service, service_settings
 
 PASSWORD = "glacier violet umbrella 42"
-CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
 REPLICAS = 2
 # Account first: auth's logins warm the account service's cache (its target is set below).
 BUILDERS: dict[str, Any] = {
@@ -61,7 +61,7 @@ def account_target(upstreams: list[Upstream]) -> str:
 async def edge(base_settings: Settings, engine: AsyncEngine,
                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
     await seed.ensure_settlement_account(engine)
-    settings = dataclasses.replace(base_settings, **CHEAP_ARGON2)
+    settings = dataclasses.replace(base_settings, **TEST_AUTH_SETTINGS)
     async with AsyncExitStack() as stack:
         upstreams = []
         for name, build in BUILDERS.items():
@@ -113,7 +113,7 @@ class Bank:
 @pytest.fixture(scope="module")
 async def bank(base_settings: Settings, engine: AsyncEngine) -> AsyncIterator[Bank]:
     await seed.ensure_settlement_account(engine)
-    settings = dataclasses.replace(base_settings, **CHEAP_ARGON2)
+    settings = dataclasses.replace(base_settings, **TEST_AUTH_SETTINGS)
     targets: dict[str, str] = {}
     async with AsyncExitStack() as stack:
         for name, build in BUILDERS.items():

@@ -72,6 +72,25 @@ async def test_login_balances_transfer_list_logout(base_settings: Settings, bank
     assert code == 0 and not session.exists()
 
 
+async def test_logout_everywhere_ends_every_session(base_settings: Settings, bank: Bank,
+                                                   tmp_path: Path) -> None:
+    settings = _settings(base_settings, bank)
+    here, there = tmp_path / "here.json", tmp_path / "there.json"
+    alice = await bank.customer()
+    for session in (here, there):
+        code, _ = await bankctl(settings, session, "login", "--email", alice.email,
+                                "--password-stdin", stdin=PASSWORD + "\n")
+        assert code == 0
+    code, _ = await bankctl(settings, here, "logout-everywhere", "--password-stdin",
+                            stdin="not the password at all\n")
+    assert code == 1 and here.exists()
+    code, out = await bankctl(settings, here, "logout-everywhere", "--password-stdin",
+                              stdin=PASSWORD + "\n")
+    assert code == 0 and "2 sessions ended" in out and not here.exists()
+    code, _ = await bankctl(settings, there, "balances")
+    assert code == 1, "the other session ended too"
+
+
 async def test_cache_check_compares_entries_with_postgres(base_settings: Settings, bank: Bank,
                                                           tmp_path: Path) -> None:
     settings, session = _settings(base_settings, bank), tmp_path / "session.json"

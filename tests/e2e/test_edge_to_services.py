@@ -172,6 +172,34 @@ async def test_logout_is_seen_by_every_replica_within_a_second(
         assert time.monotonic() - logged_out_at < 1.0
 
 
+async def test_sessions_are_revoked_over_http_on_every_replica(
+    edge: Edge, engine: AsyncEngine
+) -> None:
+    async with edge.client(limits=httpx.Limits(max_connections=8)) as http:
+        erin = await register_and_login(http, engine)
+        other = {"Authorization": f"Bearer {await login(http, erin.email)}"}
+        third = {"Authorization": f"Bearer {await login(http, erin.email)}"}
+        listed = await http.get("/v1/auth/sessions", headers=erin.auth)
+        assert listed.status_code == 200 and len(listed.json()["sessions"]) == 3
+        other_id = other["Authorization"].split(".")[1]
+        gone = await http.delete(f"/v1/auth/sessions/{other_id}", headers=erin.auth)
+        assert gone.status_code == 200, gone.text
+        again = await http.delete(f"/v1/auth/sessions/{other_id}", headers=erin.auth)
+        assert again.status_code == 404 and "session" in again.json()["message"]
+        path = f"/v1/accounts/{erin.account_id}/balance"
+        after = await asyncio.gather(*(http.get(path, headers=other) for _ in range(8)))
+        assert [r.status_code for r in after] == [401] * 8  # both replicas, at once
+
+        wrong = await http.post("/v1/auth/sessions:revokeAll", headers=erin.auth,
+                                json={"password": "not the password at all", "keepCurrent": True})
+        assert wrong.status_code == 403
+        everywhere = await http.post("/v1/auth/sessions:revokeAll", headers=erin.auth,
+                                     json={"password": PASSWORD, "keepCurrent": True})
+        assert everywhere.status_code == 200 and everywhere.json()["revokedSessions"] == 1
+        assert (await http.get(path, headers=third)).status_code == 401
+        assert (await http.get(path, headers=erin.auth)).status_code == 200
+
+
 async def test_a_transfer_is_seen_by_every_session_of_the_writer(
     edge: Edge, engine: AsyncEngine
 ) -> None:

@@ -81,6 +81,27 @@ async def test_the_blocking_client_and_per_call_credentials(bank: Bank) -> None:
     assert await asyncio.to_thread(flow) == (4_000, 1_100)
 
 
+async def test_sessions_are_revoked_one_or_all(bank: Bank) -> None:
+    alice, bob = await bank.customer(), await bank.customer()
+    async with AsyncBankClient(bank.endpoints) as client:
+        first, second, third = [await client.login(alice.email, PASSWORD) for _ in range(3)]
+        assert first.device_token
+        again = await client.login(alice.email, PASSWORD, device_token=first.device_token)
+        assert again.device_token and again.device_token != first.device_token
+        as_bob = (await client.login(bob.email, PASSWORD)).credentials()
+        with pytest.raises(NotFound):  # someone else's session
+            await client.revoke_session(first.session_id, credentials=as_bob)
+        await client.revoke_session(first.session_id, credentials=second.credentials())
+        with pytest.raises(Unauthenticated):
+            await client.accounts(credentials=first.credentials())
+        ended = await client.revoke_all_sessions(PASSWORD, keep_current=True,
+                                                 credentials=second.credentials())
+        assert ended == 2  # third and again
+        assert await client.accounts(credentials=second.credentials())
+        with pytest.raises(Unauthenticated):
+            await client.accounts(credentials=third.credentials())
+
+
 async def _run_example(bank: Bank, env: dict[str, str], email: str, to: str
                        ) -> tuple[int, str, str]:
     endpoints = bank.endpoints

@@ -3,6 +3,10 @@ results, read sources, ownership (IDOR), input validation, cursors, read-your-wr
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import struct
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -15,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devstack import seed
 from services.account.bootstrap import AccountApp
 from services.account.service_layer.cache_layout import balance_key, loans_key, recent_key
+from services.account.service_layer.pagination import transaction_page_tokens
 from shared.config import Settings
+from shared.page_tokens import page_token_key
 from tests.support.account import Customer, account_settings, cached_entry, new_customer, serving
 from tests.support.rpc import rpc_error
 
@@ -143,6 +149,31 @@ async def test_history_cursor_tampering_is_an_invalid_argument(
             metadata=alice.metadata,
         ))
         assert failure.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_forged_and_out_of_range_cursors_are_refused_by_the_service(
+    service: tuple[AccountApp, account_pb2_grpc.AccountServiceStub], engine: AsyncEngine,
+    base_settings: Settings, unique: Callable[[str], str],
+) -> None:
+    """A client knows the token format; without the server's key its token is refused, and a
+    position out of range is refused even under the right key."""
+    _, stub = service
+    alice = await new_customer(engine, unique, deposit=0)
+    for amount in (1, 2):
+        await seed.deposit(engine, alice.account_id, amount)
+    body = struct.pack(">Bqq", 1, int(time.time() * 1_000_000), 2**62)
+    unkeyed = hashlib.blake2b(body + alice.account_id.encode(), digest_size=8,
+                              person=b"bank.v1.txpage").digest()
+    forged = base64.urlsafe_b64encode(body + unkeyed).rstrip(b"=").decode()
+    keyed = transaction_page_tokens(page_token_key(base_settings))
+    out_of_range = keyed.encode(alice.account_id, -5, 1)
+    for bad_token in (forged, out_of_range):
+        failure = await rpc_error(stub.ListTransactions(
+            account_pb2.ListTransactionsRequest(account_id=alice.account_id, page_token=bad_token),
+            metadata=alice.metadata,
+        ))
+        assert failure.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in (failure.details() or "")
 
 
 async def test_another_users_accounts_are_not_found_on_every_rpc(

@@ -179,6 +179,79 @@ async def test_change_password_revokes_the_other_sessions(
     assert (await stack.login(email, new_password)).token
 
 
+async def test_revoke_session_ends_one_own_session_on_every_replica_and_no_one_elses(
+    stack: Stack, unique: Callable[[str], str]
+) -> None:
+    alice_email, bob_email = (unique(n) + "@example.com" for n in ("alice", "bob"))
+    alice = await stack.register(alice_email)
+    await stack.register(bob_email)
+    doomed, mine = await stack.login(alice_email), await stack.login(alice_email)
+    bob = await stack.login(bob_email)
+    balance = account_pb2.GetBalanceRequest(account_id=alice.account_id)
+    for replica in stack.accounts:  # cached on both replicas before the revocation
+        await replica.GetBalance(balance, metadata=bearer(doomed.token))
+
+    def revoke(session_id: str, token: str) -> grpc.aio.UnaryUnaryCall:
+        return stack.auth.RevokeSession(auth_pb2.RevokeSessionRequest(session_id=session_id),
+                                        metadata=bearer(token))
+
+    err = await rpc_error(revoke(doomed.session_id, bob.token))  # someone else's session
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    await stack.accounts[0].GetBalance(balance, metadata=bearer(doomed.token))  # untouched
+
+    await revoke(doomed.session_id, mine.token)
+    # The tombstone is written before the reply: the next request on any replica is refused.
+    for replica in stack.accounts:
+        err = await rpc_error(replica.GetBalance(balance, metadata=bearer(doomed.token)))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    await stack.accounts[1].GetBalance(balance, metadata=bearer(mine.token))
+    listed = await stack.auth.ListSessions(auth_pb2.ListSessionsRequest(),
+                                           metadata=bearer(mine.token))
+    assert [s.session_id for s in listed.sessions] == [mine.session_id]
+
+    err = await rpc_error(revoke(doomed.session_id, mine.token))  # already ended
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    for bad in ("", "not-a-uuid"):
+        err = await rpc_error(revoke(bad, mine.token))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "session_id" in err.details()
+    await revoke(mine.session_id, mine.token)  # one's own current session too
+    err = await rpc_error(stack.accounts[0].GetBalance(balance, metadata=bearer(mine.token)))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_revoke_all_sessions_needs_the_password_and_may_keep_the_current_one(
+    stack: Stack, unique: Callable[[str], str]
+) -> None:
+    email = unique("everywhere") + "@example.com"
+    made = await stack.register(email)
+    current, *others = [await stack.login(email) for _ in range(3)]
+    balance = account_pb2.GetBalanceRequest(account_id=made.account_id)
+
+    def revoke_all(password: str, keep_current: bool) -> grpc.aio.UnaryUnaryCall:
+        return stack.auth.RevokeAllSessions(
+            auth_pb2.RevokeAllSessionsRequest(password=password, keep_current=keep_current),
+            metadata=(*bearer(current.token), ("x-forwarded-for", stack.address)))
+
+    err = await rpc_error(revoke_all("not my password at all", True))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "password" in err.details()
+    err = await rpc_error(revoke_all("", True))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "password" in err.details()
+    for other in others:  # nothing ended by the refusals
+        await stack.accounts[0].GetBalance(balance, metadata=bearer(other.token))
+
+    assert (await revoke_all(PASSWORD, True)).revoked_sessions == 2
+    for replica in stack.accounts:
+        await replica.GetBalance(balance, metadata=bearer(current.token))
+        for other in others:
+            err = await rpc_error(replica.GetBalance(balance, metadata=bearer(other.token)))
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    assert (await revoke_all(PASSWORD, False)).revoked_sessions == 1
+    for replica in stack.accounts:
+        err = await rpc_error(replica.GetBalance(balance, metadata=bearer(current.token)))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 @pytest.mark.parametrize(
     ("email", "password", "name", "rule"),
     [

@@ -32,7 +32,7 @@ from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import FLOORS_UNSURE_S
 from tests.conftest import settings_for
 from tests.support.account import Customer, eventually, metric, new_customer
-from tests.support.auth import CHEAP_ARGON2, PASSWORD, random_address
+from tests.support.auth import PASSWORD, TEST_AUTH_SETTINGS, random_address
 from tests.support.db_roles import service_settings
 from tests.support.transfer import transfer_request
 
@@ -108,7 +108,7 @@ async def test_a_hung_redis_costs_one_deadline_then_nothing(
     # No half-open probe during the test: what keeps calls off the hung nodes is the client
     # knowing they do not answer, and what brings Redis back is the client seeing them answer.
     settings = dataclasses.replace(settings_for(postgres, private_redis_cluster,
-                                                circuit_reset_s=60.0), **CHEAP_ARGON2)
+                                                circuit_reset_s=60.0), **TEST_AUTH_SETTINGS)
     cluster = private_redis_cluster
     async with running_services(settings) as services:
         alice = await new_customer(engine, unique, deposit=5_000,

@@ -20,7 +20,7 @@ from services.account.bootstrap import build_account_app
 from services.auth.bootstrap import build_auth_app
 from tests.conftest import settings_for
 from tests.support.account import eventually, new_customer
-from tests.support.auth import CHEAP_ARGON2, PASSWORD, random_address
+from tests.support.auth import PASSWORD, TEST_AUTH_SETTINGS, random_address
 from tests.support.db_roles import service_settings
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,8 @@ async def test_services_started_during_an_outage_serve_and_then_use_the_cache(
     postgres: LocalPostgres, private_redis_cluster: LocalRedisCluster, engine: AsyncEngine,
     unique: Callable[[str], str],
 ) -> None:
-    settings = dataclasses.replace(settings_for(postgres, private_redis_cluster), **CHEAP_ARGON2)
+    settings = dataclasses.replace(settings_for(postgres, private_redis_cluster),
+                                   **TEST_AUTH_SETTINGS)
     alice = await new_customer(engine, unique, deposit=700)
     await asyncio.to_thread(private_redis_cluster.stop_all_nodes)
 

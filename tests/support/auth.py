@@ -12,11 +12,15 @@ from tests.support.db_roles import as_service
 PASSWORD = "glacier violet umbrella 42"
 # argon2 at its cheapest: the tests exercise the flows, not the cost of hashing.
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
+# Every test signs up from 127.0.0.1: registration limits far above what a run does (the tests
+# of those limits set their own).
+TEST_AUTH_SETTINGS: dict[str, Any] = {**CHEAP_ARGON2, "register_per_address_per_hour": 100_000,
+                                      "register_per_minute": 100_000}
 
 
 def auth_settings(base: Settings, **overrides: Any) -> Settings:
     return as_service(dataclasses.replace(base, service_name="auth",
-                                          **{**CHEAP_ARGON2, **overrides}))
+                                          **{**TEST_AUTH_SETTINGS, **overrides}))
 
 
 def random_address() -> str:

@@ -13,7 +13,11 @@ from services.account.domain import AccountDetails, LedgerEntry, Loan, PagePosit
 from services.account.service_layer import accounts, balances
 from services.account.service_layer.cache_layout import balance_key, loans_key, recent_key
 from services.account.service_layer.dependencies import AccountReads, CacheTtls
-from services.account.service_layer.pagination import decode_page_token, encode_page_token
+from services.account.service_layer.pagination import (
+    decode_page_token,
+    encode_page_token,
+    transaction_page_tokens,
+)
 from shared.auth_context import Caller
 from shared.cache import CircuitBreaker, ReadThroughCache, VersionedCache, decode_entry
 from shared.cache.fake_backend import InMemoryCacheBackend
@@ -21,6 +25,7 @@ from shared.errors import InvalidArgument, NotFound
 
 ALICE = Caller(str(uuid.uuid4()), str(uuid.uuid4()))
 MALLORY = Caller(str(uuid.uuid4()), str(uuid.uuid4()))
+TOKENS = transaction_page_tokens(bytes(range(32)))
 
 
 World = tuple[AccountReads, FakeAccountReader, InMemoryCacheBackend, str]
@@ -43,7 +48,7 @@ def world() -> World:
     backend = InMemoryCacheBackend()
     cache = VersionedCache(backend, CircuitBreaker(3, 1.0), 0.1)
     reads = AccountReads(reader, ReadThroughCache(cache, ttl_jitter=0.1),
-                         CacheTtls(60, 120, 300, 0.1))
+                         CacheTtls(60, 120, 300, 0.1), TOKENS)
     return reads, reader, backend, account_id
 
 
@@ -138,14 +143,14 @@ async def test_page_size_defaults_and_is_capped(world: World) -> None:
 def test_page_tokens_round_trip_and_refuse_tampering() -> None:
     account_id = new_id()
     position = PagePosition(account_id, 1_700_000_000_123_456, 987)
-    token = encode_page_token(position)
-    assert decode_page_token(token, account_id) == position
+    token = encode_page_token(TOKENS, position)
+    assert decode_page_token(TOKENS, token, account_id) == position
     flipped = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
     for bad in [flipped, token[:-2], token + "AA", "not-base64!", "", "A" * 65]:
         with pytest.raises(InvalidArgument):
-            decode_page_token(bad, account_id)
+            decode_page_token(TOKENS, bad, account_id)
     with pytest.raises(InvalidArgument):
-        decode_page_token(token, new_id())  # another account's cursor
+        decode_page_token(TOKENS, token, new_id())  # another account's cursor
 
 
 async def test_loans_are_an_api_cache_of_the_callers_own(world: World) -> None:

@@ -10,6 +10,7 @@ from services.account.domain import AccountDetails, LedgerEntry
 from services.account.service_layer import balances
 from services.account.service_layer.cache_layout import accounts_key, balance_key, recent_key
 from services.account.service_layer.dependencies import AccountReads, CacheTtls
+from services.account.service_layer.pagination import transaction_page_tokens
 from services.account.service_layer.warm_up import warm_caller_cache
 from shared.auth_context import Caller
 from shared.cache import (
@@ -23,6 +24,7 @@ from shared.cache import (
 from shared.cache.fake_backend import InMemoryCacheBackend
 
 ALICE = Caller(str(uuid.uuid4()), str(uuid.uuid4()))
+TOKENS = transaction_page_tokens(bytes(range(32)))
 
 
 def new_id() -> str:
@@ -40,7 +42,7 @@ def world(accounts: int = 2) -> tuple[AccountReads, FakeAccountReader, InMemoryC
     backend = InMemoryCacheBackend()
     cache = VersionedCache(backend, CircuitBreaker(3, 1.0), 0.1)
     reads = AccountReads(reader, ReadThroughCache(cache, ttl_jitter=0.1),
-                         CacheTtls(60, 120, 300, 0.1))
+                         CacheTtls(60, 120, 300, 0.1), TOKENS)
     return reads, reader, backend, ids
 
 
@@ -90,6 +92,7 @@ async def test_a_warm_up_never_overwrites_a_newer_entry() -> None:
 
 async def test_without_the_cache_nothing_is_loaded() -> None:
     reads, reader, _, _ = world()
-    off = AccountReads(reader, ReadThroughCache(None, ttl_jitter=0.1), reads.ttls)
+    off = AccountReads(reader, ReadThroughCache(None, ttl_jitter=0.1), reads.ttls,
+                       reads.page_tokens)
     assert (await warm_caller_cache(off, ALICE)).loaded is False
     assert reader.loads == {}

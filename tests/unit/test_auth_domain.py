@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from services.auth.adapters.login_limiter import address_counter_key, email_counter_key
 from services.auth.domain import normalize_currency, normalize_email, normalize_name
+from services.auth.service_layer.attempt_limits import (
+    address_counter_key,
+    email_counter_key,
+    pair_counter_key,
+)
 from shared.errors import InvalidArgument
 
 
@@ -51,7 +55,11 @@ def test_currency_defaults_to_eur_and_must_be_three_letters() -> None:
             normalize_currency(bad)
 
 
-def test_limiter_keys_hide_the_email_and_carry_a_hash_tag() -> None:
+def test_limiter_keys_hide_the_email_and_group_ipv6_by_64() -> None:
     key = email_counter_key("alice@example.com")
-    assert "alice" not in key and key.startswith("ratelimit:{login-email:")
-    assert address_counter_key("10.0.0.1") == "ratelimit:{login-addr:10.0.0.1}:failures"
+    assert "alice" not in key and key.startswith("login-email:")
+    assert address_counter_key("10.0.0.1") == "login-addr:10.0.0.1"
+    assert address_counter_key("2001:db8:1:2::5") == address_counter_key("2001:db8:1:2:ff::1")
+    assert address_counter_key("2001:db8:1:2::5") == "login-addr:2001:db8:1:2::/64"
+    pair = pair_counter_key("alice@example.com", "2001:db8:1:2::5")
+    assert "alice" not in pair and pair.endswith(":2001:db8:1:2::/64")

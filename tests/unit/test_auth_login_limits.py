@@ -1,78 +1,86 @@
-"""Where failed logins are counted (service_layer/login_limits.py): Redis while it answers,
-PostgreSQL while it does not, each reservation released where it was taken. Fakes for both
-stores; the real ones are in tests/integration/test_login_limits_without_redis.py."""
+"""The attempt rules (services/auth/domain.py) and the bounded hashing pools
+(adapters/work_pool.py), without I/O; the counters on the real PostgreSQL are in
+tests/integration/test_auth_login_limits.py."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+import grpc
 import pytest
 
-from services.auth.adapters.fakes import FakeLoginLimiter
-from services.auth.service_layer.login_limits import FallbackLoginLimiter
-from services.auth.service_layer.ports import AttemptReservation, LoginLimitsUnavailable
-from shared.cache import CircuitBreaker, CircuitState
-from shared.errors import ResourceExhausted
+from services.auth.adapters.work_pool import BoundedWorkPool
+from services.auth.domain import FixedWindow, RisingDelay, Window
+from shared.errors import Unavailable
 
 
-class SwitchableLimiter(FakeLoginLimiter):
-    """The Redis limiter's rules, and `down` for an outage (nothing counted, an error)."""
-
-    down: bool = False
-    released: int = 0
-
-    async def reserve(self, email: str, client_address: str) -> AttemptReservation:
-        if self.down:
-            raise LoginLimitsUnavailable("redis is down")
-        return await super().reserve(email, client_address)
-
-    async def release(self, reservation: AttemptReservation) -> None:
-        self.released += 1
-        await super().release(reservation)
+def test_a_fixed_window_counts_to_its_limit_then_waits_for_its_end() -> None:
+    rule = FixedWindow(limit=2, window_s=10)
+    state = rule.admit(Window(0, 0), now=100)
+    assert state == Window(1, 110)
+    state = rule.admit(state, now=101)
+    assert state == Window(2, 110)
+    assert rule.admit(state, now=104) == 6  # seconds to wait
+    assert rule.admit(state, now=110) == Window(1, 120)  # a new window
 
 
-@pytest.fixture
-def stores() -> tuple[SwitchableLimiter, FakeLoginLimiter, FallbackLoginLimiter]:
-    redis, postgres = SwitchableLimiter(max_failures=2), FakeLoginLimiter(max_failures=2)
-    return redis, postgres, FallbackLoginLimiter(redis, postgres, CircuitBreaker(2, 60.0))
+def test_a_rising_delay_is_free_then_doubles_up_to_its_cap() -> None:
+    rule = RisingDelay(free=3, base_s=1, max_s=8, window_s=100)
+    assert [rule.delay_after(n) for n in range(9)] == [0, 0, 0, 1, 2, 4, 8, 8, 8]
+    assert rule.delay_after(10_000) == 8  # no overflow however many failures
+    state: Window | float = Window(0, 0)
+    now = 1000.0
+    for _ in range(3):
+        assert isinstance(state, Window)
+        state = rule.admit(state, now)
+    assert state == Window(3, now + 100)  # forgotten a window after the last attempt
+    assert rule.admit(state, now + 0.25) == pytest.approx(0.75)
+    state = rule.admit(state, now + 1)
+    assert state == Window(4, now + 101)
+    assert rule.admit(state, now + 2) == pytest.approx(1)  # 2 s after the previous attempt
+    assert rule.admit(state, now + 101) == Window(1, now + 201)  # forgotten
 
 
-async def test_redis_counts_while_it_answers(
-    stores: tuple[SwitchableLimiter, FakeLoginLimiter, FallbackLoginLimiter],
-) -> None:
-    redis, postgres, limits = stores
-    await limits.reserve("a@example.com", "10.0.0.1")
-    await limits.reserve("a@example.com", "10.0.0.2")
-    with pytest.raises(ResourceExhausted):
-        await limits.reserve("a@example.com", "10.0.0.3")
-    assert postgres.counters == {}
+async def test_a_full_pool_refuses_at_once_and_another_pool_is_not_affected() -> None:
+    """Deterministic: the work blocks on an event the test holds, so the pool stays full."""
+    register = BoundedWorkPool("new_password_test", workers=1, queue=1)
+    login = BoundedWorkPool("login_test", workers=1, queue=0)
+    release = threading.Event()
+    try:
+        held = [asyncio.create_task(register.run(release.wait)) for _ in range(2)]
+        while register.admitted < 2:
+            await asyncio.sleep(0)
+        with pytest.raises(Unavailable) as refused:
+            await register.run(lambda: None)
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "new_password_test" in refused.value.message
+        assert await login.run(lambda: "checked") == "checked"  # its own threads
+        release.set()
+        assert await asyncio.gather(*held) == [True, True]
+        assert await register.run(lambda: "room again") == "room again"
+    finally:
+        release.set()
+        register.close()
+        login.close()
 
 
-async def test_postgres_counts_while_redis_is_away_and_holds_the_limit(
-    stores: tuple[SwitchableLimiter, FakeLoginLimiter, FallbackLoginLimiter],
-) -> None:
-    redis, postgres, limits = stores
-    redis.down = True
-    first = await limits.reserve("a@example.com", "10.0.0.1")
-    await limits.reserve("a@example.com", "10.0.0.2")
-    with pytest.raises(ResourceExhausted):
-        await limits.reserve("a@example.com", "10.0.0.3")
-    assert postgres.counters["email:a@example.com"][0] == 2
-    # The breaker opened after two failures: PostgreSQL answers without asking Redis first.
-    assert limits._breaker.state is CircuitState.OPEN
-    # A success releases where the slot was taken, even after Redis is back.
-    redis.down = False
-    await limits.release(first)
-    assert postgres.counters["email:a@example.com"][0] == 1 and redis.released == 0
-
-
-async def test_each_store_holds_its_own_window_across_a_switch(
-    stores: tuple[SwitchableLimiter, FakeLoginLimiter, FallbackLoginLimiter],
-) -> None:
-    """The documented bound: not merged, so at most twice the limit around a switch."""
-    redis, postgres, limits = stores
-    for n in range(2):
-        await limits.reserve("a@example.com", f"10.0.0.{n}")
-    redis.down = True
-    for n in range(2):
-        await limits.reserve("a@example.com", f"10.0.1.{n}")
-    with pytest.raises(ResourceExhausted):
-        await limits.reserve("a@example.com", "10.0.2.1")
+async def test_a_cancelled_call_holds_its_place_until_its_thread_is_done() -> None:
+    pool = BoundedWorkPool("cancel_test", workers=1, queue=0)
+    release = threading.Event()
+    try:
+        running = asyncio.create_task(pool.run(release.wait))
+        while pool.admitted < 1:
+            await asyncio.sleep(0)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        with pytest.raises(Unavailable):  # the thread still hashes: still full
+            await pool.run(lambda: None)
+        release.set()
+        while pool.admitted:
+            await asyncio.sleep(0.01)
+        assert await pool.run(lambda: 1) == 1
+    finally:
+        release.set()
+        pool.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.call_metadata import CallHeaders, peer_host
+from shared.call_metadata import CallHeaders, address_group, peer_host
 from shared.errors import Unauthenticated
 
 
@@ -23,6 +23,28 @@ def test_the_client_address_is_the_rightmost_forwarded_entry() -> None:
     assert CallHeaders.parse([("x-forwarded-for", "not-an-ip")]).client_address(
         "ipv4:10.0.0.5:4242") == "10.0.0.5"
     assert CallHeaders.parse([]).client_address("ipv4:10.0.0.5:4242") == "10.0.0.5"
+
+
+@pytest.mark.parametrize(("address", "group"), [
+    ("203.0.113.9", "203.0.113.9"),
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2:0:0:0:ffff", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("::ffff:198.51.100.7", "198.51.100.7"),
+    ("::1", "::/64"),
+    ("unix:/tmp/sock", "unix:/tmp/sock"),
+])
+def test_per_address_limits_count_ipv6_by_its_64(address: str, group: str) -> None:
+    assert address_group(address) == group
+
+
+def test_the_client_group_groups_the_forwarded_address_and_the_peer() -> None:
+    assert CallHeaders.parse([("x-forwarded-for", "2001:db8::7")]).client_group("") == \
+        "2001:db8::/64"
+    assert CallHeaders.parse([]).client_group("ipv6:[2001:db8:0:5::9]:4242") == \
+        "2001:db8:0:5::/64"
+    assert CallHeaders.parse([]).client_group("ipv4:10.0.0.5:4242") == "10.0.0.5"
 
 
 def test_headers_are_read_in_one_pass() -> None:

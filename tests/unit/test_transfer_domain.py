@@ -15,11 +15,16 @@ from services.transfer.domain import (
     rejection_error,
     validate_transfer,
 )
-from services.transfer.service_layer.transfers import decode_page_token, encode_page_token
+from services.transfer.service_layer.transfers import (
+    decode_page_token,
+    encode_page_token,
+    transfer_page_tokens,
+)
 from shared.errors import BankError, InvalidArgument
 
 A, B = str(uuid.uuid4()), str(uuid.uuid4())
 USER = str(uuid.uuid4())
+TOKENS = transfer_page_tokens(bytes(range(32)))
 
 
 def valid(**overrides: Any) -> dict[str, Any]:
@@ -112,11 +117,11 @@ def test_an_unknown_reason_is_an_internal_error() -> None:
 
 def test_page_tokens_round_trip_and_reject_garbage() -> None:
     when = datetime(2026, 11, 27, 1, 2, 3, 456789, tzinfo=UTC)
-    token = encode_page_token(USER, when, A)
-    assert decode_page_token(token, USER) == (when, A)
+    token = encode_page_token(TOKENS, USER, when, A)
+    assert decode_page_token(TOKENS, token, USER) == (when, A)
     flipped = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
     for garbage in ("!!!", "bm90IGEgdG9rZW4", flipped, token[:-2], token + "AA", "A" * 200):
         with pytest.raises(InvalidArgument):
-            decode_page_token(garbage, USER)
+            decode_page_token(TOKENS, garbage, USER)
     with pytest.raises(InvalidArgument):
-        decode_page_token(token, str(uuid.uuid4()))  # another user's cursor
+        decode_page_token(TOKENS, token, str(uuid.uuid4()))  # another user's cursor

@@ -18,7 +18,7 @@ from services.transfer.adapters.fakes import (
 from services.transfer.domain import OutboxEvent, TransferOutcome
 from services.transfer.service_layer.event_dispatcher import EventDispatcher
 from services.transfer.service_layer.outbox_relay import OutboxRelay, relay_once
-from services.transfer.service_layer.transfers import TransferService
+from services.transfer.service_layer.transfers import TransferService, transfer_page_tokens
 from shared.auth_context import Caller
 from shared.errors import BankError
 
@@ -26,6 +26,7 @@ ALICE, BOB = Caller("alice", "s1"), Caller("bob", "s2")
 
 
 FLOORS = FakeReadYourWritesFloors()
+TEST_PAGE_TOKEN_KEY = bytes(range(32))
 
 
 def ids() -> tuple[str, str, str]:
@@ -41,6 +42,7 @@ def world(after_commit=None):  # type: ignore[no-untyped-def]
     publisher, store = FakeEventPublisher(), FakeOutboxStore()
     dispatcher = EventDispatcher(publisher, store)
     service = TransferService(repo, dispatcher, FLOORS, max_amount=10_000, event_partitions=16,
+                              page_tokens=transfer_page_tokens(TEST_PAGE_TOKEN_KEY),
                               after_commit=after_commit)
     return service, repo, dispatcher, publisher, store, (a1, a2, b1)
 

@@ -52,14 +52,15 @@ async def list_transactions(
     if page_size < 0:
         raise InvalidArgument("page_size must not be negative")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    after = decode_page_token(page_token, account_id) if page_token else None
+    after = decode_page_token(reads.page_tokens, page_token, account_id) if page_token else None
     page = await reads.reader.transactions_page(account_id, after, size)
     if page.owner_user_id != caller.user_id:
         raise not_found(account_id)
     token = ""
     if page.has_more and page.entries:
         last = page.entries[-1]
-        token = encode_page_token(PagePosition(account_id, last.created_us, last.entry_id))
+        token = encode_page_token(reads.page_tokens,
+                                  PagePosition(account_id, last.created_us, last.entry_id))
     return HistoryPage(account_id, page.currency, page.entries, token)
 
 

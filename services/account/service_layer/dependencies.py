@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from services.account.service_layer.ports import AccountReader
 from shared.cache import ReadThroughCache
+from shared.page_tokens import PageTokens
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,4 @@ class AccountReads:
     reader: AccountReader
     cache: ReadThroughCache
     ttls: CacheTtls
+    page_tokens: PageTokens  # ListTransactions' (service_layer/pagination.py)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,10 +14,11 @@ from services.auth.domain import (
     Registration,
     SessionInfo,
     StoredCredentials,
+    Window,
 )
-from services.auth.service_layer.ports import AttemptReservation, PasswordHasher
+from services.auth.service_layer.ports import CounterRule, PasswordHasher
 from shared.auth_context import Caller
-from shared.errors import ResourceExhausted, Unauthenticated, Unavailable
+from shared.errors import Unauthenticated, Unavailable
 from shared.sessions import parse_token
 
 
@@ -38,6 +38,9 @@ class FakeUserRepository:
         self.users[email] = StoredCredentials(user_id, email, password_hash)
         self.accounts[account_id] = (user_id, currency)
         return Registration(user_id, account_id)
+
+    async def email_taken(self, email: str) -> bool:
+        return email in self.users
 
     async def credentials_by_email(self, email: str) -> StoredCredentials | None:
         if self.down:
@@ -103,14 +106,22 @@ class FakeSessions:
             raise Unauthenticated("session token is invalid or expired")
         return Caller(parsed.user_id, parsed.session_id)
 
-    async def revoke(self, user_id: str, session_ids: list[str]) -> None:
+    async def revoke(self, user_id: str, session_ids: list[str]) -> list[str]:
+        revoked = []
         for sid in session_ids:
             found = self.sessions.get(sid)
-            if found is not None and found.user_id == user_id:
+            if found is not None and found.user_id == user_id and not found.revoked:
                 found.revoked = True
+                revoked.append(sid)
         await self.write_tombstones(user_id, session_ids)
+        return revoked
 
-    def revoke_all_except(self, user_id: str, keep_session_id: str) -> list[str]:
+    async def revoke_all(self, user_id: str, *, except_session_id: str | None) -> list[str]:
+        revoked = self.revoke_all_except(user_id, except_session_id)
+        await self.write_tombstones(user_id, revoked)
+        return revoked
+
+    def revoke_all_except(self, user_id: str, keep_session_id: str | None) -> list[str]:
         revoked = [sid for sid, s in self.sessions.items()
                    if s.user_id == user_id and sid != keep_session_id and not s.revoked]
         for sid in revoked:
@@ -131,38 +142,30 @@ class FakeSessions:
 
 
 @dataclass
-class FakeLoginLimiter:
-    """The Redis limiter's rules (reserve before checking, fixed window) over a dict."""
+class FakeAttemptCounters:
+    """The PostgreSQL counters' contract over a dict, on a clock the test moves."""
 
-    max_failures: int = 5
-    window_s: float = 900.0
-    clock: Callable[[], float] = time.monotonic
-    counters: dict[str, tuple[int, float]] = field(default_factory=dict)  # key -> (used, ends)
+    clock: Callable[[], float] = time.time
+    counters: dict[str, Window] = field(default_factory=dict)
 
-    async def reserve(self, email: str, client_address: str) -> AttemptReservation:
-        keys = [f"email:{email}"] + ([f"addr:{client_address}"] if client_address else [])
+    async def take(self, rules: Sequence[CounterRule]) -> float | None:
+        now = self.clock()
+        verdicts = [(key, rule.admit(self.counters.get(key, Window(0, now)), now))
+                    for key, rule in rules]
+        waits = [v for _, v in verdicts if not isinstance(v, Window)]
+        if waits:
+            return max(waits)
+        self.counters.update((key, v) for key, v in verdicts if isinstance(v, Window))
+        return None
+
+    async def give_back(self, keys: Sequence[str], clear: Sequence[str] = ()) -> None:
         now = self.clock()
         for key in keys:
-            used, ends = self.counters.get(key, (0, now + self.window_s))
-            if ends <= now:
-                used, ends = 0, now + self.window_s
-            if used >= self.max_failures:
-                retry = max(1, math.ceil(ends - now))
-                raise ResourceExhausted(
-                    f"too many failed login attempts; try again in {retry} s", retry
-                )
-        for key in keys:
-            used, ends = self.counters.get(key, (0, now + self.window_s))
-            if ends <= now:
-                used, ends = 0, now + self.window_s
-            self.counters[key] = (used + 1, ends)
-        return AttemptReservation(tuple(keys))
-
-    async def release(self, reservation: AttemptReservation) -> None:
-        for key in reservation.keys:
-            used, ends = self.counters.get(key, (0, 0.0))
-            if used > 0:
-                self.counters[key] = (used - 1, ends)
+            state = self.counters.get(key)
+            if state is None or state.attempts <= 0 or state.ends_at <= now:
+                continue
+            self.counters[key] = Window(0, now) if key in clear else Window(
+                state.attempts - 1, state.ends_at)
 
 
 class CountingHasher:

@@ -1,20 +1,23 @@
 """argon2id password hashing.
 
-Hashing is CPU- and memory-bound (tens of milliseconds, 64 MiB by default), so it runs in a
-worker thread (argon2's C code releases the GIL) behind a semaphore: a flood of logins queues up
-instead of exhausting memory or freezing the event loop. It hashes the normalised password that
-the policy (services/auth/domain.py) returns.
+Hashing is CPU- and memory-bound (tens of milliseconds, 64 MiB by default), so it runs in
+worker threads (argon2's C code releases the GIL), in two bounded pools (adapters/work_pool.py):
+checks of a password (login, password change, the dummy check of an unknown email) in one, new
+hashes (registration, password change, a rehash at login) in the other. A flood of
+registrations therefore never delays a login, and a full pool answers UNAVAILABLE at once
+instead of exhausting memory or queueing past the deadline. It hashes the normalised password
+that the policy (services/auth/domain.py) returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from services.auth.adapters.work_pool import BoundedWorkPool
 from shared.config import Settings
 
 
@@ -33,27 +36,26 @@ class Argon2Params:
 class Argon2PasswordHasher:
     """argon2id hashing with rehash detection and a dummy verification for unknown users."""
 
-    def __init__(self, params: Argon2Params, max_concurrent: int = 4) -> None:
+    def __init__(self, params: Argon2Params, checks: BoundedWorkPool | None = None,
+                 new_hashes: BoundedWorkPool | None = None) -> None:
         self._hasher = PasswordHasher(
             time_cost=params.time_cost,
             memory_cost=params.memory_kib,
             parallelism=params.parallelism,
             type=Type.ID,
         )
-        self._slots = asyncio.Semaphore(max(1, max_concurrent))
+        self._checks = checks or BoundedWorkPool("login", 3, 64)
+        self._new_hashes = new_hashes or BoundedWorkPool("new_password", 1, 8)
         self._dummy_hash: str | None = None
 
     async def hash(self, normalized_password: str) -> str:
-        async with self._slots:
-            return await asyncio.to_thread(self._hasher.hash, normalized_password)
+        return await self._new_hashes.run(self._hasher.hash, normalized_password)
 
     async def verify(self, stored_hash: str, normalized_password: str) -> bool:
         """True when the password matches. A stored value that is not an argon2 hash (a disabled
         account holds "!") costs a dummy verification, so it answers in the usual time."""
         dummy = await self._dummy()
-        async with self._slots:
-            return await asyncio.to_thread(self._verify_sync, stored_hash, normalized_password,
-                                           dummy)
+        return await self._checks.run(self._verify_sync, stored_hash, normalized_password, dummy)
 
     async def verify_dummy(self, normalized_password: str) -> None:
         """Spend one verification's time for an unknown email: the answer's timing must not tell
@@ -68,8 +70,12 @@ class Argon2PasswordHasher:
 
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
+            self._dummy_hash = await self._checks.run(self._hasher.hash, secrets.token_hex(16))
         return self._dummy_hash
+
+    def close(self) -> None:
+        self._checks.close()
+        self._new_hashes.close()
 
     def _verify_sync(self, stored_hash: str, password: str, dummy_hash: str) -> bool:
         try:
@@ -85,5 +91,10 @@ class Argon2PasswordHasher:
 
 
 def hasher_from_settings(settings: Settings) -> Argon2PasswordHasher:
-    return Argon2PasswordHasher(Argon2Params.from_settings(settings),
-                                settings.argon2_max_concurrent)
+    return Argon2PasswordHasher(
+        Argon2Params.from_settings(settings),
+        checks=BoundedWorkPool("login", settings.argon2_max_concurrent,
+                               settings.argon2_login_queue),
+        new_hashes=BoundedWorkPool("new_password", settings.argon2_new_password_concurrent,
+                                   settings.argon2_new_password_queue),
+    )

@@ -65,7 +65,13 @@ _INSERT_SESSION = (
 )
 _REVOKE_SESSIONS = (
     "UPDATE sessions SET revoked_at = now() WHERE user_id = %(u)s::uuid"
-    " AND id = ANY(%(ids)s::uuid[]) AND revoked_at IS NULL"
+    " AND id = ANY(%(ids)s::uuid[]) AND revoked_at IS NULL RETURNING id::text"
+)
+# Sessions already past their idle or absolute expiry are revoked too: harmless, and no reader
+# would accept them anyway.
+_REVOKE_ALL = (
+    "UPDATE sessions SET revoked_at = now() WHERE user_id = %(u)s::uuid AND revoked_at IS NULL"
+    " AND id IS DISTINCT FROM %(keep)s::uuid RETURNING id::text"
 )
 _LIST_ACTIVE = (
     "SELECT id::text, created_at, last_used_at, client_address, user_agent FROM sessions"
@@ -123,16 +129,32 @@ class SessionStore:
         except Exception:
             pass  # the durable row is the truth; the first request confirms and caches it
 
-    async def revoke(self, user_id: str, session_ids: list[str]) -> None:
-        """PostgreSQL first (durable), then tombstones, so no replica can revive the session."""
+    async def revoke(self, user_id: str, session_ids: list[str]) -> list[str]:
+        """PostgreSQL first (durable), then tombstones, so no replica can revive the session.
+        Returns the ids that were active (only the user's own can match)."""
         ids = [sid for sid in (canonical_uuid(r) for r in session_ids) if sid is not None]
         if not ids or canonical_uuid(user_id) is None:
-            return
+            return []
         DB_QUERIES.labels("auth", "revoke_sessions").inc()
         with unavailable_when_unreachable():
             async with self._pool.connection() as conn:
-                await conn.execute(_REVOKE_SESSIONS, {"u": user_id, "ids": ids})
+                rows = await (await conn.execute(_REVOKE_SESSIONS,
+                                                 {"u": user_id, "ids": ids})).fetchall()
+        # Tombstones for every id asked, not only the rows that changed: a session revoked a
+        # moment ago whose tombstone failed gets another chance.
         await self.write_tombstones(user_id, ids)
+        return [str(r[0]) for r in rows]
+
+    async def revoke_all(self, user_id: str, *, except_session_id: str | None) -> list[str]:
+        """Every active session of the user but one (or none), the same way as `revoke`."""
+        DB_QUERIES.labels("auth", "revoke_all_sessions").inc()
+        with unavailable_when_unreachable():
+            async with self._pool.connection() as conn:
+                rows = await (await conn.execute(_REVOKE_ALL, {
+                    "u": user_id, "keep": except_session_id})).fetchall()
+        revoked = [str(r[0]) for r in rows]
+        await self.write_tombstones(user_id, revoked)
+        return revoked
 
     async def write_tombstones(self, user_id: str, session_ids: Iterable[str]) -> None:
         """Mark sessions revoked in Redis; what fails is retried in the background."""

@@ -24,6 +24,8 @@ _REGISTER = (
 _BY_EMAIL = (
     "SELECT id::text, email, password_hash FROM users WHERE email = %(email)s AND NOT is_system"
 )
+# Every user counts, system ones too: their emails are taken as well.
+_EMAIL_TAKEN = "SELECT EXISTS (SELECT 1 FROM users WHERE email = %(email)s)"
 _BY_ID = (
     "SELECT id::text, email, password_hash FROM users"
     " WHERE id = %(id)s::uuid AND NOT is_system"
@@ -65,6 +67,10 @@ class PostgresUserRepository:
         if row is None:
             raise EmailAlreadyRegistered()
         return Registration(user_id=row[0], account_id=row[1])
+
+    async def email_taken(self, email: str) -> bool:
+        row = await self._one("email_taken", _EMAIL_TAKEN, {"email": email})
+        return bool(row and row[0])
 
     async def credentials_by_email(self, email: str) -> StoredCredentials | None:
         row = await self._one("credentials", _BY_EMAIL, {"email": email})

@@ -36,8 +36,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def Register(self, request: auth_pb2.RegisterRequest,
                        context: grpc.aio.ServicerContext) -> auth_pb2.RegisterResponse:
-        made = await credentials.register(self._deps, request.email, request.password,
-                                          request.name, request.currency)
+        made = await credentials.register(
+            self._deps, request.email, request.password, request.name, request.currency,
+            current_call_headers().client_address(context.peer() or ""),
+        )
         return auth_pb2.RegisterResponse(user_id=made.user_id, account_id=made.account_id)
 
     async def Login(self, request: auth_pb2.LoginRequest,
@@ -45,11 +47,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         headers = current_call_headers()
         session = await credentials.login(self._deps, LoginRequest(
             request.email, request.password, headers.client_address(context.peer() or ""),
-            headers.user_agent,
+            headers.user_agent, request.device_token,
         ))
         return auth_pb2.LoginResponse(token=session.token, user_id=session.user_id,
                                       session_id=session.session_id,
-                                      expires_at=_timestamp(session.expires_at))
+                                      expires_at=_timestamp(session.expires_at),
+                                      device_token=session.device_token)
 
     async def Logout(self, request: auth_pb2.LogoutRequest,
                      context: grpc.aio.ServicerContext) -> auth_pb2.LogoutResponse:
@@ -72,6 +75,20 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.ListSessionsResponse(
             sessions=[_session_proto(s, caller.session_id) for s in sessions]
         )
+
+    async def RevokeSession(self, request: auth_pb2.RevokeSessionRequest,
+                            context: grpc.aio.ServicerContext) -> auth_pb2.RevokeSessionResponse:
+        await session_management.revoke_session(self._deps, current_caller(), request.session_id)
+        return auth_pb2.RevokeSessionResponse()
+
+    async def RevokeAllSessions(self, request: auth_pb2.RevokeAllSessionsRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> auth_pb2.RevokeAllSessionsResponse:
+        revoked = await credentials.revoke_all_sessions(
+            self._deps, current_caller(), request.password, request.keep_current,
+            current_call_headers().client_address(context.peer() or ""),
+        )
+        return auth_pb2.RevokeAllSessionsResponse(revoked_sessions=revoked)
 
     async def ValidateSession(self, request: auth_pb2.ValidateSessionRequest,
                               context: grpc.aio.ServicerContext

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 
 from services.auth.domain import (
+    EmailAlreadyRegistered,
     InvalidCredentials,
     LoginRequest,
     NewSession,
@@ -16,22 +19,39 @@ from services.auth.domain import (
     normalize_email,
     normalize_name,
 )
+from services.auth.service_layer.device_tokens import check_device_token_format
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
-from shared.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated
+from shared.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
 
 async def register(deps: AuthDependencies, email: str, password: str, name: str,
-                   currency: str = "") -> Registration:
-    """A new user and their first account, in one transaction. A taken email is ALREADY_EXISTS:
-    a sign-up form has to say so, and the gateway's per-address limit bounds the probing."""
+                   currency: str = "", client_address: str = "") -> Registration:
+    """A new user and their first account, in one transaction.
+
+    Order, cheapest refusal first: the input's rules (no I/O), the registration limits (per client
+    address group and overall, every attempt counted), whether the email is taken, and only then
+    argon2 (in its own bounded pool). A taken email is ALREADY_EXISTS without any hashing: a
+    sign-up form has to say that an email is taken, so the answer tells nothing the reply did not
+    already say, and the per-address limit (5 an hour) makes probing through this call slower than
+    it was; hashing first would only spend 64 MiB and tens of ms on every probe."""
     email = normalize_email(email)
     name = normalize_name(name)
     currency = normalize_currency(currency)
     password = check_password_strength(password, email=email, name=name)
-    password_hash = await deps.hasher.hash(password)
+    reservation = await deps.register_limiter.reserve(client_address)
+    if await deps.users.email_taken(email):
+        raise EmailAlreadyRegistered()
+    try:
+        password_hash = await deps.hasher.hash(password)
+    except Unavailable:
+        # The hashing pool is full: the client is told to retry, and the retry must not cost it
+        # one of its few attempts (the email was free, so the answer told it nothing).
+        await deps.register_limiter.release(reservation)
+        raise
+    # Two sign-ups of one email at once both pass the check: the insert decides.
     return await deps.users.register(email, name, password_hash, currency)
 
 
@@ -40,7 +60,9 @@ async def login(deps: AuthDependencies, request: LoginRequest) -> NewSession:
     verification), and both count as failures against the email and the client address."""
     email = normalize_email(request.email)
     password = check_password_length(request.password)
-    reservation = await deps.limiter.reserve(email, request.client_address)
+    check_device_token_format(request.device_token)
+    device = deps.device_tokens.device_of(request.device_token, email, time.time())
+    reservation = await deps.limiter.reserve(email, request.client_address, device)
     try:
         credentials = await _check_credentials(deps, email, password)
     except InvalidCredentials:
@@ -48,7 +70,7 @@ async def login(deps: AuthDependencies, request: LoginRequest) -> NewSession:
     except Exception:
         await deps.limiter.release(reservation)  # an outage is not a guess
         raise
-    await deps.limiter.release(reservation)
+    await deps.limiter.succeeded(reservation)
     if deps.hasher.needs_rehash(credentials.password_hash):
         await _rehash(deps, credentials.user_id, credentials.password_hash, password)
     session = await deps.sessions.create(credentials.user_id, request.client_address,
@@ -56,7 +78,9 @@ async def login(deps: AuthDependencies, request: LoginRequest) -> NewSession:
     # The visit's first reads are a balance and the recent transactions: have them cached by
     # then (services/account/service_layer/warm_up.py), without delaying this reply.
     deps.warmer.warm(session.token)
-    return session
+    # A fresh device token with every login: the device stays known as long as it is used.
+    return dataclasses.replace(session,
+                               device_token=deps.device_tokens.issue(email, time.time()))
 
 
 async def _check_credentials(deps: AuthDependencies, email: str,
@@ -91,11 +115,7 @@ async def change_password(deps: AuthDependencies, caller: Caller, current_passwo
     new = check_password_strength(new_password, email=credentials.email, field="new_password")
     if new == current:
         raise InvalidArgument("new_password must differ from current_password")
-    # Guessing the current password through this RPC is brute force like any other.
-    reservation = await deps.limiter.reserve(credentials.email, client_address)
-    if not await deps.hasher.verify(credentials.password_hash, current):
-        raise PermissionDenied("current_password is incorrect")
-    await deps.limiter.release(reservation)
+    await _check_password_again(deps, credentials, current, "current_password", client_address)
     new_hash = await deps.hasher.hash(new)
     revoked = await deps.users.change_password(
         caller.user_id, credentials.password_hash, new_hash, caller.session_id
@@ -104,3 +124,33 @@ async def change_password(deps: AuthDependencies, caller: Caller, current_passwo
         raise Aborted("the password was changed by another request; try again")
     await deps.sessions.write_tombstones(caller.user_id, revoked)
     return len(revoked)
+
+
+async def revoke_all_sessions(deps: AuthDependencies, caller: Caller, password: str,
+                              keep_current: bool, client_address: str) -> int:
+    """Every session of the user ends ("log out everywhere"), the calling one too unless
+    `keep_current`. Needs the password: whoever holds only a stolen session must not be able to
+    end the owner's sessions (and, with keep_current, keep theirs). Returns how many ended."""
+    password = check_password_length(password, "password")
+    credentials = await deps.users.credentials_by_id(caller.user_id)
+    if credentials is None:
+        raise Unauthenticated("session token is invalid or expired")
+    await _check_password_again(deps, credentials, password, "password", client_address)
+    revoked = await deps.sessions.revoke_all(
+        caller.user_id, except_session_id=caller.session_id if keep_current else None)
+    return len(revoked)
+
+
+async def _check_password_again(deps: AuthDependencies, credentials: StoredCredentials,
+                                password: str, field: str, client_address: str) -> None:
+    """A signed-in user confirms their password: guessing it through these calls is brute
+    force like any login, counted by the same limits."""
+    reservation = await deps.limiter.reserve(credentials.email, client_address)
+    try:
+        matches = await deps.hasher.verify(credentials.password_hash, password)
+    except Exception:
+        await deps.limiter.release(reservation)  # a full pool or an outage is not a guess
+        raise
+    if not matches:
+        raise PermissionDenied(f"{field} is incorrect")
+    await deps.limiter.succeeded(reservation)

@@ -3,11 +3,19 @@ for unit tests in adapters/fakes.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.auth.domain import NewSession, Registration, SessionInfo, StoredCredentials
+from services.auth.domain import (
+    FixedWindow,
+    NewSession,
+    Registration,
+    RisingDelay,
+    SessionInfo,
+    StoredCredentials,
+)
+from services.auth.service_layer.device_tokens import DeviceTokens
 from shared.auth_context import Caller
 
 
@@ -15,6 +23,10 @@ class UserRepository(Protocol):
     async def register(self, email: str, name: str, password_hash: str,
                        currency: str) -> Registration:
         """Create the user and the first account in one transaction (EmailAlreadyRegistered)."""
+        ...
+
+    async def email_taken(self, email: str) -> bool:
+        """Whether a user (system users included) holds this email: asked before hashing."""
         ...
 
     async def credentials_by_email(self, email: str) -> StoredCredentials | None: ...
@@ -39,7 +51,14 @@ class Sessions(Protocol):
     async def create(self, user_id: str, client_address: str = "",
                      user_agent: str = "") -> NewSession: ...
 
-    async def revoke(self, user_id: str, session_ids: list[str]) -> None: ...
+    async def revoke(self, user_id: str, session_ids: list[str]) -> list[str]:
+        """End these sessions of this user (PostgreSQL, then tombstones); returns the ids that
+        were active and are ended now (others' sessions are never touched)."""
+        ...
+
+    async def revoke_all(self, user_id: str, *, except_session_id: str | None) -> list[str]:
+        """End every active session of the user but `except_session_id`; returns their ids."""
+        ...
 
     async def write_tombstones(self, user_id: str, session_ids: Iterable[str]) -> None: ...
 
@@ -63,26 +82,55 @@ class SessionChecker(Protocol):
 
 @dataclass(frozen=True)
 class AttemptReservation:
-    """Slots taken in the failure counters before a password check; released on success, in
-    the store that granted them."""
+    """Slots taken in the attempt counters before a password check; given back when the attempt
+    was no guess. `forget_on_success`: the counters a right password clears altogether."""
 
     keys: tuple[str, ...]
-    store: str = ""
+    forget_on_success: tuple[str, ...] = ()
 
 
-class LoginLimitsUnavailable(Exception):
-    """The limiter's store cannot count right now (Redis down or hung): nothing was counted."""
+AttemptRule = FixedWindow | RisingDelay
+CounterRule = tuple[str, AttemptRule]
+
+
+class AttemptCounters(Protocol):
+    """Durable attempt counters, shared by every replica (adapters/attempt_counters.py)."""
+
+    async def take(self, rules: Sequence[CounterRule]) -> float | None:
+        """Count one attempt in every counter if each rule lets it go now, atomically: None,
+        or the longest wait in seconds and nothing counted."""
+        ...
+
+    async def give_back(self, keys: Sequence[str], clear: Sequence[str] = ()) -> None:
+        """One attempt less in each counter (never below zero, never reviving an ended
+        window); the counters in `clear` are forgotten altogether."""
+        ...
 
 
 class LoginLimiter(Protocol):
-    async def reserve(self, email: str, client_address: str) -> AttemptReservation:
-        """Count one attempt against the email and the client address, or raise
-        ResourceExhausted (with retry_after_s) when either has used up its window, or
-        LoginLimitsUnavailable when the store cannot count."""
+    async def reserve(self, email: str, client_address: str,
+                      device: str | None = None) -> AttemptReservation:
+        """Count one attempt against the email (or the owner's known `device`, see
+        service_layer/device_tokens.py) and the client address, or raise ResourceExhausted
+        (with retry_after_s) when the rules refuse it now."""
         ...
 
     async def release(self, reservation: AttemptReservation) -> None:
-        """The attempt succeeded: it is not a failure, give the slots back."""
+        """The attempt was no guess (an outage): give the slots back."""
+        ...
+
+    async def succeeded(self, reservation: AttemptReservation) -> None:
+        """The password was right: give the slots back and forget the email's failures."""
+        ...
+
+
+class RegisterLimiter(Protocol):
+    async def reserve(self, client_address: str) -> AttemptReservation:
+        """Count one registration attempt, or raise ResourceExhausted."""
+        ...
+
+    async def release(self, reservation: AttemptReservation) -> None:
+        """The attempt was not served (UNAVAILABLE): give its slots back."""
         ...
 
 
@@ -109,5 +157,7 @@ class AuthDependencies:
     sessions: Sessions
     checker: SessionChecker
     limiter: LoginLimiter
+    register_limiter: RegisterLimiter
     hasher: PasswordHasher
     warmer: CacheWarmer
+    device_tokens: DeviceTokens

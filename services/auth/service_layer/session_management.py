@@ -1,4 +1,5 @@
-"""Use cases of sessions already open: log out, list them, validate a token."""
+"""Use cases of sessions already open: log out, revoke one, list them, validate a token.
+Revoking them all needs the password: service_layer/credentials.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from services.auth.domain import SessionInfo
 from services.auth.service_layer.ports import AuthDependencies
 from shared.auth_context import Caller
+from shared.errors import InvalidArgument, NotFound
+from shared.identifiers import canonical_uuid
 
 MAX_LISTED_SESSIONS = 100
 
@@ -20,6 +23,18 @@ class ValidatedSession:
 
 async def logout(deps: AuthDependencies, caller: Caller) -> None:
     await deps.sessions.revoke(caller.user_id, [caller.session_id])
+
+
+async def revoke_session(deps: AuthDependencies, caller: Caller, raw_session_id: str) -> None:
+    """One of the caller's own active sessions ends at once, on every replica. Another user's
+    session answers exactly like an unknown one (NOT_FOUND), as does one already ended."""
+    if not raw_session_id:
+        raise InvalidArgument("session_id is required")
+    session_id = canonical_uuid(raw_session_id)
+    if session_id is None:
+        raise InvalidArgument("session_id must be a UUID")
+    if not await deps.sessions.revoke(caller.user_id, [session_id]):
+        raise NotFound(f"session {session_id} not found")
 
 
 async def list_sessions(deps: AuthDependencies, caller: Caller) -> list[SessionInfo]:

@@ -46,8 +46,10 @@ class TransferService:
         *,
         max_amount: int,
         event_partitions: int,
+        page_tokens: PageTokens,
         after_commit: AfterCommitHook | None = None,
     ) -> None:
+        self._page_tokens = page_tokens
         self._repository = repository
         self._dispatcher = dispatcher
         self._floors = floors
@@ -105,13 +107,15 @@ class TransferService:
         if page_size < 0:
             raise InvalidArgument("page_size must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = decode_page_token(page_token, caller.user_id) if page_token else None
+        after = (decode_page_token(self._page_tokens, page_token, caller.user_id)
+                 if page_token else None)
         # One extra row tells whether another page exists, without a count query.
         rows = await self._repository.list_for_user(caller.user_id, limit + 1, after)
         page, more = rows[:limit], len(rows) > limit
         token = ""
         if more:
-            token = encode_page_token(caller.user_id, page[-1].created_at, page[-1].transfer_id)
+            token = encode_page_token(self._page_tokens, caller.user_id, page[-1].created_at,
+                                      page[-1].transfer_id)
         return TransferPage(page, token)
 
 
@@ -129,20 +133,24 @@ def versions_written(outcome: TransferOutcome) -> dict[str, int]:
     return versions
 
 
-# ListTransfers' page tokens (shared/page_tokens.py): the keyset position (created_at, id) of
-# the page's last transfer, bound to the user whose list it is.
-_TOKENS = PageTokens("bank.v1.xferpage", "q16s")  # created_us, transfer uuid
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def encode_page_token(user_id: str, created_at: datetime, transfer_id: str) -> str:
-    return _TOKENS.encode(user_id, (created_at - _EPOCH) // _MICROSECOND,
+def transfer_page_tokens(key: bytes) -> PageTokens:
+    """ListTransfers' page tokens (shared/page_tokens.py): the keyset position (created_at, id)
+    of the page's last transfer, bound to the user whose list it is."""
+    return PageTokens("bank.v1.xferpage", "q16s", key)  # created_us, transfer uuid
+
+
+def encode_page_token(tokens: PageTokens, user_id: str, created_at: datetime,
+                      transfer_id: str) -> str:
+    return tokens.encode(user_id, (created_at - _EPOCH) // _MICROSECOND,
                           uuid.UUID(transfer_id).bytes)
 
 
-def decode_page_token(token: str, user_id: str) -> tuple[datetime, str]:
-    created_us, transfer_id = _TOKENS.decode(token, user_id)
+def decode_page_token(tokens: PageTokens, token: str, user_id: str) -> tuple[datetime, str]:
+    created_us, transfer_id = tokens.decode(token, user_id)
     try:
         created_at = _EPOCH + created_us * _MICROSECOND
     except OverflowError:  # a forged position beyond the datetime range

@@ -77,7 +77,7 @@ def transfer_page(proto: transfer_pb2.ListTransfersResponse) -> TransferPage:
 
 def session(proto: auth_pb2.LoginResponse) -> Session:
     return Session(proto.user_id, proto.session_id, proto.expires_at.ToDatetime(tzinfo=_UTC),
-                   proto.token)
+                   proto.token, proto.device_token)
 
 
 

@@ -89,13 +89,27 @@ class BankClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
-    def login(self, email: str, password: str) -> Session:
-        reply = self._call(self.auth.Login, auth_pb2.LoginRequest(email=email, password=password),
-                           None, public=True)
+    def login(self, email: str, password: str, *, device_token: str = "") -> Session:
+        """`device_token`: the one this device's last Session carried, if any."""
+        request = auth_pb2.LoginRequest(email=email, password=password, device_token=device_token)
+        reply = self._call(self.auth.Login, request, None, public=True)
         return _convert.session(reply)
 
     def logout(self, *, credentials: CallCredentials | None = None) -> None:
         self._call(self.auth.Logout, auth_pb2.LogoutRequest(), credentials)
+
+    def revoke_session(self, session_id: str, *,
+                       credentials: CallCredentials | None = None) -> None:
+        """End one of the caller's own sessions (NotFound for anyone else's)."""
+        self._call(self.auth.RevokeSession,
+                   auth_pb2.RevokeSessionRequest(session_id=session_id), credentials)
+
+    def revoke_all_sessions(self, password: str, *, keep_current: bool = False,
+                            credentials: CallCredentials | None = None) -> int:
+        """End every session of the caller (the calling one too unless keep_current); needs
+        the password. Returns how many ended."""
+        request = auth_pb2.RevokeAllSessionsRequest(password=password, keep_current=keep_current)
+        return int(self._call(self.auth.RevokeAllSessions, request, credentials).revoked_sessions)
 
     def accounts(self, *, credentials: CallCredentials | None = None) -> list[Account]:
         reply = self._call(self.account.ListAccounts, account_pb2.ListAccountsRequest(),

@@ -83,6 +83,9 @@ class Session:
     session_id: str
     expires_at: datetime
     token: str = field(repr=False)
+    # Keep it on the device and pass it to the next login: while someone else's failed guesses
+    # make the email wait between attempts, a login with it does not wait.
+    device_token: str = field(default="", repr=False)
 
     def credentials(self) -> BearerToken:
         return BearerToken(self.token)
