@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack.postgres import LocalPostgres
@@ -19,6 +20,8 @@ from shared.config import Settings
 from shared.db import create_engine
 from shared.migrate import upgrade_to_head
 from shared.pg_pool import PoolType, create_pool
+from shared.redis_client import create_redis_cluster
+from tests.support import redis_users
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 
 
@@ -77,13 +80,16 @@ NOWHERE = "ipv4:127.0.0.1:1"
 
 
 def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any) -> Settings:
+    """As the admin Redis user (the tests' own looks); services a test starts run as their
+    own users (tests/support/redis_users.py)."""
+    redis_users.register(cluster)
     targets = {"account_target": NOWHERE, "transfer_target": NOWHERE, "auth_target": NOWHERE}
     return Settings(
         database_url=pg.dsn,
         redis_nodes=cluster.startup_nodes_csv,
         log_json=False,
         session_signing_key=TEST_SESSION_SIGNING_KEY,
-        **{**targets, **overrides},
+        **{**targets, **cluster.user_settings("admin"), **overrides},
     )
 
 
@@ -118,6 +124,17 @@ async def pg_pool(base_settings: Settings) -> AsyncIterator[PoolType]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def redis_admin(base_settings: Settings) -> AsyncIterator[RedisCluster]:
+    """A direct look into the harness's cluster as the admin user (the services' own users
+    hold only what their jobs need)."""
+    client = create_redis_cluster(dataclasses.replace(base_settings, redis_timeout_ms=2000))
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

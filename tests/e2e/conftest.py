@@ -29,6 +29,7 @@ from services.gateway.envoy_clusters import Upstream
 from services.gateway.envoy_process import EnvoyProcess
 from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
+from tests.support.redis_users import for_service
 
 PASSWORD = "glacier violet umbrella 42"
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
@@ -66,9 +67,8 @@ async def edge(base_settings: Settings, engine: AsyncEngine,
         for name, build in BUILDERS.items():
             ports = []
             for _ in range(REPLICAS):
-                app = build(dataclasses.replace(settings, service_name=name,
-                                                account_target=account_target(upstreams)),
-                            port=0)
+                app = build(for_service(dataclasses.replace(
+                    settings, account_target=account_target(upstreams)), name), port=0)
                 await app.start()
                 stack.push_async_callback(app.stop)
                 ports.append(("127.0.0.1", app.grpc.port))
@@ -118,7 +118,7 @@ async def bank(base_settings: Settings, engine: AsyncEngine) -> AsyncIterator[Ba
         for name, build in BUILDERS.items():
             ports = []
             for _ in range(2):
-                app: Any = build(dataclasses.replace(settings, service_name=name), port=0)
+                app: Any = build(for_service(settings, name), port=0)
                 await app.start()
                 stack.push_async_callback(app.stop)
                 ports.append(f"127.0.0.1:{app.grpc.port}")

@@ -19,6 +19,7 @@ from services.auth.bootstrap import AuthApp, build_auth_app
 from services.auth.domain import INVALID_CREDENTIALS_MESSAGE
 from shared.config import Settings
 from tests.support.auth import PASSWORD, auth_settings, random_address
+from tests.support.redis_users import for_service
 from tests.support.rpc import bearer, rpc_error
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ async def stack(base_settings: Settings) -> AsyncIterator[Stack]:
     """One auth service and two replicas of the account service, each with its own clients."""
     auth = build_auth_app(auth_settings(base_settings), port=0)
     replicas: list[AccountApp] = [
-        build_account_app(dataclasses.replace(base_settings, service_name="account"), port=0)
+        build_account_app(for_service(base_settings, "account"), port=0)
         for _ in range(2)
     ]
     started: list[AuthApp | AccountApp] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -16,6 +15,7 @@ from services.account.bootstrap import build_account_app
 from services.auth.bootstrap import build_auth_app
 from shared.config import Settings
 from tests.support.auth import PASSWORD, auth_settings, random_address
+from tests.support.redis_users import for_service
 from tests.support.rpc import bearer, rpc_error
 
 pytestmark = pytest.mark.integration
@@ -96,7 +96,7 @@ async def test_used_sessions_slide_and_idle_ones_expire(
     settings = auth_settings(base_settings, session_ttl_s=TTL_S)
     auth_app = build_auth_app(settings, port=0)
     account_app = build_account_app(
-        dataclasses.replace(settings, service_name="account"), port=0)
+        for_service(settings, "account"), port=0)
     await auth_app.start()
     await account_app.start()
     try:

@@ -28,6 +28,7 @@ from services.auth.bootstrap import build_auth_app
 from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
 from tests.support.auth import PASSWORD, auth_settings, random_address
+from tests.support.redis_users import for_service
 from tests.support.rpc import bearer
 
 pytestmark = pytest.mark.integration
@@ -61,9 +62,9 @@ class World:
 async def world(base_settings: Settings, engine: AsyncEngine) -> AsyncIterator[World]:
     auth_app = build_auth_app(auth_settings(base_settings), port=0)
     account_app = build_account_app(
-        dataclasses.replace(base_settings, service_name="account"), port=0)
+        for_service(base_settings, "account"), port=0)
     transfer_app = build_transfer_app(
-        dataclasses.replace(base_settings, service_name="transfer"), port=0)
+        for_service(base_settings, "transfer"), port=0)
     apps = [auth_app, account_app, transfer_app]
     started = []
     try:

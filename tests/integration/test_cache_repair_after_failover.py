@@ -32,6 +32,7 @@ from shared.config import Settings
 from shared.redis_pipeline import ClusterPipeline
 from tests.conftest import settings_for
 from tests.support.account import Customer, eventually, new_customer
+from tests.support.redis_users import for_service
 from tests.support.transfer import transfer_request
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,7 @@ async def running_bank(settings: Settings) -> AsyncIterator[Bank]:
         accounts = []
         readers = []
         for _ in range(2):
-            app = build_account_app(dataclasses.replace(settings, service_name="account"),
+            app = build_account_app(for_service(settings, "account"),
                                     port=0, health_poll_s=0.2)
             await app.start()
             stack.push_async_callback(app.stop)
@@ -63,7 +64,7 @@ async def running_bank(settings: Settings) -> AsyncIterator[Bank]:
             channel = await stack.enter_async_context(
                 grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}"))
             readers.append(account_pb2_grpc.AccountServiceStub(channel))
-        transfer = build_transfer_app(dataclasses.replace(settings, service_name="transfer"),
+        transfer = build_transfer_app(for_service(settings, "transfer"),
                                       port=0)
         await transfer.start()
         stack.push_async_callback(transfer.stop)
@@ -203,7 +204,8 @@ async def test_a_partition_whose_master_died_is_published_on_its_new_master(
     partitions failed to publish, from the service and the relay alike, until the entries' TTL
     ran out. The pipelined client finds the new master by itself."""
     cluster = private_redis_cluster
-    publisher_client = ClusterPipeline(cluster.startup_nodes, timeout_s=0.1)
+    publisher_client = ClusterPipeline(cluster.startup_nodes, timeout_s=0.1,
+                                       credentials=cluster.credentials())
     publisher = RedisEventPublisher(publisher_client)
     partition = 3
     try:

@@ -21,6 +21,7 @@ from services.auth.bootstrap import build_auth_app
 from tests.conftest import settings_for
 from tests.support.account import eventually, new_customer
 from tests.support.auth import CHEAP_ARGON2, PASSWORD, random_address
+from tests.support.redis_users import for_service
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +36,9 @@ async def test_services_started_during_an_outage_serve_and_then_use_the_cache(
     alice = await new_customer(engine, unique, deposit=700)
     await asyncio.to_thread(private_redis_cluster.stop_all_nodes)
 
-    account = build_account_app(dataclasses.replace(settings, service_name="account"), port=0,
+    account = build_account_app(for_service(settings, "account"), port=0,
                                 health_poll_s=0.2)
-    auth = build_auth_app(dataclasses.replace(settings, service_name="auth"), port=0,
+    auth = build_auth_app(for_service(settings, "auth"), port=0,
                           health_poll_s=0.2)
     await account.start()
     await auth.start()

@@ -7,7 +7,6 @@ published set)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ from devstack.processes import ManagedProcess
 from services.transfer.bootstrap import build_relay_app
 from shared.config import Settings
 from tests.support.account import metric
+from tests.support.redis_users import for_service
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 from tests.support.transfer import EventListener, new_customer, transfer_request
 
@@ -99,7 +99,7 @@ async def test_a_kill_between_publish_and_confirmation_delivers_each_version_onc
         assert service.returncode == -9
 
         skipped = metric("bank_events_total", outcome="already_published")
-        relay = build_relay_app(dataclasses.replace(base_settings, service_name="relay"),
+        relay = build_relay_app(for_service(base_settings, "relay"),
                                 min_age_s=0.2, poll_s=0.1)
         await relay.start()
         try:

@@ -5,7 +5,6 @@ consumers parse."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from services.transfer.bootstrap import build_relay_app
 from services.transfer.domain import TransferOutcome
 from shared.config import Settings
 from shared.events import partition_of
+from tests.support.redis_users import for_service
 from tests.support.transfer import (
     EventListener,
     new_customer,
@@ -114,7 +114,7 @@ async def test_a_crash_after_commit_is_repaired_by_the_relay(
         assert [published for _, _, published in await outbox_rows(engine, transfer_id)] == [
             False, False]
 
-        relay = build_relay_app(dataclasses.replace(base_settings, service_name="relay"),
+        relay = build_relay_app(for_service(base_settings, "relay"),
                                 min_age_s=0.2, poll_s=0.1)
         await relay.start()
         try:

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from shared.config import Settings
+from tests.support.redis_users import as_user
 
 PASSWORD = "glacier violet umbrella 42"
 # argon2 at its cheapest: the tests exercise the flows, not the cost of hashing.
@@ -14,7 +15,8 @@ CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_paralleli
 
 
 def auth_settings(base: Settings, **overrides: Any) -> Settings:
-    return dataclasses.replace(base, service_name="auth", **{**CHEAP_ARGON2, **overrides})
+    return as_user(dataclasses.replace(base, service_name="auth", **{**CHEAP_ARGON2, **overrides}),
+                   "auth")
 
 
 def random_address() -> str:

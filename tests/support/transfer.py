@@ -22,6 +22,7 @@ from services.transfer.bootstrap import TransferApp, build_transfer_app
 from shared.config import Settings
 from shared.events import channel_name, decode_balance_changed
 from shared.redis_client import create_redis_cluster
+from tests.support.redis_users import as_user
 from tests.support.rpc import bearer
 from tests.support.sessions import open_session
 
@@ -66,8 +67,8 @@ def transfer_request(source: str, destination: str, amount: int, key: str,
 async def running_transfer_app(
     settings: Settings, **kwargs: Any
 ) -> AsyncIterator[tuple[TransferApp, transfer_pb2_grpc.TransferServiceStub]]:
-    app = build_transfer_app(dataclasses.replace(settings, service_name="transfer"), port=0,
-                             **kwargs)
+    app = build_transfer_app(as_user(dataclasses.replace(settings, service_name="transfer"),
+                                     "transfer"), port=0, **kwargs)
     await app.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
