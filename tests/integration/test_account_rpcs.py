@@ -269,3 +269,31 @@ async def test_cache_disabled_reads_postgres_every_time(
             reply = await stub.GetBalance(request, metadata=alice.metadata)
             assert (reply.source, reply.balance.minor_units) == (DATABASE, 777)
         assert not await redis_admin.exists(balance_key(alice.account_id))
+
+
+async def test_a_foreign_caller_leaves_no_owner_id_in_redis(
+    service: tuple[AccountApp, account_pb2_grpc.AccountServiceStub], engine: AsyncEngine,
+    unique: Callable[[str], str], redis_admin: RedisCluster,
+) -> None:
+    """A cache entry carries its account's owner id: Mallory asking for Alice's uncached
+    account is refused like a missing one, and nothing of Alice's is written to Redis by it
+    (no entry, no lease). Alice's own read then fills the cache as usual."""
+    _, stub = service
+    alice = await new_customer(engine, unique, deposit=4_200)
+    mallory = await new_customer(engine, unique, deposit=0)
+    keys = [balance_key(alice.account_id), recent_key(alice.account_id)]
+    calls = [
+        stub.GetBalance(account_pb2.GetBalanceRequest(account_id=alice.account_id),
+                        metadata=mallory.metadata),
+        stub.ListRecentTransactions(
+            account_pb2.ListRecentTransactionsRequest(account_id=alice.account_id),
+            metadata=mallory.metadata),
+    ]
+    for call in calls:
+        assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
+    assert await redis_admin.exists(*keys, *(key + ":lease" for key in keys)) == 0
+    mine = await stub.GetBalance(account_pb2.GetBalanceRequest(account_id=alice.account_id),
+                                 metadata=alice.metadata)
+    assert mine.source == DATABASE
+    entry = await cached_entry(redis_admin, balance_key(alice.account_id))
+    assert entry is not None and entry.owner == alice.user_id
