@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from shared.config import Settings
 from shared.grpc_interceptor import Prefetch, ServiceInterceptor
+from shared.grpc_tls import server_credentials
 from shared.machine_credentials import MachineCredentials
 from shared.pg_pool import PoolType, database_ready
 from shared.request_gate import RequestGate
@@ -155,7 +156,10 @@ def build_grpc_service(
          reflection.SERVICE_NAME],
         server,
     )
-    bound = server.add_insecure_port(
-        f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
-    )
+    address = f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
+    # TLS (mTLS with a client CA) when configured: Envoy and the other services reach every
+    # replica over the network in compose and Kubernetes (shared/grpc_tls.py).
+    credentials = server_credentials(settings)
+    bound = (server.add_insecure_port(address) if credentials is None
+             else server.add_secure_port(address, credentials))
     return GrpcService(server, bound, health, names, readiness_checks, health_poll_s)

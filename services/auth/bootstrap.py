@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
 from bank.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth.adapters.cache_warmer import GrpcCacheWarmer
@@ -25,6 +24,7 @@ from shared.grpc_server import (
     servicer_registration,
     standard_readiness,
 )
+from shared.grpc_tls import internal_channel
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
@@ -74,8 +74,8 @@ def build_auth_app(settings: Settings, port: int | None = None,
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
     # Client-side round robin over the account replicas (dns:/// in Kubernetes).
-    warmer = GrpcCacheWarmer(grpc.aio.insecure_channel(
-        settings.account_target, options=[("grpc.lb_policy_name", "round_robin")]))
+    warmer = GrpcCacheWarmer(internal_channel(
+        settings, settings.account_target, [("grpc.lb_policy_name", "round_robin")]))
     deps = AuthDependencies(
         users=PostgresUserRepository(pool),
         sessions=sessions,
