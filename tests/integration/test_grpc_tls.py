@@ -142,3 +142,16 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
     after = await asyncio.to_thread(served_certificate, service.port, certs)
     assert after != before
     assert after == ssl.PEM_cert_to_DER_cert((renewed / "account.crt").read_text())
+
+
+async def test_the_python_client_reaches_a_tls_service(
+    tls_server: tuple[GrpcService, Path], certs: Path,
+) -> None:
+    from cachebank_client import ChannelSettings, open_aio_channel, tls_credentials
+
+    service, _ = tls_server
+    credentials = tls_credentials(certs / "ca.crt", certs / "edge.crt", certs / "edge.key")
+    async with open_aio_channel(f"ipv4:127.0.0.1:{service.port}",
+                                ChannelSettings(tls_server_name="account"),
+                                channel_credentials=credentials) as channel:
+        assert await health(channel) == health_pb2.HealthCheckResponse.SERVING
