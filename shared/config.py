@@ -142,6 +142,9 @@ class Settings:
     grpc_tls_ca_file: str = ""
     # The name clients expect in the servers' certificates (empty: the target's host name).
     grpc_tls_server_name: str = ""
+    # A plaintext port serving only the standard health service, for probes that cannot speak
+    # TLS (Kubernetes' native gRPC probes); 0: none. It answers nothing but health.
+    grpc_health_port: int = 0
 
     def __post_init__(self) -> None:
         """Misconfigurations that would only show as a refused connection later."""

@@ -88,6 +88,8 @@ class GrpcService:
     service_names: Sequence[str]
     readiness_checks: Sequence[ReadinessCheck]
     health_poll_s: float = 1.0
+    # Health only, in plaintext, beside a TLS server: for probes that cannot speak TLS.
+    health_server: grpc.aio.Server | None = None
     _health_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def refresh_health(self) -> bool:
@@ -115,6 +117,8 @@ class GrpcService:
 
     async def start(self) -> None:
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.refresh_health()
         self._health_task = asyncio.create_task(self._watch_health(), name="health-watch")
@@ -127,6 +131,8 @@ class GrpcService:
                 await self._health_task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 def build_grpc_service(
@@ -162,4 +168,10 @@ def build_grpc_service(
     credentials = server_credentials(settings)
     bound = (server.add_insecure_port(address) if credentials is None
              else server.add_secure_port(address, credentials))
-    return GrpcService(server, bound, health, names, readiness_checks, health_poll_s)
+    health_server = None
+    if credentials is not None and settings.grpc_health_port:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+        health_server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_health_port}")
+    return GrpcService(server, bound, health, names, readiness_checks, health_poll_s,
+                       health_server)

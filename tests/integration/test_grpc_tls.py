@@ -155,3 +155,27 @@ async def test_the_python_client_reaches_a_tls_service(
                                 ChannelSettings(tls_server_name="account"),
                                 channel_credentials=credentials) as channel:
         assert await health(channel) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_probes_that_cannot_speak_tls_get_health_on_a_port_of_their_own(
+    certs: Path,
+) -> None:
+    """Kubernetes' native gRPC probes have no TLS: a plaintext port answers health, and only
+    health (reflection and every service stay behind TLS)."""
+    from devstack.ports import free_ports
+
+    (health_port,) = free_ports(1)
+    settings = tls_settings(certs, "account", grpc_health_port=health_port)
+    service = build_grpc_service(settings, register=lambda _server: [], readiness_checks=[],
+                                 gate=None, port=0)
+    await service.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+            assert await health(channel) == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await channel.unary_unary(
+                    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")(b"",
+                                                                                     timeout=5)
+            assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await service.stop(0)
