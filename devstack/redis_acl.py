@@ -1,8 +1,9 @@
 """The Redis ACL users: one per process kind, each with the commands, keys and channels it needs.
 
 The one home of the rules: the local cluster (devstack/redis_cluster.py, `make run` and the test
-harness) writes them into its ACL file with fresh passwords, and `python -m devstack.redis_acl`
-writes the same file with the passwords for docker compose and Kubernetes (docs/operations.md,
+harness) writes them into its ACL file with fresh passwords, and `main` (run by
+deploy/compose/make-redis-users.sh) writes the same file with the passwords for docker compose
+and Kubernetes (docs/operations.md,
 "Redis users and certificates"). `tests/integration/test_redis_acl.py` holds each user to its
 job and checks that it is refused (NOPERM) outside it.
 
@@ -84,6 +85,11 @@ class RedisUser:
         return {"BANK_REDIS_USERNAME": self.name, "BANK_REDIS_PASSWORD": self.password}
 
 
+def compose_password_variable(user: str) -> str:
+    """The .env variable docker-compose.yml takes a user's password from."""
+    return f"REDIS_{user.upper()}_PASSWORD"
+
+
 def new_users() -> dict[str, RedisUser]:
     """Every user with a fresh random password (256 bits, hex: no ACL syntax in it)."""
     return {name: RedisUser(name, secrets.token_hex(32)) for name in ALL_RULES}
@@ -99,9 +105,11 @@ def acl_file(users: Mapping[str, RedisUser]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.redis_acl",
-        description="Write users.acl and one password file per user (mode 0600) into a folder:"
-                    " the Redis users of docker compose and Kubernetes, with new passwords.")
+        prog="deploy/compose/make-redis-users.sh",
+        description="Write users.acl, a password file per user (redis-USER.password) and"
+                    " compose.env (REDIS_USER_PASSWORD=... lines for docker compose's .env),"
+                    " mode 0600, into a folder: the Redis users of docker compose and"
+                    " Kubernetes, with new passwords.")
     parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
     folder: Path = args.folder
@@ -110,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     _write_secret(folder / "users.acl", acl_file(users))
     for user in users.values():
         _write_secret(folder / f"redis-{user.name}.password", user.password)
-    print(f"wrote {folder}/users.acl and redis-<user>.password for {', '.join(users)}")
+    _write_secret(folder / "compose.env", "".join(
+        f"{compose_password_variable(user.name)}={user.password}\n" for user in users.values()))
+    print(f"wrote {folder}/users.acl, redis-<user>.password and compose.env for"
+          f" {', '.join(users)}")
     return 0
 
 

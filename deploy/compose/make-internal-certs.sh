@@ -36,8 +36,17 @@ for name in account transfer auth outbox-relay edge; do
   issue "$name" "DNS:$name,DNS:localhost,IP:127.0.0.1"
 done
 issue redis "DNS:redis-1,DNS:redis-2,DNS:redis-3,DNS:redis-4,DNS:redis-5,DNS:redis-6,DNS:localhost,IP:127.0.0.1"
+# One folder per consumer with the names cert-manager's Secrets use (ca.crt, tls.crt, tls.key),
+# so compose mounts a folder where Kubernetes mounts a Secret.
+for name in account transfer auth outbox-relay edge redis; do
+  mkdir -p "$dir/$name"
+  cp "$dir/ca.crt" "$dir/$name/ca.crt"
+  cp "$dir/$name.crt" "$dir/$name/tls.crt"
+  cp "$dir/$name.key" "$dir/$name/tls.key"
+done
 # The containers run as unprivileged users (10001 for ours, Envoy's and Redis' own): they must
 # read their keys. On a shared host, chown the files to those users instead.
-chmod 0644 "$dir"/*.crt "$dir"/*.key
+chmod 0755 "$dir"/*/
+chmod 0644 "$dir"/*.crt "$dir"/*.key "$dir"/*/*
 chmod 0600 "$dir/ca.key"
 echo "wrote the internal CA and certificates into $dir"
