@@ -84,7 +84,7 @@ fi
 
 for node in $REDIS_NODES; do
   wait_until "cluster_state:ok on $node" sh -c \
-    "redis-cli -h '${node%:*}' -p '${node##*:}' cluster info | grep -q '^cluster_state:ok'"
+    "sh '$cli_sh' -h '${node%:*}' -p '${node##*:}' cluster info | grep -q '^cluster_state:ok'"
 done
 first="${REDIS_NODES%% *}"
 echo "Redis Cluster ready: $(info_field "$first" cluster_known_nodes) nodes," \

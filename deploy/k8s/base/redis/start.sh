@@ -11,7 +11,8 @@
 #   REDIS_ACL_FILE             the ACL users (devstack/redis_acl.py); the default user is off
 #   REDIS_ADMIN_PASSWORD_FILE  the admin user's password: replication authenticates with it
 #   REDIS_TLS_DIR              ca.crt, tls.crt, tls.key: TLS only (clients, replication and the
-#                              cluster bus), the plaintext port closed
+#                              cluster bus), the plaintext port closed; REDIS_PORT: the TLS
+#                              port (default: redis.conf's port)
 # The last three are optional (the scripts' tests run without them); the deployments set them.
 set -eu
 : "${REDIS_HOSTNAME:?set REDIS_HOSTNAME to this node's stable host name}"
@@ -44,7 +45,7 @@ if [ -n "${REDIS_ACL_FILE:-}" ]; then
 fi
 tls=""
 if [ -n "${REDIS_TLS_DIR:-}" ]; then
-  port="$(awk '$1 == "port" { print $2 }' "${REDIS_CONF:-/conf/redis.conf}")"
+  port="${REDIS_PORT:-$(awk '$1 == "port" { print $2 }' "${REDIS_CONF:-/conf/redis.conf}")}"
   tls="--port 0 --tls-port ${port:-6379} --tls-cluster yes --tls-replication yes
     --tls-cert-file $REDIS_TLS_DIR/tls.crt --tls-key-file $REDIS_TLS_DIR/tls.key
     --tls-ca-cert-file $REDIS_TLS_DIR/ca.crt --tls-auth-clients optional"
