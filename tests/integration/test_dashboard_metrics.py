@@ -37,6 +37,7 @@ from devstack.components import COMPONENTS, GATEWAY_UPSTREAMS
 from devstack.ports import free_ports
 from devstack.postgres import LocalPostgres
 from devstack.processes import ManagedProcess, wait_for_port
+from devstack.redis_acl import COMPONENT_USERS
 from devstack.redis_cluster import LocalRedisCluster
 from services.gateway.bundle import render_local
 from services.gateway.envoy_clusters import Upstream
@@ -121,6 +122,9 @@ def stack(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
                 "BANK_TRANSFER_TARGET": target("transfer"),
                 "BANK_AUTH_TARGET": target("auth"),
             }
+            # Each process as its own Redis user, as make run starts them.
+            if name in COMPONENT_USERS:
+                env.update(redis_cluster.users[COMPONENT_USERS[name]].env())
             if "metrics" in ports[name]:
                 env["BANK_METRICS_PORT"] = str(ports[name]["metrics"])
             if "grpc" in ports[name]:
