@@ -59,7 +59,7 @@ ADMIN_USER = "admin"
 ADMIN_RULES = "~* &* +@all"
 # Prometheus' redis_exporter: server statistics, no keys.
 EXPORTER_USER = "exporter"
-EXPORTER_RULES = ("+ping +hello +auth +info +config|get +cluster|info +client|list"
+EXPORTER_RULES = ("+ping +hello +auth +info +config|get +cluster|info +client|list +client|setname"
                   " +slowlog|get +slowlog|len +latency|latest +select")
 
 ALL_RULES: dict[str, str] = {**SERVICE_RULES, ADMIN_USER: ADMIN_RULES,

@@ -149,7 +149,11 @@ def stack(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
         exporters = {
             "redis-exporter": ([_debian("prometheus-redis-exporter"), "-redis.addr",
                                 f"redis://{node}", "-web.listen-address",
-                                f"127.0.0.1:{redis_port}"], {}, redis_port),
+                                f"127.0.0.1:{redis_port}"],
+                               # Its own ACL user, as in the deployments (statistics, no keys).
+                               {"REDIS_USER": "exporter",
+                                "REDIS_PASSWORD": redis_cluster.users["exporter"].password},
+                               redis_port),
             "postgres-exporter": ([_debian("prometheus-postgres-exporter"),
                                    f"--web.listen-address=127.0.0.1:{postgres_port}"],
                                   # lib/pq defaults to sslmode=require; the harness has no TLS
