@@ -26,6 +26,7 @@ from services.account.service_layer.cache_layout import (
 )
 from shared.cache.entry import decode_entry
 from shared.config import Settings
+from shared.redis_client import redis_connection_options
 from shared.sessions import REVOKED, SessionEntrySigner
 
 PROBLEMS = frozenset({"mismatch", "ahead", "unreadable", "session_mismatch"})
@@ -45,7 +46,9 @@ class Finding:
 def open_redis(settings: Settings) -> RedisCluster:
     nodes = [ClusterNode(host, port)  # type: ignore[no-untyped-call]
              for host, port in settings.redis_startup_nodes]
-    return RedisCluster(startup_nodes=nodes, decode_responses=False, socket_timeout=2.0)
+    # The operator's Redis user and TLS, as the services have theirs (BANK_REDIS_*).
+    return RedisCluster(startup_nodes=nodes, decode_responses=False, socket_timeout=2.0,
+                        **redis_connection_options(settings))
 
 
 def check_user(settings: Settings, user_id: str) -> list[Finding]:

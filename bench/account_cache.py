@@ -183,6 +183,7 @@ def start_service(folder: Path, pg: LocalPostgres, cluster: LocalRedisCluster, *
         "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
         "BANK_DATABASE_URL": pg.service_dsn("account"),
         "BANK_REDIS_NODES": cluster.startup_nodes_csv,
+        **cluster.users["account"].env(),
         "BANK_GRPC_PORT": str(port),
         "BANK_CACHE_ENABLED": "true" if cache_enabled else "false",
         "BANK_LOG_LEVEL": "WARNING",
@@ -255,7 +256,9 @@ def main() -> int:
             upgrade_to_head(pg.owner_dsn)
             cluster.start()
             settings = Settings(database_url=pg.owner_dsn, redis_nodes=cluster.startup_nodes_csv,
-                                session_signing_key=BENCH_SIGNING_KEY)
+                                session_signing_key=BENCH_SIGNING_KEY,
+                                redis_username=cluster.admin.name,
+                                redis_password=cluster.admin.password)
             credentials = asyncio.run(seed_customers(settings, args.accounts))
             with context.Pool(args.clients) as pool:
                 for cache_enabled in (True, False):

@@ -17,6 +17,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from devstack.redis_acl import RedisUser
+
 PGBENCH_DB = "bench_pgbench"
 _TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.MULTILINE)
 _LATENCY = re.compile(r"^latency average = ([\d.]+) ms", re.MULTILINE)
@@ -82,12 +84,17 @@ def _os_user() -> str | None:
     return "postgres"
 
 
-def _run(argv: list[str], timeout_s: float, user: str | None = None) -> str:
+def _run(argv: list[str], timeout_s: float, user: str | None = None,
+         password: str | None = None) -> str:
+    """`password`: redis-cli's and redis-benchmark's, through the environment (REDISCLI_AUTH),
+    never on the command line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if password is not None:
+        env["REDISCLI_AUTH"] = password
     result = subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout_s, check=False,
         stdin=subprocess.DEVNULL, cwd="/tmp", user=user, group=user,
-        extra_groups=[] if user is not None else None,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+        extra_groups=[] if user is not None else None, env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{Path(argv[0]).name} failed ({result.returncode}): "
@@ -116,15 +123,17 @@ def run_pgbench(bindir: Path, admin_dsn: str, host: str, port: int, *, scale: in
     return PgbenchResult(tps, latency, clients, seconds, scale)
 
 
-def run_redis_benchmark(host: str, port: int, *, clients: int,
-                        requests: int) -> RedisBenchmarkResult:
+def run_redis_benchmark(host: str, port: int, *, clients: int, requests: int,
+                        user: RedisUser | None = None) -> RedisBenchmarkResult:
     binary = shutil.which("redis-benchmark")
     if binary is None:
         raise RuntimeError("redis-benchmark not found (Debian package redis-tools)")
     # --cluster spreads the keys over every master, as the services' keys are; no pipelining,
     # since a service makes one call per request too.
+    auth = ["--user", user.name] if user is not None else []
     output = _run([binary, "-h", host, "-p", str(port), "--cluster", "-c", str(clients),
-                   "-n", str(requests), "-t", "get", "-P", "1", "--csv"], 300)
+                   "-n", str(requests), "-t", "get", "-P", "1", "--csv", *auth], 300,
+                  password=user.password if user is not None else None)
     results = parse_redis_benchmark_csv(output)
     if "GET" not in results:
         raise RuntimeError(f"no GET line in redis-benchmark's output: {output[-400:]}")

@@ -17,6 +17,8 @@ import psycopg
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.redis_acl import RedisUser
+
 Labels = tuple[tuple[str, str], ...]
 SampleKey = tuple[str, str, Labels]  # endpoint, sample name, labels
 
@@ -106,10 +108,13 @@ class RedisSnapshot:
     nodes: int
 
     @classmethod
-    def take(cls, ports: Iterable[int], host: str = "127.0.0.1") -> RedisSnapshot:
+    def take(cls, ports: Iterable[int], user: RedisUser | None = None,
+             host: str = "127.0.0.1") -> RedisSnapshot:
         hits = misses = commands = mem_masters = mem_all = keys = nodes = 0
         for port in ports:
-            client = redis.Redis(host=host, port=port, socket_timeout=2.0)
+            client = redis.Redis(host=host, port=port, socket_timeout=2.0,
+                                 username=user.name if user else None,
+                                 password=user.password if user else None)
             try:
                 stats = client.info("stats")
                 memory = client.info("memory")

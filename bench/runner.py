@@ -43,6 +43,7 @@ from bench.workload import HOT_USER, Op, OperationMix
 from bench.wrk import run_closed_loop, wrk_available
 from devstack.components import COMPONENTS
 from devstack.processes import DevstackError
+from devstack.redis_acl import RedisUser
 from shared.config import Settings
 from shared.db import create_engine
 from shared.events import partition_of
@@ -128,6 +129,7 @@ class Runner:
         # the auth service verifies with (no rehash on the first login).
         settings = Settings.from_env({**stack.service_env, "BANK_DATABASE_URL": endpoints.dsn,
                                       "BANK_REDIS_NODES": endpoints.redis_nodes_csv,
+                                      **endpoints.redis_env,
                                       "BANK_SERVICE_NAME": "bench"})
         self.log(f"creating {cfg.users} bench users (accounts, deposits, sessions) ...")
         users = asyncio.run(_create_users(settings, cfg.users))
@@ -253,7 +255,7 @@ class Runner:
             # The servers' counters cover the same window as the client's figures.
             time.sleep(max(0.0, pending.start_wall + warmup_s - time.time()))
             metrics_before = MetricsSnapshot.take(scrape_from)
-            redis_before = RedisSnapshot.take(endpoints.redis_ports)
+            redis_before = RedisSnapshot.take(endpoints.redis_ports, endpoints.redis_admin)
             db_before = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
             cpu_before = CpuSnapshot.take()
             result = pending.wait()
@@ -261,7 +263,7 @@ class Runner:
             # PostgreSQL publishes a backend's counters when it goes idle (at most once a second).
             time.sleep(1.1)
             db_after = DatabaseSnapshot.take(monitor, DBNAME, per_statement=True)
-            redis_after = RedisSnapshot.take(endpoints.redis_ports)
+            redis_after = RedisSnapshot.take(endpoints.redis_ports, endpoints.redis_admin)
             metrics_after = MetricsSnapshot.take(scrape_from)
         self.log(f"  {result.completed} requests, {result.error_count} errors, "
                  f"{result.throughput:.0f} req/s")
@@ -335,8 +337,9 @@ class Runner:
             out.errors.append(f"pgbench: {err}")
         self.log("baseline: redis-benchmark GET ...")
         try:
-            masters = _masters(endpoints.redis_ports)
+            masters = _masters(endpoints.redis_ports, endpoints.redis_admin)
             rb = baseline.run_redis_benchmark(endpoints.pg_host, masters[0],
+                                              user=endpoints.redis_admin,
                                               clients=cfg.redis_benchmark_clients,
                                               requests=cfg.redis_benchmark_requests)
             out.redis_get_rps = rb.rps
@@ -348,12 +351,14 @@ class Runner:
         return out
 
 
-def _masters(ports: tuple[int, ...]) -> list[int]:
+def _masters(ports: tuple[int, ...], user: RedisUser | None) -> list[int]:
     import redis
 
     masters = []
     for port in ports:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0,
+                             username=user.name if user else None,
+                             password=user.password if user else None)
         try:
             if client.info("replication").get("role") == "master":
                 masters.append(port)

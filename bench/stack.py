@@ -4,6 +4,7 @@ run can restart the services with the cache off and on), or a stack that already
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -18,9 +19,10 @@ from devstack.components import (
     Component,
     grpc_target,
 )
-from devstack.launcher import Stack
+from devstack.launcher import RUN_DIR, Stack
 from devstack.postgres import find_pg_bindir
 from devstack.processes import wait_for_port
+from devstack.redis_acl import RedisUser
 
 HOST = "127.0.0.1"
 DBNAME = "cachebank"
@@ -62,6 +64,11 @@ class Endpoints:
     pg_port: int
     redis_ports: tuple[int, ...]
     edge_url: str | None
+    redis_admin: RedisUser | None = None  # the bench's own looks into Redis (ACLs are on)
+
+    @property
+    def redis_env(self) -> dict[str, str]:
+        return self.redis_admin.env() if self.redis_admin is not None else {}
 
     @property
     def dsn(self) -> str:
@@ -125,7 +132,7 @@ class OwnStack:
 
     def endpoints(self) -> Endpoints:
         return Endpoints(HOST, self._stack.pg.port, tuple(self._stack.redis.ports),
-                         self._stack.edge_url)
+                         self._stack.edge_url, self._stack.redis.admin)
 
     @property
     def pg_bindir(self) -> Path:
@@ -192,7 +199,7 @@ class RunningStack:
             raise SystemExit(f"--use-running: nothing listens on PostgreSQL's port {POSTGRES_PORT}"
                              " (start the stack with `make run`)")
         edge = f"https://{HOST}:{EDGE_HTTPS_PORT}" if port_open(EDGE_HTTPS_PORT) else None
-        return Endpoints(HOST, POSTGRES_PORT, REDIS_PORTS, edge)
+        return Endpoints(HOST, POSTGRES_PORT, REDIS_PORTS, edge, _running_redis_admin())
 
     @property
     def pg_bindir(self) -> Path:
@@ -213,3 +220,12 @@ class RunningStack:
 
     def stop(self) -> None:
         pass  # not ours
+
+
+def _running_redis_admin() -> RedisUser | None:
+    """`make run` writes its Redis admin user into .run/stack.json."""
+    try:
+        admin = json.loads((RUN_DIR / "stack.json").read_text())["redis_admin"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return RedisUser(admin["username"], admin["password"])

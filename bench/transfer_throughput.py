@@ -76,15 +76,16 @@ async def seed_accounts(settings: Settings) -> list[tuple[str, list[str]]]:
     return users
 
 
-def start_services(settings: Settings, replicas: int, folder: Path) -> tuple[list[ManagedProcess],
-                                                                           list[int]]:
+def start_services(settings: Settings, replicas: int, folder: Path,
+                   redis_env: dict[str, str]) -> tuple[list[ManagedProcess], list[int]]:
+    """`redis_env`: the transfer service's Redis user."""
     ports = free_ports(replicas)
     procs: list[ManagedProcess] = []
     for i, port in enumerate(ports):
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
                "BANK_DATABASE_URL": settings.database_url, "BANK_REDIS_NODES": settings.redis_nodes,
                "BANK_GRPC_PORT": str(port), "BANK_LOG_LEVEL": "WARNING",
-               "BANK_SESSION_SIGNING_KEY": BENCH_SIGNING_KEY}
+               "BANK_SESSION_SIGNING_KEY": BENCH_SIGNING_KEY, **redis_env}
         proc = ManagedProcess([sys.executable, "-m", "services.transfer"],
                               log_path=folder / f"transfer-{i}.log", name=f"transfer-{i}",
                               cwd=ROOT, env=env)
@@ -257,13 +258,15 @@ async def measure(args: argparse.Namespace, folder: Path) -> tuple[Totals, list[
         pg.start()
         cluster.start()
         upgrade_to_head(pg.owner_dsn)
-        settings = Settings(database_url=pg.owner_dsn, redis_nodes=cluster.startup_nodes_csv)
+        settings = Settings(database_url=pg.owner_dsn, redis_nodes=cluster.startup_nodes_csv,
+                            redis_username=cluster.admin.name,
+                            redis_password=cluster.admin.password)
         users = await seed_accounts(settings)
         await asyncio.to_thread(prepare_pgbench, pg)
         # The services as they run everywhere: the transfer login, money through the functions.
         procs, ports = start_services(
             dataclasses.replace(settings, database_url=pg.service_dsn("transfer")),
-            args.replicas, folder)
+            args.replicas, folder, cluster.users["transfer"].env())
         for port in ports:
             await wait_serving(port)
         reset_statements(pg)

@@ -65,7 +65,8 @@ async def _run(seed: int, profile: Profile, chaos: ChaosStack) -> RunResult:
         await work.log_in_everyone()
 
         history = VersionHistory(stack.pg.dsn, [u.account_id for u in users])
-        probe = CacheProbe(ClusterPipeline(stack.redis.startup_nodes, 0.5))
+        probe = CacheProbe(ClusterPipeline(stack.redis.startup_nodes, 0.5,
+                                           credentials=stack.redis.credentials()))
         stop = asyncio.Event()
         background = [asyncio.create_task(history.run(stop), name="chaos-versions"),
                       asyncio.create_task(work.run(stop), name="chaos-workload")]

@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# postgres up in {t1 - t0:.1f}s, redis cluster up in {t2 - t1:.1f}s")
         print(f"export BANK_DATABASE_URL={pg.dsn}")
         print(f"export BANK_REDIS_NODES={redis.startup_nodes_csv}")
+        # ACLs are on: a process needs a user (the admin here; each service's own user and
+        # password are in the ACL file).
+        print(f"export BANK_REDIS_USERNAME={redis.admin.name}")
+        print(f"export BANK_REDIS_PASSWORD={redis.admin.password}")
+        print(f"# every user: {redis.base_dir / 'users.acl'}")
         print("# Ctrl-C to stop", flush=True)
         try:
             while True:

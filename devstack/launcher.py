@@ -34,6 +34,7 @@ from devstack.demo_data import DEMO_PASSWORD, DemoUser, load_demo_data
 from devstack.port_plan import PortPlan
 from devstack.postgres import LocalPostgres
 from devstack.processes import DevstackError, ManagedProcess, wait_for_port
+from devstack.redis_acl import COMPONENT_USERS
 from devstack.redis_cluster import LocalRedisCluster
 from devstack.supervisor import Supervisor
 from services.gateway.bundle import render_local
@@ -75,6 +76,11 @@ def service_env(pg: LocalPostgres, cluster: LocalRedisCluster, component: Compon
         env["BANK_SESSION_SIGNING_KEY"] = session_signing_key
     if "metrics" in ports:
         env["BANK_METRICS_PORT"] = str(ports["metrics"])
+    # Each process kind has its own Redis user (devstack/redis_acl.py); the retention jobs
+    # have none, they do not use Redis.
+    redis_user = COMPONENT_USERS.get(component.name)
+    if redis_user is not None:
+        env.update(cluster.users[redis_user].env())
     return env
 
 
@@ -150,10 +156,14 @@ class Stack:
             "edge": {"url": self.edge_url, "admin_port": self.plan.edge_admin,
                      "pid": self.edge.pid if self.edge else None},
             "session_signing_key": self.session_signing_key,
+            # For operators and `make bench --use-running`: the run's own Redis admin.
+            "redis_admin": {"username": self.redis.admin.name,
+                            "password": self.redis.admin.password},
         }
 
     def write_state(self) -> None:
         path = self.run_dir / "stack.json"
+        path.touch(mode=0o600, exist_ok=True)  # it holds the run's secrets
         path.write_text(json.dumps(self.state(), indent=2) + "\n")
 
     async def _demo_data(self) -> list[DemoUser]:

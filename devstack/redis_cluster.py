@@ -4,6 +4,11 @@ Each node is a foreground ``redis-server`` we own by pid. Nodes persist nothing
 but their ``nodes-P.conf`` (cluster topology), which is what lets a killed node
 restarted with ``start_node()`` rejoin the cluster (as a replica, if it was
 failed over).
+
+ACLs are on as in production: the users of devstack/redis_acl.py with fresh
+passwords per cluster (``users``), the default user off, replication and the
+admin queries here as the admin user. The passwords stay in files (mode 0600),
+never on a command line.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from redis.retry import Retry
 
 from devstack.ports import HOST, free_redis_ports
 from devstack.processes import DevstackError, ManagedProcess, wait_for_port
+from devstack.redis_acl import ADMIN_USER, RedisUser, acl_file, new_users
+from shared.redis_pipeline import RedisCredentials
 
 __all__ = ["LocalRedisCluster", "NodeInfo", "CLUSTER_SLOTS"]
 
@@ -97,6 +104,20 @@ class LocalRedisCluster:
         self._ports: list[int] | None = list(ports) if ports is not None else None
         self._n_nodes = n_nodes
         self._procs: dict[int, ManagedProcess] = {}
+        # One set of passwords for the object's life: a restarted node keeps its users.
+        self.users: dict[str, RedisUser] = new_users()
+
+    @property
+    def admin(self) -> RedisUser:
+        return self.users[ADMIN_USER]
+
+    def credentials(self, name: str = ADMIN_USER) -> RedisCredentials:
+        """For a ClusterPipeline made by hand (tests, chaos probes)."""
+        return RedisCredentials(name, self.users[name].password)
+
+    def user_settings(self, name: str) -> dict[str, str]:
+        """Settings fields (redis_username, redis_password) for a process acting as `name`."""
+        return self.users[name].settings()
 
     # -- addresses ---------------------------------------------------------------
 
@@ -151,6 +172,7 @@ class LocalRedisCluster:
         if self._ports is None:
             self._ports = free_redis_ports(self._n_nodes)
         try:
+            self._write_security_config()
             for port in self.ports:
                 # Nothing of a previous run is worth keeping (no RDB/AOF), and a
                 # stale nodes-P.conf would make `--cluster create` refuse the node.
@@ -237,6 +259,8 @@ class LocalRedisCluster:
         return redis.Redis(
             host=HOST,
             port=port,
+            username=self.admin.name,
+            password=self.admin.password,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
@@ -421,6 +445,7 @@ class LocalRedisCluster:
         node_dir = self.node_dir(port)
         argv = [
             _find_binary("redis-server"),
+            str(self._security_config),
             "--port", str(port),
             "--bind", HOST,
             "--cluster-enabled", "yes",
@@ -444,6 +469,24 @@ class LocalRedisCluster:
         proc.start()
         self._procs[port] = proc
 
+    @property
+    def _security_config(self) -> Path:
+        return self.base_dir / "security.conf"
+
+    def _write_security_config(self) -> None:
+        """The ACL file and the replication user, in files only the owner reads."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        acl_path = self.base_dir / "users.acl"
+        for path, text in (
+            (acl_path, acl_file(self.users)),
+            (self._security_config,
+             f"aclfile {acl_path}\nmasteruser {self.admin.name}\n"
+             f"masterauth {self.admin.password}\n"),
+        ):
+            path.touch(mode=0o600, exist_ok=True)
+            path.chmod(0o600)
+            path.write_text(text)
+
     def _create_cluster(self) -> None:
         argv = [
             _find_binary("redis-cli"),
@@ -451,10 +494,12 @@ class LocalRedisCluster:
             *(f"{HOST}:{p}" for p in self.ports),
             "--cluster-replicas", str(self.n_replicas),
             "--cluster-yes",
+            "--user", self.admin.name,
         ]  # fmt: skip
         try:
             result = subprocess.run(
                 argv,
+                env={**os.environ, "REDISCLI_AUTH": self.admin.password},
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,

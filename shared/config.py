@@ -147,6 +147,45 @@ class Settings:
     grpc_max_connection_age_s: int = 300
     grpc_drain_grace_s: float = 10.0
 
+    # Redis ACL user of this process (docs/decisions.md, "Redis ACLs and TLS"): each service
+    # has its own, with the commands and key patterns it needs. Empty: no AUTH (a Redis without
+    # ACLs). The password is a secret: no default, never in a repr or a log.
+    redis_username: str = ""
+    redis_password: str = field(default="", repr=False)
+    # TLS to every Redis node. The CA file verifies the nodes (empty: the system's CAs); a
+    # client certificate and key are sent when the nodes ask for one (tls-auth-clients).
+    redis_tls: bool = False
+    redis_tls_ca_file: str = ""
+    redis_tls_cert_file: str = ""
+    redis_tls_key_file: str = ""
+
+    # TLS of the internal gRPC links (Envoy -> services, auth -> account). The server serves
+    # this certificate when cert and key are set; with a CA file it also requires a client
+    # certificate signed by that CA (mTLS). Clients verify servers against the CA file and
+    # present the same certificate and key. Empty: plaintext (make run, on 127.0.0.1).
+    grpc_tls_cert_file: str = ""
+    grpc_tls_key_file: str = ""
+    grpc_tls_ca_file: str = ""
+    # The name clients expect in the servers' certificates (empty: the target's host name).
+    grpc_tls_server_name: str = ""
+    # A plaintext port serving only the standard health service, for probes that cannot speak
+    # TLS (Kubernetes' native gRPC probes); 0: none. It answers nothing but health.
+    grpc_health_port: int = 0
+
+    def __post_init__(self) -> None:
+        """Misconfigurations that would only show as a refused connection later."""
+        if self.redis_username and not self.redis_password:
+            raise ConfigError("BANK_REDIS_PASSWORD is required when BANK_REDIS_USERNAME is set")
+        if self.redis_password and not self.redis_username:
+            raise ConfigError("BANK_REDIS_USERNAME is required when BANK_REDIS_PASSWORD is set"
+                              " (the default user is disabled)")
+        _pair("BANK_REDIS_TLS_CERT_FILE", self.redis_tls_cert_file,
+              "BANK_REDIS_TLS_KEY_FILE", self.redis_tls_key_file)
+        if not self.redis_tls and (self.redis_tls_ca_file or self.redis_tls_cert_file):
+            raise ConfigError("BANK_REDIS_TLS_* files are set but BANK_REDIS_TLS is off")
+        _pair("BANK_GRPC_TLS_CERT_FILE", self.grpc_tls_cert_file,
+              "BANK_GRPC_TLS_KEY_FILE", self.grpc_tls_key_file)
+
     @classmethod
     def env_names(cls) -> list[str]:
         """Every environment variable the settings read (the deployments are checked against it)."""
@@ -184,6 +223,12 @@ class Settings:
                 raise ConfigError(f"BANK_REDIS_NODES entry {item!r} is not host:port")
             nodes.append((host, int(port)))
         return nodes
+
+
+def _pair(name_a: str, a: str, name_b: str, b: str) -> None:
+    if bool(a) != bool(b):
+        missing = name_b if a else name_a
+        raise ConfigError(f"{missing} is required when {name_a if a else name_b} is set")
 
 
 def _parse(name: str, raw: str, type_name: Any) -> Any:

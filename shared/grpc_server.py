@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from shared.config import Settings
 from shared.grpc_interceptor import Prefetch, ServiceInterceptor
+from shared.grpc_tls import server_credentials
 from shared.machine_credentials import MachineCredentials
 from shared.pg_pool import PoolType, database_ready
 from shared.request_gate import RequestGate
@@ -87,6 +88,8 @@ class GrpcService:
     service_names: Sequence[str]
     readiness_checks: Sequence[ReadinessCheck]
     health_poll_s: float = 1.0
+    # Health only, in plaintext, beside a TLS server: for probes that cannot speak TLS.
+    health_server: grpc.aio.Server | None = None
     _health_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def refresh_health(self) -> bool:
@@ -114,6 +117,8 @@ class GrpcService:
 
     async def start(self) -> None:
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.refresh_health()
         self._health_task = asyncio.create_task(self._watch_health(), name="health-watch")
@@ -126,6 +131,8 @@ class GrpcService:
                 await self._health_task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 def build_grpc_service(
@@ -155,7 +162,16 @@ def build_grpc_service(
          reflection.SERVICE_NAME],
         server,
     )
-    bound = server.add_insecure_port(
-        f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
-    )
-    return GrpcService(server, bound, health, names, readiness_checks, health_poll_s)
+    address = f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
+    # TLS (mTLS with a client CA) when configured: Envoy and the other services reach every
+    # replica over the network in compose and Kubernetes (shared/grpc_tls.py).
+    credentials = server_credentials(settings)
+    bound = (server.add_insecure_port(address) if credentials is None
+             else server.add_secure_port(address, credentials))
+    health_server = None
+    if credentials is not None and settings.grpc_health_port:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+        health_server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_health_port}")
+    return GrpcService(server, bound, health, names, readiness_checks, health_poll_s,
+                       health_server)

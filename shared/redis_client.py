@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -9,8 +12,40 @@ from redis.backoff import NoBackoff
 from shared.cache.circuit_breaker import CircuitBreaker, CircuitState
 from shared.config import Settings
 from shared.metrics import CIRCUIT_STATE
-from shared.redis_pipeline import ClusterPipeline
+from shared.redis_pipeline import ClusterPipeline, RedisCredentials
 from shared.tracing import current_tracing
+
+
+def redis_credentials(settings: Settings) -> RedisCredentials | None:
+    """The process's ACL user; None when no user is configured (a Redis without ACLs)."""
+    if not settings.redis_username:
+        return None
+    return RedisCredentials(settings.redis_username, settings.redis_password)
+
+
+def redis_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS to the nodes, verified against BANK_REDIS_TLS_CA_FILE (or the system's CAs), with the
+    client certificate when one is configured. Host names are checked: the nodes announce
+    names their certificates carry (deploy/k8s/base/redis)."""
+    if not settings.redis_tls:
+        return None
+    context = ssl.create_default_context(cafile=settings.redis_tls_ca_file or None)
+    if settings.redis_tls_cert_file:
+        context.load_cert_chain(settings.redis_tls_cert_file, settings.redis_tls_key_file)
+    return context
+
+
+def redis_connection_options(settings: Settings) -> dict[str, Any]:
+    """redis-py keyword arguments for the user and TLS, for every redis-py connection (the
+    cluster client and the event subscription's per-node connections)."""
+    options: dict[str, Any] = {}
+    if settings.redis_username:
+        options.update(username=settings.redis_username, password=settings.redis_password)
+    if settings.redis_tls:
+        options.update(ssl=True, ssl_ca_certs=settings.redis_tls_ca_file or None,
+                       ssl_certfile=settings.redis_tls_cert_file or None,
+                       ssl_keyfile=settings.redis_tls_key_file or None)
+    return options
 
 
 def create_redis_cluster(settings: Settings) -> RedisCluster:
@@ -29,6 +64,7 @@ def create_redis_cluster(settings: Settings) -> RedisCluster:
         # multiply the timeout on a dead node.
         retry=Retry(NoBackoff(), 0),
         require_full_coverage=False,
+        **redis_connection_options(settings),
     )
 
 
@@ -37,6 +73,8 @@ def create_redis_pipeline(settings: Settings) -> ClusterPipeline:
     deadline on every call."""
     tracing = current_tracing()
     return ClusterPipeline(settings.redis_startup_nodes, settings.redis_timeout_ms / 1000,
+                           credentials=redis_credentials(settings),
+                           tls=redis_tls_context(settings),
                            tracer=tracing.tracer() if tracing is not None else None)
 
 

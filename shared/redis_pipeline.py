@@ -96,8 +96,10 @@ class Script:
 
 @dataclass(frozen=True)
 class RedisCredentials:
+    """An ACL user; the password stays out of reprs (and so out of logs and tracebacks)."""
+
     username: str
-    password: str
+    password: str = field(repr=False)
 
 
 def encode_command(args: Sequence[Any]) -> bytes:

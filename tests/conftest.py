@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack.postgres import LocalPostgres
@@ -22,7 +23,8 @@ from shared.config import Settings
 from shared.db import create_engine
 from shared.migrate import upgrade_to_head
 from shared.pg_pool import PoolType, create_pool
-from tests.support import db_roles
+from shared.redis_client import create_redis_cluster
+from tests.support import db_roles, redis_users
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 
 
@@ -112,14 +114,16 @@ def settings_for(pg: LocalPostgres, cluster: LocalRedisCluster, **overrides: Any
     """The harness' settings. The database URL is the superuser's, for the tests' own seeding and
     inspection; a service built from them connects as its own login when the test goes through
     tests/support/db_roles.as_service (the support helpers and `make_settings(service_name=...)`
-    do)."""
+    do). Redis likewise: the admin user for the tests' own looks, the service's own user
+    through the same helper (tests/support/redis_users.py)."""
+    redis_users.register(cluster)
     targets = {"account_target": NOWHERE, "transfer_target": NOWHERE, "auth_target": NOWHERE}
     return db_roles.as_service(Settings(
         database_url=pg.dsn,
         redis_nodes=cluster.startup_nodes_csv,
         log_json=False,
         session_signing_key=TEST_SESSION_SIGNING_KEY,
-        **{**targets, **overrides},
+        **{**targets, **cluster.user_settings("admin"), **overrides},
     ))
 
 
@@ -154,6 +158,17 @@ async def pg_pool(base_settings: Settings) -> AsyncIterator[PoolType]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def redis_admin(base_settings: Settings) -> AsyncIterator[RedisCluster]:
+    """A direct look into the harness's cluster as the admin user (the services' own users
+    hold only what their jobs need)."""
+    client = create_redis_cluster(dataclasses.replace(base_settings, redis_timeout_ms=2000))
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -31,7 +31,12 @@ from shared.grpc_server import (
 )
 from shared.page_tokens import page_token_key
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
-from shared.redis_client import create_redis_breaker, create_redis_cluster, create_redis_pipeline
+from shared.redis_client import (
+    create_redis_breaker,
+    create_redis_cluster,
+    create_redis_pipeline,
+    redis_connection_options,
+)
 from shared.redis_pipeline import ALL_SLOTS, ClusterPipeline, TopologyEvent, slot_of_key
 from shared.request_gate import RequestGate, build_request_gate
 
@@ -137,7 +142,8 @@ def build_account_app(
         pipeline.add_topology_listener(repair)
         events = BalanceEventConsumer(
             new_subscription=lambda: ShardedSubscription(
-                redis, timeout_s=max(settings.redis_timeout_ms / 1000, 0.5)
+                redis, timeout_s=max(settings.redis_timeout_ms / 1000, 0.5),
+                connection_options=redis_connection_options(settings),
             ),
             sync=sync,
             partitions=settings.event_partitions,

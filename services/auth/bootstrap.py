@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
 from bank.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth.adapters.attempt_counters import PostgresAttemptCounters
@@ -31,6 +30,7 @@ from shared.grpc_server import (
     servicer_registration,
     standard_readiness,
 )
+from shared.grpc_tls import internal_channel
 from shared.pg_pool import PoolType, create_pool, create_probe_pool
 from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
@@ -82,8 +82,8 @@ def build_auth_app(settings: Settings, port: int | None = None,
                             ttl_s=settings.session_ttl_s,
                             absolute_ttl_s=settings.session_absolute_ttl_s)
     # Client-side round robin over the account replicas (dns:/// in Kubernetes).
-    warmer = GrpcCacheWarmer(grpc.aio.insecure_channel(
-        settings.account_target, options=[("grpc.lb_policy_name", "round_robin")]))
+    warmer = GrpcCacheWarmer(internal_channel(
+        settings, settings.account_target, [("grpc.lb_policy_name", "round_robin")]))
     hasher = hasher_from_settings(settings)
     counters = PostgresAttemptCounters(pool)
     deps = AuthDependencies(

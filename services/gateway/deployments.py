@@ -1,7 +1,8 @@
 """The committed bundles of docker-compose.yml and deploy/k8s, made by the same generator as
 `make run`'s, with what differs in a container: every interface, a DNS name per service that
-stands for all its replicas (STRICT_DNS), the certificate from a mounted Secret, a metrics
-listener for Prometheus, two workers.
+stands for all its replicas (STRICT_DNS), the certificate from a mounted Secret, mTLS to the
+services (the internal CA and the edge's client certificate from another), a metrics listener
+for Prometheus, two workers.
 
     python -m services.gateway deployments           # rewrite both bundles
     python -m services.gateway deployments --check   # exit 1 when one is stale
@@ -27,13 +28,17 @@ from services.gateway.bundle import (
     write_bundle,
 )
 from services.gateway.descriptor_set import comparable
-from services.gateway.envoy_clusters import Upstream
+from services.gateway.envoy_clusters import ClusterPolicy, Upstream, UpstreamTls
 from shared.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # Where the containers mount the bundle and the TLS Secret (tls.crt, tls.key).
 MOUNT = Path("/etc/envoy/gateway")
 TLS_MOUNT = Path("/etc/envoy/tls")
+# The internal CA and the edge's client certificate for the links to the services (mTLS).
+UPSTREAM_TLS_MOUNT = Path("/etc/envoy/upstream-tls")
+UPSTREAM_TLS = UpstreamTls(UPSTREAM_TLS_MOUNT / "ca.crt", UPSTREAM_TLS_MOUNT / "tls.crt",
+                           UPSTREAM_TLS_MOUNT / "tls.key")
 HTTPS_PORT = 8443
 METRICS_PORT = 9105
 CONCURRENCY = 2
@@ -62,7 +67,8 @@ def render(deployment: Deployment, out: Path) -> Path:
     defaults = Settings(database_url="", redis_nodes="")  # only the gateway's fields are read
     spec = spec_from_settings(defaults, deployment.upstreams(),
                               files_in(MOUNT, tls_folder=TLS_MOUNT), listen_host="0.0.0.0",
-                              https_port=HTTPS_PORT, metrics_port=METRICS_PORT)
+                              https_port=HTTPS_PORT, metrics_port=METRICS_PORT,
+                              cluster_policy=ClusterPolicy(tls=UPSTREAM_TLS))
     return write_bundle(out, spec)
 
 

@@ -4,6 +4,11 @@ checks, outlier detection and circuit breakers.
 Where the replicas are is the deployment's business: fixed host:port pairs locally (`make run`,
 tests), or one DNS name that resolves to every replica (a Kubernetes headless Service, a compose
 service name), re-resolved every few seconds (STRICT_DNS).
+
+With `UpstreamTls` the link is TLS, health checks included: each replica's certificate must
+chain to the internal CA and name the upstream's host, and Envoy presents its own certificate
+(the services require one: mTLS, shared/grpc_tls.py). Compose and Kubernetes use it; `make run`
+stays plaintext on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -11,9 +16,24 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """Files as Envoy sees them (a mounted Secret: cert-manager's ca.crt, tls.crt, tls.key)."""
+
+    ca_file: Path  # verifies the services' certificates
+    cert_file: Path | None = None  # Envoy's client certificate (mTLS)
+    key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("upstream TLS: a client certificate needs its key and vice versa")
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,7 @@ class ClusterPolicy:
     health_check_interval_s: float = 1.0
     connect_timeout_s: float = 1.0
     dns_refresh_s: float = 5.0
+    tls: UpstreamTls | None = None  # None: plaintext (make run on 127.0.0.1)
 
 
 def clusters(upstreams: Sequence[Upstream], policy: ClusterPolicy) -> list[dict[str, Any]]:
@@ -118,11 +139,38 @@ def _cluster(upstream: Upstream, policy: ClusterPolicy) -> dict[str, Any]:
             },
         },
     }
+    if policy.tls is not None:
+        cluster["transport_socket"] = _tls_socket(upstream, policy.tls)
     if upstream.dns:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
         cluster["dns_refresh_rate"] = _seconds(policy.dns_refresh_s)
         cluster["respect_dns_ttl"] = True
     return cluster
+
+
+def server_name(upstream: Upstream) -> str:
+    """The name a replica's certificate must carry and Envoy sends as SNI: the DNS name that
+    stands for the replicas ("account", "account-headless"), else the upstream's name."""
+    return upstream.endpoints[0][0] if upstream.dns else upstream.name
+
+
+def _tls_socket(upstream: Upstream, tls: UpstreamTls) -> dict[str, Any]:
+    name = server_name(upstream)
+    common: dict[str, Any] = {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                       "tls_maximum_protocol_version": "TLSv1_3"},
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": {"filename": str(tls.ca_file)},
+            "match_typed_subject_alt_names": [{"san_type": "DNS",
+                                               "matcher": {"exact": name}}],
+        },
+    }
+    if tls.cert_file is not None and tls.key_file is not None:
+        common["tls_certificates"] = [{"certificate_chain": {"filename": str(tls.cert_file)},
+                                       "private_key": {"filename": str(tls.key_file)}}]
+    return {"name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": _UPSTREAM_TLS, "sni": name, "common_tls_context": common}}
 
 
 def _seconds(value: float) -> str:

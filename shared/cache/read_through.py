@@ -157,19 +157,24 @@ class ReadThroughCache:
         entity: str | None = None,
         wait_key: str | None = None,
         read_through: bool = False,
+        cacheable: Callable[[T], bool] | None = None,
     ) -> Read[T]:
         """`entity`: the entity whose events update this entry (the account id); no entry below
         a version of it applied here is served. `wait_key`: the same, for the kinds an event
         brings up to date in place (the balance; not a list it tombstones): a read that needs a
         newer version waits a moment for the event. `read_through`: the caller cannot say which
-        version it needs (its read-your-writes floor is unknown): load, and fill."""
+        version it needs (its read-your-writes floor is unknown): load, and fill.
+        `cacheable`: a loaded value is written to the cache only if this holds for it (the
+        caller owns the account: an entry carries its owner, and a caller refused afterwards
+        must not have put someone else's owner id into Redis). The value is returned either
+        way; a coalesced read that joined this load gets it uncached, and fills next time."""
         cache = self._cache
         if cache is None:
             return Read(await load(), False)
         counters = self._count(kind)
         if read_through:
             counters.bypass.inc()
-            loaded = await self._load_and_fill(cache, kind, key, ttl_s, codec, load)
+            loaded = await self._load_and_fill(cache, kind, key, ttl_s, codec, load, cacheable)
             return Read(loaded, False)
         if entity is not None and self._applied is not None:
             min_version = max(min_version, self._applied.newest(entity))
@@ -197,13 +202,14 @@ class ReadThroughCache:
             else:
                 counters.miss.inc()
         result, _ = await self._flights.run(
-            key, lambda: self._load_once(cache, kind, key, ttl_s, codec, load, min_version)
+            key, lambda: self._load_once(cache, kind, key, ttl_s, codec, load, min_version,
+                                         cacheable)
         )
         value, from_cache = cast(tuple[T | None, bool], result)
         if value is not None and codec.version_of(value) < min_version:
             # Joined a load that started before the version asked for was committed.
             again = await self._load_once(
-                cache, kind, key, ttl_s, codec, load, min_version
+                cache, kind, key, ttl_s, codec, load, min_version, cacheable
             )
             value, from_cache = again
         return Read(value, from_cache)
@@ -239,6 +245,7 @@ class ReadThroughCache:
         codec: EntryCodec[T],
         load: Callable[[], Awaitable[T | None]],
         min_version: int,
+        cacheable: Callable[[T], bool] | None = None,
     ) -> tuple[T | None, bool]:
         lease_key = key + ":lease"
         token = f"{self._token_prefix}:{next(self._token_counter)}"
@@ -269,10 +276,10 @@ class ReadThroughCache:
             if holds_lease:
                 await self._release(cache, lease_key, token)
             raise
-        if value is None:
+        if value is None or (cacheable is not None and not cacheable(value)):
             if holds_lease:
                 await self._release(cache, lease_key, token)
-            return None, False
+            return value, False
         ttl_ms = jittered_ttl_ms(ttl_s, self._jitter)
         try:
             await cache.put_if_newer(
@@ -286,9 +293,10 @@ class ReadThroughCache:
     async def _load_and_fill(
         self, cache: VersionedCache, kind: str, key: str, ttl_s: float, codec: EntryCodec[T],
         load: Callable[[], Awaitable[T | None]],
+        cacheable: Callable[[T], bool] | None = None,
     ) -> T | None:
         value = await load()
-        if value is not None:
+        if value is not None and (cacheable is None or cacheable(value)):
             try:
                 await cache.put_if_newer(kind, key, codec.to_entry(value),
                                          jittered_ttl_ms(ttl_s, self._jitter))

@@ -13,6 +13,7 @@ import pytest
 
 from devstack.components import COMPONENTS, EDGE_HTTPS_PORT, Component
 from devstack.launcher import service_env
+from devstack.redis_acl import new_users
 from services.gateway.deployments import METRICS_PORT
 from shared.config import Settings, _env_name
 from tests.deploy.conftest import OVERLAYS
@@ -190,7 +191,8 @@ def test_deployments_set_what_make_run_sets(compose: dict[str, Any],
                                             objects: dict[str, list[Obj]]) -> None:
     """Every setting the local launcher gives a process, compose and k8s give it too."""
     stand_in = SimpleNamespace(dsn="postgresql://x", startup_nodes_csv="127.0.0.1:1",
-                               service_dsn=lambda component: f"postgresql://{component}@x")
+                               service_dsn=lambda component: f"postgresql://{component}@x",
+                               users=new_users())
     for component in COMPONENTS:
         env = service_env(stand_in, stand_in, component, 0, "k" * 32)  # type: ignore[arg-type]
         # The launcher passes its own environment on: count only what it sets.

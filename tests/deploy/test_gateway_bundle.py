@@ -25,6 +25,7 @@ from services.gateway.deployments import (
     METRICS_PORT,
     MOUNT,
     TLS_MOUNT,
+    UPSTREAM_TLS_MOUNT,
     stale_files,
 )
 from services.gateway.envoy_binary import EnvoyNotFound, envoy_args, envoy_binary, validate_config
@@ -50,9 +51,12 @@ def localised(deployment: str, folder: Path) -> Path:
     for name in FILES:
         shutil.copy(BY_NAME[deployment].folder / name, folder / name)
     generate_self_signed(folder)
+    upstream = generate_self_signed(folder / "upstream")  # stands in for the internal CA's
+    shutil.copy(upstream.cert, folder / "upstream" / "ca.crt")
     text = (folder / CONFIG).read_text()
     text = text.replace(str(MOUNT) + "/", str(folder) + "/").replace(str(TLS_MOUNT) + "/",
                                                                      str(folder) + "/")
+    text = text.replace(str(UPSTREAM_TLS_MOUNT) + "/", str(folder / "upstream") + "/")
     (folder / CONFIG).write_text(text)
     return folder / CONFIG
 

@@ -17,9 +17,11 @@ from shared.grpc_server import LIVENESS_SERVICE
 from tests.deploy.conftest import K8S, OVERLAYS, load_all, run, tool
 
 # Kinds without a schema in kubernetes-validate, per overlay: checked by hand below instead.
+CERT_MANAGER = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
 UNKNOWN_KINDS = {
-    "dev": set(),
-    "prod": {("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "ScheduledBackup"),
+    "dev": CERT_MANAGER,
+    "prod": CERT_MANAGER | {
+             ("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "ScheduledBackup"),
              ("postgresql.cnpg.io/v1", "Pooler"), ("barmancloud.cnpg.io/v1", "ObjectStore"),
              ("monitoring.coreos.com/v1", "PodMonitor"),
              ("monitoring.coreos.com/v1", "PrometheusRule")},
@@ -72,7 +74,7 @@ def test_a_broken_manifest_fails_validation(rendered: dict[str, str], tmp_path: 
     breakages = {
         "misspelt field": text.replace("periodSeconds: 5\n", "periodSecond: 5\n", 1),
         "string replicas": text.replace("replicas: 2\n", "replicas: two\n", 1),
-        "probe without port": re.sub(r"grpc:\n(\s+)port: 7051", r"grpc:\n\1service: x", text,
+        "probe without port": re.sub(r"grpc:\n(\s+)port: 7050", r"grpc:\n\1service: x", text,
                                      count=1),
     }
     for what, broken in breakages.items():
@@ -99,6 +101,7 @@ def test_unknown_kinds_are_checked_by_hand(objects: dict[str, list[Obj]]) -> Non
     # kubernetes-validate has no CloudNativePG schema: the fields this deployment relies on.
     cluster = of_kind(objects["prod"], "Cluster")["postgres"]
     spec = cluster["spec"]
+    cluster_spec = spec
     assert spec["instances"] == 3
     assert spec["postgresql"]["synchronous"] == {"method": "any", "number": 1}
     assert spec["affinity"]["podAntiAffinityType"] == "required"
@@ -122,8 +125,12 @@ def test_unknown_kinds_are_checked_by_hand(objects: dict[str, list[Obj]]) -> Non
                 if "BANK_DATABASE_URL" in env:
                     assert env["BANK_DATABASE_URL"] == {
                         "name": "BANK_DATABASE_URL",
-                        "value": "postgresql://postgres-pooler-rw:5432/app"}, name
+                        "value": "postgresql://postgres-pooler-rw:5432/app?sslmode=verify-full"
+                                 "&sslrootcert=/etc/bank/postgres-ca/ca.crt"}, name
                     assert {"PGUSER", "PGPASSWORD"} <= set(env), name
+                    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+                    assert "/etc/bank/postgres-ca" in mounts, name
+    assert "postgres-pooler-rw" in cluster_spec["certificates"]["serverAltDNSNames"]
 
 
 def test_prod_backs_postgres_up_continuously(objects: dict[str, list[Obj]]) -> None:
@@ -207,7 +214,13 @@ def test_pods_run_hardened(overlay: str, objects: dict[str, list[Obj]]) -> None:
 def test_grpc_services_use_native_grpc_probes(overlay: str, objects: dict[str, list[Obj]]) -> None:
     deployments = of_kind(objects[overlay], "Deployment")
     drain = Settings.__dataclass_fields__["grpc_drain_grace_s"].default
-    for name, port in GRPC_SERVICES.items():
+    # The gRPC ports serve TLS only; kubelet's gRPC probes have no TLS: they ask the
+    # plaintext health-only port.
+    settings_map = next(c["data"] for n, c in of_kind(objects[overlay], "ConfigMap").items()
+                        if n.startswith("bank-settings"))
+    port = int(settings_map["BANK_GRPC_HEALTH_PORT"])
+    assert port not in GRPC_SERVICES.values()
+    for name in GRPC_SERVICES:
         pod = deployments[name]["spec"]["template"]["spec"]
         container = pod["containers"][0]
         assert container["readinessProbe"]["grpc"] == {"port": port}, name
@@ -349,7 +362,10 @@ def test_secrets_are_referenced_never_committed(overlay: str,
                 for key in {**s.get("stringData", {}), **s.get("data", {})}}
     provided |= {(name, "*") for name, _ in provided}
     if overlay == "prod":  # CloudNativePG makes postgres-app (uri, password, ...) itself
-        referenced = {r for r in referenced if r[0] != "postgres-app"}
+        referenced = {r for r in referenced if r[0] not in ("postgres-app", "postgres-ca")}
+    # cert-manager makes and renews the internal TLS Secrets (certificates.yaml).
+    issued = {c["spec"]["secretName"] for c in of_kind(objects[overlay], "Certificate").values()}
+    referenced = {r for r in referenced if r[0] not in issued}
     assert referenced <= provided, f"secrets the example does not show: {referenced - provided}"
 
 
@@ -380,7 +396,8 @@ def test_redis_cluster_statefulset(overlay: str, objects: dict[str, list[Obj]]) 
     assert {"ready.sh", "pre-stop.sh", "cluster-init.sh", "start.sh"} <= set(scripts)
     # Redis' metrics: the exporter sidecar on the named port the scrape policy opens.
     exporter = next(c for c in pod["containers"] if c["name"] == "redis-exporter")
-    assert "--redis.addr=redis://127.0.0.1:6379" in exporter["args"]
+    assert "--redis.addr=rediss://127.0.0.1:6379" in exporter["args"]  # TLS only
+    assert {"name": "REDIS_USER", "value": "exporter"} in exporter["env"]
     assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121}]
     annotations = redis["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "9121"
@@ -403,3 +420,23 @@ def test_only_the_edge_and_the_services_reach_the_grpc_ports(overlay: str,
     scrape = policies["allow-metrics-scrape"]["spec"]
     assert "edge" in scrape["podSelector"]["matchExpressions"][0]["values"]
     assert scrape["ingress"][0]["ports"] == [{"protocol": "TCP", "port": "metrics"}]
+
+
+def test_internal_tls_is_issued_by_cert_manager(objects: dict[str, list[Obj]]) -> None:
+    """cert-manager's kinds have no schema in kubernetes-validate: the fields relied on. Every
+    TLS Secret a pod mounts is a Certificate's, signed by the internal CA."""
+    for overlay, objs in objects.items():
+        certificates = of_kind(objs, "Certificate")
+        assert certificates["internal-ca"]["spec"]["isCA"] is True
+        assert of_kind(objs, "Issuer")["internal-ca"]["spec"]["ca"]["secretName"] == "internal-ca"
+        issued = {c["spec"]["secretName"]: c["spec"] for c in certificates.values()}
+        for kind in ("Deployment", "StatefulSet", "Job"):
+            for name, obj in of_kind(objs, kind).items():
+                for volume in obj["spec"]["template"]["spec"].get("volumes", []):
+                    secret = volume.get("secret", {}).get("secretName", "")
+                    if secret.endswith("-tls") and secret != "edge-tls":
+                        spec = issued[secret]
+                        assert spec["issuerRef"]["name"] == "internal-ca", (overlay, name)
+                        assert {"server auth", "client auth"} <= set(spec["usages"]), secret
+        for service in GRPC_SERVICES:
+            assert f"{service}-headless" in issued[f"{service}-tls"]["dnsNames"]

@@ -223,3 +223,82 @@ def test_cluster_init_re_adds_a_node_that_lost_its_volume(nodes: Nodes) -> None:
     assert roles(nodes)[lost] == "slave"
     info = nodes.cluster_info(witness)
     assert (info["cluster_known_nodes"], info["cluster_size"]) == ("6", "3")
+
+
+async def test_the_deployments_redis_runs_with_acl_users_and_tls_only(tmp_path: Path) -> None:
+    """What compose and Kubernetes run: the ACL file and the admin user's password from a
+    mounted Secret, TLS on the client port, replication and the bus, the plaintext port closed.
+    cluster-init.sh and ready.sh work through redis-cli.sh; a service user reaches its keys over
+    TLS; plaintext and the default user are refused."""
+    import asyncio
+
+    import hiredis
+
+    from devstack.redis_acl import acl_file, new_users
+    from shared.config import Settings
+    from shared.redis_client import create_redis_pipeline
+
+    certs = tmp_path / "tls"
+    subprocess.run(["sh", str(ROOT / "deploy" / "compose" / "make-internal-certs.sh"),
+                    str(certs)], check=True, capture_output=True, env={"PATH": "/usr/bin:/bin"})
+    users = new_users()
+    secrets = tmp_path / "acl"
+    secrets.mkdir()
+    (secrets / "users.acl").write_text(acl_file(users))
+    (secrets / "redis-admin.password").write_text(users["admin"].password)
+    security = {"REDIS_ACL_FILE": str(secrets / "users.acl"),
+                "REDIS_ADMIN_PASSWORD_FILE": str(secrets / "redis-admin.password"),
+                "REDIS_TLS_DIR": str(certs / "redis")}
+    ports = free_redis_ports(6)
+    procs = []
+    for port in ports:
+        folder = tmp_path / f"node-{port}"
+        folder.mkdir()
+        env = {**os.environ, **SETTINGS, **security, "REDIS_HOSTNAME": "localhost",
+               "REDIS_PORT": str(port), "REDIS_CONF": str(REDIS_DIR / "redis.conf")}
+        procs.append(ManagedProcess(["sh", str(REDIS_DIR / "start.sh"), "--bind", HOST],
+                                    log_path=folder / "redis.log", name=f"redis-{port}",
+                                    cwd=folder, env=env))
+    try:
+        for proc, port in zip(procs, ports, strict=True):
+            proc.start()
+            wait_for_port(HOST, port, timeout=30, process=proc)
+        init = subprocess.run(
+            ["sh", str(REDIS_DIR / "cluster-init.sh")],
+            env={**os.environ, **SETTINGS, **security, "REDIS_WAIT_S": "60",
+                 "REDIS_NODES": " ".join(f"{HOST}:{p}" for p in ports)},
+            capture_output=True, text=True, timeout=120, check=False)
+        assert init.returncode == 0, init.stdout + init.stderr
+        wait_until(lambda: all(script("ready.sh", p, **security).returncode == 0
+                               for p in ports), "every node ready over TLS")
+        assert "password" not in (tmp_path / f"node-{ports[0]}" / "redis.log").read_text()
+
+        settings = Settings(database_url="", redis_nodes=f"{HOST}:{ports[0]}",
+                            redis_timeout_ms=2000, redis_tls=True,
+                            redis_tls_ca_file=str(certs / "ca.crt"),
+                            **users["account"].settings())
+        pipeline = create_redis_pipeline(settings)
+        try:
+            key = "account:{acl-tls}:balance"
+            assert await pipeline.execute(key, "SET", key, "1") == b"OK"
+            assert await pipeline.execute(key, "GET", key) == b"1"
+            try:
+                await pipeline.execute("events:seq:{1}", "INCR", "events:seq:{1}")
+            except hiredis.ReplyError as refused:
+                assert str(refused).startswith("NOPERM")
+            else:
+                raise AssertionError("the account user wrote an event sequence")
+        finally:
+            await pipeline.close()
+        # Plaintext on the TLS port gets no answer it could use; the default user is off.
+        with pytest.raises(redis.RedisError), \
+                redis.Redis(host=HOST, port=ports[0], socket_timeout=2) as plain:
+            plain.ping()
+        with pytest.raises(redis.AuthenticationError), redis.Redis(
+                host=HOST, port=ports[0], socket_timeout=2, ssl=True,
+                ssl_ca_certs=str(certs / "ca.crt")) as anonymous:
+            anonymous.ping()
+        await asyncio.sleep(0)
+    finally:
+        for proc in procs:
+            proc.stop(timeout=10)

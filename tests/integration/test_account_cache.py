@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from bank.v1 import account_pb2
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
@@ -85,7 +86,7 @@ async def test_a_fill_read_before_a_transfer_loses_to_the_transfers_update(
         await asyncio.wait_for(reader.read_done.wait(), 5)
         # 2. A transfer commits N+1 and its event is applied to the cache.
         await seed.deposit(engine, alice.account_id, 500)
-        await publish_newest_events(engine, app.redis_pipeline, [alice.account_id])
+        await publish_newest_events(engine, app.settings, [alice.account_id])
 
         async def event_applied() -> bool:
             entry = await cached_entry(app.redis, key)
@@ -139,7 +140,8 @@ async def test_two_replicas_share_one_load_through_the_redis_lease(
 
 
 async def test_entries_expire_after_their_ttl_and_metrics_count_hits_and_misses(
-    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str],
+    redis_admin: RedisCluster,
 ) -> None:
     readers, wrap = counting()
     settings = account_settings(base_settings, balance_ttl_s=1, recent_ttl_s=1)
@@ -154,12 +156,12 @@ async def test_entries_expire_after_their_ttl_and_metrics_count_hits_and_misses(
         hits, misses = counts()
         assert (await stub.GetBalance(request, metadata=alice.metadata)).source == DATABASE
         assert counts() == (hits, misses + 1)
-        assert 900 - 50 <= await app.redis.pttl(balance_key(alice.account_id)) <= 1_100
+        assert 900 - 50 <= await redis_admin.pttl(balance_key(alice.account_id)) <= 1_100
         assert (await stub.GetBalance(request, metadata=alice.metadata)).source == CACHE
         assert counts() == (hits + 1, misses + 1)
 
         async def expired() -> bool:
-            return not await app.redis.exists(balance_key(alice.account_id))
+            return not await redis_admin.exists(balance_key(alice.account_id))
 
         waited = await eventually(expired, timeout_s=3)
         assert waited <= 1.2

@@ -65,7 +65,7 @@ async def test_a_published_event_updates_the_cached_balance_in_place(
         applied = metric("bank_events_total", outcome="applied")
         lag_count = metric("bank_event_lag_seconds_count")
         await seed.deposit(engine, alice.account_id, 250)
-        await publish_newest_events(engine, app.redis_pipeline, [alice.account_id])
+        await publish_newest_events(engine, app.settings, [alice.account_id])
         await eventually(at_version(app.redis, balance_key(alice.account_id), 3))
         balance = await stub.GetBalance(
             account_pb2.GetBalanceRequest(account_id=alice.account_id), metadata=alice.metadata)
@@ -91,7 +91,7 @@ async def test_events_missed_while_disconnected_are_corrected_within_2s_of_recon
         await app.events.stop()  # the subscriber is gone...
         for customer in customers:  # ...while transfers commit and publish
             await seed.deposit(engine, customer.account_id, 100)
-        await publish_newest_events(engine, app.redis_pipeline, [c.account_id for c in customers])
+        await publish_newest_events(engine, app.settings, [c.account_id for c in customers])
         await asyncio.sleep(0.2)
         for customer in customers:  # nobody heard those messages
             assert await at_version(app.redis, balance_key(customer.account_id), 2)()
@@ -129,12 +129,13 @@ async def test_a_killed_subscriber_connection_reconnects_and_catches_up(
         assert metric("bank_events_total", outcome="reconnect") > reconnects
         # And the new subscription delivers live events again.
         await seed.deposit(engine, alice.account_id, 10)
-        await publish_newest_events(engine, app.redis_pipeline, [alice.account_id])
+        await publish_newest_events(engine, app.settings, [alice.account_id])
         await eventually(at_version(app.redis, balance_key(alice.account_id), 4), timeout_s=2)
 
 
 async def test_a_sequence_gap_catches_up_from_the_outbox(
-    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str],
+    redis_admin: RedisCluster,
 ) -> None:
     partitions = base_settings.event_partitions
     async with serving(account_settings(base_settings)) as (app, stub):
@@ -147,17 +148,17 @@ async def test_a_sequence_gap_catches_up_from_the_outbox(
         await warm(stub, alice)
         publish = publish_newest_events
         # The consumer's sequence baseline:
-        await publish(engine, app.redis_pipeline, [bob.account_id])
+        await publish(engine, app.settings, [bob.account_id])
         await eventually(at_version(app.redis, recent_key(bob.account_id), 2))
         gaps = metric("bank_events_total", outcome="gap")
 
         await seed.deposit(engine, alice.account_id, 5)
-        await app.redis.incr(sequence_key(partition))  # Alice's message: sent, never received
+        await redis_admin.incr(sequence_key(partition))  # Alice's message: sent, never received
         await asyncio.sleep(0.1)
         assert await at_version(app.redis, balance_key(alice.account_id), 2)()
         await seed.deposit(engine, bob.account_id, 1)
         # The next message shows the gap:
-        await publish(engine, app.redis_pipeline, [bob.account_id])
+        await publish(engine, app.settings, [bob.account_id])
         await eventually(at_version(app.redis, balance_key(alice.account_id), 3), timeout_s=2)
         assert metric("bank_events_total", outcome="gap") == gaps + 1
 
@@ -185,7 +186,7 @@ async def test_a_read_right_after_a_transfer_waits_for_its_event_and_hits_the_ca
             return app.applied_versions.waiting(alice.account_id) == 1
 
         await eventually(waiting)
-        await publish_newest_events(engine, app.redis_pipeline, [alice.account_id])  # ...its event
+        await publish_newest_events(engine, app.settings, [alice.account_id])  # ...its event
         reply = await read
         assert (reply.source, reply.version, reply.balance.minor_units) == (CACHE, 3, 1_250)
         assert readers[0].loads["balance"] == loads  # PostgreSQL was not asked
@@ -252,7 +253,7 @@ async def test_a_transfer_event_keeps_the_recent_list_warm_and_equal_to_the_data
             await seed.deposit(engine, alice.account_id, amount, description=f"d{amount}")
         await warm(stub, alice)  # cached at version 12
         await seed.deposit(engine, alice.account_id, 777, description="caf\u00e9, \"quoted\"\n")
-        await publish_newest_events(engine, app.redis_pipeline, [alice.account_id])
+        await publish_newest_events(engine, app.settings, [alice.account_id])
         await eventually(at_version(app.redis, recent_key(alice.account_id), 13))
         cached = await stub.ListRecentTransactions(
             account_pb2.ListRecentTransactionsRequest(account_id=alice.account_id, min_version=13),

@@ -128,7 +128,7 @@ async def test_a_killed_master_fails_over_without_failing_reads(
 
         # Events flow again on the new topology (the subscriber resubscribed on the new master).
         await seed.deposit(engine, alice.account_id, 1)
-        await publish_newest_events(engine, app.redis_pipeline, [alice.account_id])
+        await publish_newest_events(engine, app.settings, [alice.account_id])
 
         async def updated_by_event() -> bool:
             reply = await stub.GetBalance(request, metadata=alice.metadata)

@@ -13,6 +13,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from bank.v1 import account_pb2, account_pb2_grpc
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,7 +52,7 @@ async def add_loan(engine: AsyncEngine, customer: Customer, principal: int) -> N
 
 async def test_balance_is_served_from_the_cache_after_the_first_read(
     service: tuple[AccountApp, account_pb2_grpc.AccountServiceStub], engine: AsyncEngine,
-    unique: Callable[[str], str],
+    unique: Callable[[str], str], redis_admin: RedisCluster,
 ) -> None:
     app, stub = service
     alice = await new_customer(engine, unique, deposit=12_345)
@@ -65,13 +66,13 @@ async def test_balance_is_served_from_the_cache_after_the_first_read(
         assert reply.version == 2 and reply.account_id == alice.account_id
     entry = await cached_entry(app.redis, balance_key(alice.account_id))
     assert entry is not None and (entry.version, entry.owner) == (2, alice.user_id)
-    ttl_ms = await app.redis.pttl(balance_key(alice.account_id))
+    ttl_ms = await redis_admin.pttl(balance_key(alice.account_id))
     assert 54_000 - 1000 <= ttl_ms <= 66_000  # 60 s +- 10 % jitter
 
 
 async def test_recent_transactions_are_the_last_ten_and_cached(
     service: tuple[AccountApp, account_pb2_grpc.AccountServiceStub], engine: AsyncEngine,
-    unique: Callable[[str], str],
+    unique: Callable[[str], str], redis_admin: RedisCluster,
 ) -> None:
     app, stub = service
     alice = await new_customer(engine, unique, deposit=0)
@@ -87,7 +88,7 @@ async def test_recent_transactions_are_the_last_ten_and_cached(
     assert newest.amount.minor_units == 1200 and newest.balance_after.minor_units == 7800
     assert newest.account_id == alice.account_id and newest.transfer_id
     assert newest.created_at.seconds > 0
-    assert await app.redis.exists(recent_key(alice.account_id))
+    assert await redis_admin.exists(recent_key(alice.account_id))
 
 
 async def test_accounts_and_history_pages(
@@ -274,7 +275,7 @@ async def test_min_version_reads_through_an_older_entry(
 
 async def test_loans_are_cached_as_an_api_response(
     service: tuple[AccountApp, account_pb2_grpc.AccountServiceStub], engine: AsyncEngine,
-    unique: Callable[[str], str],
+    unique: Callable[[str], str], redis_admin: RedisCluster,
 ) -> None:
     app, stub = service
     alice = await new_customer(engine, unique, deposit=0)
@@ -282,13 +283,14 @@ async def test_loans_are_cached_as_an_api_response(
     loans = await stub.ListLoans(account_pb2.ListLoansRequest(), metadata=alice.metadata)
     assert [(loan.principal.minor_units, loan.interest_rate_bps, loan.status)
             for loan in loans.loans] == [(250_000, 450, account_pb2.LOAN_STATUS_ACTIVE)]
-    assert 270_000 - 1000 <= await app.redis.pttl(loans_key(alice.user_id)) <= 330_000
+    assert 270_000 - 1000 <= await redis_admin.pttl(loans_key(alice.user_id)) <= 330_000
     again = await stub.ListLoans(account_pb2.ListLoansRequest(), metadata=alice.metadata)
     assert again == loans
 
 
 async def test_cache_disabled_reads_postgres_every_time(
-    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str]
+    base_settings: Settings, engine: AsyncEngine, unique: Callable[[str], str],
+    redis_admin: RedisCluster,
 ) -> None:
     alice = await new_customer(engine, unique, deposit=777)
     async with serving(account_settings(base_settings, cache_enabled=False)) as (app, stub):
@@ -297,4 +299,32 @@ async def test_cache_disabled_reads_postgres_every_time(
         for _ in range(3):
             reply = await stub.GetBalance(request, metadata=alice.metadata)
             assert (reply.source, reply.balance.minor_units) == (DATABASE, 777)
-        assert not await app.redis.exists(balance_key(alice.account_id))
+        assert not await redis_admin.exists(balance_key(alice.account_id))
+
+
+async def test_a_foreign_caller_leaves_no_owner_id_in_redis(
+    service: tuple[AccountApp, account_pb2_grpc.AccountServiceStub], engine: AsyncEngine,
+    unique: Callable[[str], str], redis_admin: RedisCluster,
+) -> None:
+    """A cache entry carries its account's owner id: Mallory asking for Alice's uncached
+    account is refused like a missing one, and nothing of Alice's is written to Redis by it
+    (no entry, no lease). Alice's own read then fills the cache as usual."""
+    _, stub = service
+    alice = await new_customer(engine, unique, deposit=4_200)
+    mallory = await new_customer(engine, unique, deposit=0)
+    keys = [balance_key(alice.account_id), recent_key(alice.account_id)]
+    calls = [
+        stub.GetBalance(account_pb2.GetBalanceRequest(account_id=alice.account_id),
+                        metadata=mallory.metadata),
+        stub.ListRecentTransactions(
+            account_pb2.ListRecentTransactionsRequest(account_id=alice.account_id),
+            metadata=mallory.metadata),
+    ]
+    for call in calls:
+        assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
+    assert await redis_admin.exists(*keys, *(key + ":lease" for key in keys)) == 0
+    mine = await stub.GetBalance(account_pb2.GetBalanceRequest(account_id=alice.account_id),
+                                 metadata=alice.metadata)
+    assert mine.source == DATABASE
+    entry = await cached_entry(redis_admin, balance_key(alice.account_id))
+    assert entry is not None and entry.owner == alice.user_id

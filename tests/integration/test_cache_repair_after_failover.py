@@ -204,7 +204,8 @@ async def test_a_partition_whose_master_died_is_published_on_its_new_master(
     partitions failed to publish, from the service and the relay alike, until the entries' TTL
     ran out. The pipelined client finds the new master by itself."""
     cluster = private_redis_cluster
-    publisher_client = ClusterPipeline(cluster.startup_nodes, timeout_s=0.1)
+    publisher_client = ClusterPipeline(cluster.startup_nodes, timeout_s=0.1,
+                                       credentials=cluster.credentials())
     publisher = RedisEventPublisher(publisher_client)
     partition = 3
     try:

@@ -37,6 +37,7 @@ from devstack.components import COMPONENTS, GATEWAY_UPSTREAMS
 from devstack.ports import free_ports
 from devstack.postgres import LocalPostgres
 from devstack.processes import ManagedProcess, wait_for_port
+from devstack.redis_acl import COMPONENT_USERS
 from devstack.redis_cluster import LocalRedisCluster
 from services.gateway.bundle import render_local
 from services.gateway.envoy_clusters import Upstream
@@ -121,6 +122,9 @@ def stack(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
                 "BANK_TRANSFER_TARGET": target("transfer"),
                 "BANK_AUTH_TARGET": target("auth"),
             }
+            # Each process as its own Redis user, as make run starts them.
+            if name in COMPONENT_USERS:
+                env.update(redis_cluster.users[COMPONENT_USERS[name]].env())
             if "metrics" in ports[name]:
                 env["BANK_METRICS_PORT"] = str(ports[name]["metrics"])
             if "grpc" in ports[name]:
@@ -145,7 +149,11 @@ def stack(postgres: LocalPostgres, redis_cluster: LocalRedisCluster,
         exporters = {
             "redis-exporter": ([_debian("prometheus-redis-exporter"), "-redis.addr",
                                 f"redis://{node}", "-web.listen-address",
-                                f"127.0.0.1:{redis_port}"], {}, redis_port),
+                                f"127.0.0.1:{redis_port}"],
+                               # Its own ACL user, as in the deployments (statistics, no keys).
+                               {"REDIS_USER": "exporter",
+                                "REDIS_PASSWORD": redis_cluster.users["exporter"].password},
+                               redis_port),
             "postgres-exporter": ([_debian("prometheus-postgres-exporter"),
                                    f"--web.listen-address=127.0.0.1:{postgres_port}"],
                                   # lib/pq defaults to sslmode=require; the harness has no TLS

@@ -110,7 +110,7 @@ def test_redis_cluster_failover_and_teardown(tmp_path: Path) -> None:
 
         client = RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
-            decode_responses=True,
+            decode_responses=True, username=cluster.admin.name, password=cluster.admin.password,
         )
         try:
             key = "devstack:failover"

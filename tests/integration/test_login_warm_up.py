@@ -113,7 +113,7 @@ async def test_a_warm_up_overtaken_by_a_transfer_never_writes_the_older_version(
         await asyncio.wait_for(reader.read_done.wait(), 5)
         # 2. A transfer commits version 3 and its event reaches the cache.
         await seed.deposit(engine, alice.account_id, 500)
-        await publish_newest_events(engine, app.redis_pipeline, [alice.account_id])
+        await publish_newest_events(engine, app.settings, [alice.account_id])
 
         async def event_applied() -> bool:
             entry = await cached_entry(app.redis, balance_key(alice.account_id))

@@ -24,7 +24,8 @@ SLOW = Script("local t = redis.call('TIME') local start = t[1] * 1e6 + t[2] "
 
 @pytest.fixture
 async def scripts(redis_cluster: LocalRedisCluster) -> AsyncIterator[ClusterPipeline]:
-    runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=1.0)
+    runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=1.0,
+                             credentials=redis_cluster.credentials())
     try:
         yield runner
     finally:
@@ -42,7 +43,8 @@ def test_runs_on_uvloop_as_in_production(redis_cluster: LocalRedisCluster) -> No
     import uvloop
 
     async def main() -> list[object]:
-        runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=1.0)
+        runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=1.0,
+                                 credentials=redis_cluster.credentials())
         try:
             keys = [f"gwtest:{{{uuid.uuid4().hex}}}" for _ in range(20)]
             return await asyncio.gather(*(runner.run(ECHO, [k], ["u"]) for k in keys))
@@ -75,7 +77,8 @@ async def test_noscript_after_a_flush_loads_the_script(
 async def test_a_timed_out_reply_does_not_shift_later_replies(
     redis_cluster: LocalRedisCluster
 ) -> None:
-    runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=0.05)
+    runner = ClusterPipeline(redis_cluster.startup_nodes, timeout_s=0.05,
+                             credentials=redis_cluster.credentials())
     key = f"gwtest:{{{uuid.uuid4().hex}}}"
     try:
         await runner.run(ECHO, [key], ["warm"])
@@ -100,7 +103,8 @@ async def test_a_failed_over_primary_is_found_again(
     private_redis_cluster: LocalRedisCluster
 ) -> None:
     cluster = private_redis_cluster
-    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5)
+    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5,
+                             credentials=cluster.credentials())
     key = f"gwtest:{{{uuid.uuid4().hex}}}"
     try:
         assert (await runner.run(ECHO, [key], ["x"]))[2] == 1
@@ -129,7 +133,8 @@ async def test_a_killed_master_s_slots_are_reported_once_its_replica_took_over(
     """A failover may lose acknowledged writes: the client tells its listeners which slots, by
     itself (the watch on the lost connection), without a call having to fail over there."""
     cluster = private_redis_cluster
-    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5)
+    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5,
+                             credentials=cluster.credentials())
     events: list[TopologyEvent] = []
     runner.add_topology_listener(events.append)
     try:
@@ -155,7 +160,8 @@ async def test_a_primary_back_after_losing_its_connection_has_its_slots_reported
     """Restarted before any failover, it is the same primary, but it may have come back with
     older data (or none): its slots are reported when the client reconnects."""
     cluster = private_redis_cluster
-    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5)
+    runner = ClusterPipeline(cluster.startup_nodes, timeout_s=0.5,
+                             credentials=cluster.credentials())
     events: list[TopologyEvent] = []
     runner.add_topology_listener(events.append)
     try:

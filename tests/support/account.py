@@ -34,8 +34,10 @@ from services.transfer.adapters.event_publisher import RedisEventPublisher
 from services.transfer.domain import OutboxEvent
 from shared.cache import CacheEntry, decode_entry
 from shared.config import Settings
+from shared.redis_client import create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from tests.support.db_roles import as_service
+from tests.support.redis_users import as_user
 from tests.support.rpc import bearer
 from tests.support.sessions import open_session
 
@@ -89,10 +91,21 @@ async def serving(
 
 
 async def publish_newest_events(
-    engine: AsyncEngine, redis: ClusterPipeline, account_ids: list[str]
+    engine: AsyncEngine, settings: Settings, account_ids: list[str]
 ) -> None:
     """What the transfer service does after commit: publish the accounts' newest outbox rows
-    through the shared publish script (which assigns the partition sequence)."""
+    through the shared publish script (which assigns the partition sequence), as the transfer
+    service's Redis user on the cluster of `settings`."""
+    redis = create_redis_pipeline(as_user(settings, "transfer"))
+    try:
+        await _publish_newest_events(engine, redis, account_ids)
+    finally:
+        await redis.close()
+
+
+async def _publish_newest_events(
+    engine: AsyncEngine, redis: ClusterPipeline, account_ids: list[str]
+) -> None:
     async with engine.connect() as conn:
         rows = (await conn.execute(
             text("SELECT DISTINCT ON (aggregate_id) id AS outbox_id, partition, payload"

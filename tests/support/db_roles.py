@@ -12,10 +12,13 @@ from psycopg.conninfo import conninfo_to_dict
 from devstack.db_roles import SERVICE_LOGINS
 from devstack.postgres import LocalPostgres
 from shared.config import Settings
+from tests.support.redis_users import as_user_if_any
 
 _COMPONENTS = {login.component for login in SERVICE_LOGINS}
 # Names some tests give a component's process.
 _ALIASES = {"relay": "outbox-relay"}
+# Redis users by component, where the names differ (devstack/redis_acl.py).
+_REDIS_USERS = {"outbox-relay": "relay"}
 # The harness' servers by host:port (tests/conftest.py registers each it starts).
 _SERVERS: dict[str, LocalPostgres] = {}
 
@@ -30,9 +33,11 @@ def register(pg: LocalPostgres) -> None:
 
 
 def as_service(settings: Settings, component: str | None = None) -> Settings:
-    """`settings` connecting as `component`'s login (default: its service_name); unchanged when
-    that names no component with a login, or the URL no server of the harness."""
+    """`settings` connecting as `component`'s PostgreSQL login and Redis user (default: its
+    service_name), as in every deployment; unchanged when that names no component, or the URLs
+    no server of the harness."""
     name = component or _ALIASES.get(settings.service_name, settings.service_name)
+    settings = as_user_if_any(settings, _REDIS_USERS.get(name, name))
     if name not in _COMPONENTS or not settings.database_url:
         return settings
     pg = _SERVERS.get(_address(settings.database_url))

@@ -208,3 +208,22 @@ async def test_a_caller_whose_floors_are_unknown_reads_postgres(world: World) ->
         result = await read(reads, blind, account_id)
         assert not result.from_cache and result.value is not None
     assert reader.loads["balance"] == 2
+
+
+@pytest.mark.parametrize("floors_unknown", [False, True])
+@pytest.mark.parametrize("rpc", ["balance", "recent"])
+async def test_a_foreign_caller_leaves_no_owner_in_the_cache(
+    world: World, rpc: str, floors_unknown: bool,
+) -> None:
+    """An entry carries its account's owner: a caller asking for someone else's account, on a
+    miss, must not put that owner id into Redis (nor a lease that outlives the request)."""
+    reads, _, backend, account_id = world
+    caller = Caller(MALLORY.user_id, MALLORY.session_id, floors_unknown=floors_unknown)
+    read = {"balance": balances.get_balance, "recent": balances.list_recent_transactions}[rpc]
+    with pytest.raises(NotFound):
+        await read(reads, caller, account_id)
+    for key in (balance_key(account_id), recent_key(account_id)):
+        assert backend.raw(key) is None and backend.raw(key + ":lease") is None
+    # The owner's own read fills it as before.
+    assert not (await read(reads, ALICE, account_id)).from_cache
+    assert (await read(reads, ALICE, account_id)).from_cache

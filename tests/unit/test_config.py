@@ -44,3 +44,30 @@ def test_malformed_redis_node_is_reported() -> None:
 def test_env_names_cover_every_field() -> None:
     names = Settings.env_names()
     assert "BANK_DATABASE_URL" in names and "BANK_RATE_LIMIT_PER_MINUTE" in names
+
+
+def test_redis_user_without_password_names_the_password() -> None:
+    with pytest.raises(ConfigError, match="BANK_REDIS_PASSWORD is required"):
+        Settings.from_env({**REQUIRED, "BANK_REDIS_USERNAME": "account"})
+
+
+def test_redis_password_without_user_names_the_user() -> None:
+    with pytest.raises(ConfigError, match="BANK_REDIS_USERNAME is required"):
+        Settings.from_env({**REQUIRED, "BANK_REDIS_PASSWORD": "s3cret-s3cret"})
+
+
+@pytest.mark.parametrize(("given", "missing"), [
+    ({"BANK_REDIS_TLS": "on", "BANK_REDIS_TLS_CERT_FILE": "/c.pem"}, "BANK_REDIS_TLS_KEY_FILE"),
+    ({"BANK_GRPC_TLS_KEY_FILE": "/k.pem"}, "BANK_GRPC_TLS_CERT_FILE"),
+    ({"BANK_REDIS_TLS_CA_FILE": "/ca.pem"}, "BANK_REDIS_TLS"),
+])
+def test_half_configured_tls_names_what_is_missing(given: dict[str, str], missing: str) -> None:
+    with pytest.raises(ConfigError, match=missing):
+        Settings.from_env({**REQUIRED, **given})
+
+
+def test_the_redis_password_is_not_in_the_repr() -> None:
+    s = Settings.from_env({**REQUIRED, "BANK_REDIS_USERNAME": "account",
+                           "BANK_REDIS_PASSWORD": "s3cret-s3cret"})
+    assert (s.redis_username, s.redis_password) == ("account", "s3cret-s3cret")
+    assert "s3cret" not in repr(s)

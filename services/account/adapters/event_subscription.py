@@ -23,8 +23,9 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -50,9 +51,12 @@ class SubscriptionLost(Exception):
 class ShardedSubscription:
     def __init__(
         self, cluster: RedisCluster, *, timeout_s: float, liveness_s: float = 3.0,
-        open_deadline_s: float = 3.0,
+        open_deadline_s: float = 3.0, connection_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """`connection_options`: the ACL user and TLS of the per-node connections
+        (shared.redis_client.redis_connection_options), as the cluster client has them."""
         self._cluster = cluster
+        self._connection_options = dict(connection_options or {})
         self._timeout_s = timeout_s
         self._liveness_s = liveness_s
         self._open_deadline_s = open_deadline_s
@@ -85,7 +89,7 @@ class ShardedSubscription:
             client = Redis(
                 host=host, port=port, socket_connect_timeout=self._timeout_s,
                 socket_timeout=max(self._timeout_s, 1.0), retry=Retry(NoBackoff(), 0),
-                decode_responses=False,
+                decode_responses=False, **self._connection_options,
             )
             self._clients.append(client)
             pubsub = client.pubsub()

@@ -84,6 +84,7 @@ async def get_balance(
         entity=account_id,
         wait_key=account_id,  # an event updates a cached balance in place: worth a short wait
         read_through=caller.floors_unknown,
+        cacheable=lambda loaded: loaded.owner_user_id == caller.user_id,
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)
@@ -104,6 +105,7 @@ async def list_recent_transactions(
         min_version=check_min_version(min_version),
         entity=account_id,
         read_through=caller.floors_unknown,
+        cacheable=lambda loaded: loaded.owner_user_id == caller.user_id,
     )
     if read.value is None or read.value.owner_user_id != caller.user_id:
         raise not_found(account_id)

@@ -16,6 +16,7 @@ from cachebank_client.channel import (  # noqa: E402
     RetryPolicy,
     open_aio_channel,
     open_channel,
+    tls_credentials,
 )
 from cachebank_client.client import BankClient, new_idempotency_key  # noqa: E402
 from cachebank_client.credentials import (  # noqa: E402
@@ -40,5 +41,5 @@ __all__ = [
     "MachineCredential",
     "ChannelSettings", "Endpoints", "LedgerEntry", "Money", "RecentTransactions", "RetryPolicy",
     "Session", "Transfer", "TransferPage", "new_idempotency_key", "open_aio_channel",
-    "open_channel",
+    "open_channel", "tls_credentials",
 ]

@@ -18,6 +18,7 @@ import json
 import pkgutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -47,6 +48,9 @@ class ChannelSettings:
     keepalive_time_s: float = 20.0
     keepalive_timeout_s: float = 5.0
     user_agent: str = f"cachebank-client/{__version__}"
+    # The name the servers' certificates must carry, when it is not the target's host (a
+    # dns:/// target of a headless Service resolves to pod addresses). TLS channels only.
+    tls_server_name: str = ""
 
 
 def bank_services() -> Iterator[ServiceDescriptor]:
@@ -104,11 +108,31 @@ def channel_options(settings: ChannelSettings) -> list[tuple[str, Any]]:
     ]
 
 
+def tls_credentials(ca_file: str | Path, cert_file: str | Path | None = None,
+                    key_file: str | Path | None = None) -> grpc.ChannelCredentials:
+    """TLS verified against `ca_file` (the internal CA); with a certificate and key, this
+    client presents them (the services require one when they run mTLS)."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca_file).read_bytes(),
+        private_key=Path(key_file).read_bytes() if key_file is not None else None,
+        certificate_chain=Path(cert_file).read_bytes() if cert_file is not None else None,
+    )
+
+
+def _tls_options(settings: ChannelSettings,
+                 channel_credentials: grpc.ChannelCredentials | None) -> list[tuple[str, Any]]:
+    if channel_credentials is None or not settings.tls_server_name:
+        return []
+    return [("grpc.ssl_target_name_override", settings.tls_server_name)]
+
+
 def open_channel(target: str, settings: ChannelSettings | None = None, *,
                  channel_credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
     """A blocking channel; TLS when `channel_credentials` is given (in-cluster: plaintext)."""
     settings = settings or ChannelSettings()
-    options = channel_options(settings)
+    options = channel_options(settings) + _tls_options(settings, channel_credentials)
     if channel_credentials is not None:
         channel = grpc.secure_channel(target, channel_credentials, options=options)
     else:
@@ -121,7 +145,7 @@ def open_aio_channel(target: str, settings: ChannelSettings | None = None, *,
                      ) -> grpc.aio.Channel:
     """The asyncio twin of open_channel (create it inside the running event loop)."""
     settings = settings or ChannelSettings()
-    options = channel_options(settings)
+    options = channel_options(settings) + _tls_options(settings, channel_credentials)
     deadline = [AsyncDefaultDeadline(settings.timeout_s)]
     if channel_credentials is not None:
         return grpc.aio.secure_channel(target, channel_credentials, options=options,

@@ -11,13 +11,14 @@
 #   REDIS_MAXMEMORY, REDIS_MAXMEMORY_POLICY, REDIS_NODE_TIMEOUT_MS   see redis-settings.env
 #   REDIS_WAIT_S     how long to wait for the nodes and the cluster (default 300)
 set -eu
+cli_sh="$(dirname "$0")/redis-cli.sh"  # as the admin user, over TLS when on
 
 : "${REDIS_NODES:?set REDIS_NODES to the nodes' host:port list}"
 : "${REDIS_MAXMEMORY:?}" "${REDIS_MAXMEMORY_POLICY:?}" "${REDIS_NODE_TIMEOUT_MS:?}"
 REDIS_REPLICAS="${REDIS_REPLICAS:-1}"
 REDIS_WAIT_S="${REDIS_WAIT_S:-300}"
 
-cli() { node="$1"; shift; redis-cli -h "${node%:*}" -p "${node##*:}" "$@"; }
+cli() { node="$1"; shift; sh "$cli_sh" -h "${node%:*}" -p "${node##*:}" "$@"; }
 info_field() { cli "$1" cluster info | tr -d '\r' | awk -F: -v key="$2" '$1 == key { print $2 }'; }
 
 deadline=$(( $(date +%s) + REDIS_WAIT_S ))
@@ -40,7 +41,7 @@ addresses=""
 member=""   # a node of the existing cluster, if there is one
 alone=""    # nodes that know only themselves
 for node in $REDIS_NODES; do
-  wait_until "$node to answer PING" sh -c "redis-cli -h '${node%:*}' -p '${node##*:}' ping | grep -q PONG"
+  wait_until "$node to answer PING" sh -c "sh '$cli_sh' -h '${node%:*}' -p '${node##*:}' ping | grep -q PONG"
   cli "$node" config set maxmemory "$REDIS_MAXMEMORY" maxmemory-policy "$REDIS_MAXMEMORY_POLICY" \
       cluster-node-timeout "$REDIS_NODE_TIMEOUT_MS" >/dev/null
   addresses="$addresses $(address "$node")"
@@ -59,7 +60,7 @@ rejoin() {
   own="$(cli "$1" cluster nodes | tr -d '\r' | awk '$3 ~ /myself/ { print $1, $2; exit }')"
   id="${own%% *}"
   hostname="$(echo "${own#* }" | awk -F, '{ print $2 }')"
-  redis-cli --cluster add-node "$(address "$1")" "$(address "$member")" --cluster-slave
+  sh "$cli_sh" --cluster add-node "$(address "$1")" "$(address "$member")" --cluster-slave
   stale="$(cli "$member" cluster nodes | tr -d '\r' | awk -v id="$id" -v host="$hostname" \
     'host != "" && $1 != id && $3 ~ /fail/ { n = split($2, a, ","); if (n > 1 && a[2] == host) print $1 }')"
   for old in $stale; do
@@ -78,12 +79,12 @@ if [ -n "$member" ]; then
   done
 else
   # shellcheck disable=SC2086  # one argument per address
-  redis-cli --cluster create $addresses --cluster-replicas "$REDIS_REPLICAS" --cluster-yes
+  sh "$cli_sh" --cluster create $addresses --cluster-replicas "$REDIS_REPLICAS" --cluster-yes
 fi
 
 for node in $REDIS_NODES; do
   wait_until "cluster_state:ok on $node" sh -c \
-    "redis-cli -h '${node%:*}' -p '${node##*:}' cluster info | grep -q '^cluster_state:ok'"
+    "sh '$cli_sh' -h '${node%:*}' -p '${node##*:}' cluster info | grep -q '^cluster_state:ok'"
 done
 first="${REDIS_NODES%% *}"
 echo "Redis Cluster ready: $(info_field "$first" cluster_known_nodes) nodes," \

@@ -8,9 +8,10 @@
 #   pre-stop.sh [PORT]     (default 6379)
 #   REDIS_FAILOVER_WAIT_S  how long to wait for the roles to swap (default 15)
 set -u
+cli_sh="$(dirname "$0")/redis-cli.sh"  # as the admin user, over TLS when on
 port="${1:-6379}"
 wait_s="${REDIS_FAILOVER_WAIT_S:-15}"
-cli() { redis-cli -h 127.0.0.1 -p "$port" "$@" | tr -d '\r'; }
+cli() { sh "$cli_sh" -h 127.0.0.1 -p "$port" "$@" | tr -d '\r'; }
 
 [ "$(cli role | head -n 1)" = "master" ] || exit 0
 replica="$(cli info replication \
@@ -21,7 +22,7 @@ if [ -z "$replica" ]; then
 fi
 set -- $replica
 echo "pre-stop: failing over to the replica at $1:$2"
-redis-cli -h "$1" -p "$2" cluster failover
+sh "$cli_sh" -h "$1" -p "$2" cluster failover
 deadline=$(( $(date +%s) + wait_s ))
 until [ "$(cli role | head -n 1)" = "slave" ]; do
   if [ "$(date +%s)" -ge "$deadline" ]; then

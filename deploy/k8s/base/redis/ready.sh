@@ -6,8 +6,9 @@
 #
 #   ready.sh [PORT]   (default 6379, on this pod's loopback)
 set -eu
+cli_sh="$(dirname "$0")/redis-cli.sh"  # as the admin user, over TLS when on
 port="${1:-6379}"
-cli() { redis-cli -h 127.0.0.1 -p "$port" "$@" | tr -d '\r'; }
+cli() { sh "$cli_sh" -h 127.0.0.1 -p "$port" "$@" | tr -d '\r'; }
 
 if ! cli cluster info | grep -q '^cluster_state:ok$'; then
   echo "not ready: cluster_state is not ok" >&2

@@ -8,6 +8,12 @@
 #
 #   REDIS_HOSTNAME           this node's stable host name (redis-0.redis-headless, redis-1, ...)
 #   REDIS_MAXMEMORY, REDIS_MAXMEMORY_POLICY, REDIS_NODE_TIMEOUT_MS   see redis-settings.env
+#   REDIS_ACL_FILE             the ACL users (devstack/redis_acl.py); the default user is off
+#   REDIS_ADMIN_PASSWORD_FILE  the admin user's password: replication authenticates with it
+#   REDIS_TLS_DIR              ca.crt, tls.crt, tls.key: TLS only (clients, replication and the
+#                              cluster bus), the plaintext port closed; REDIS_PORT: the TLS
+#                              port (default: redis.conf's port)
+# The last three are optional (the scripts' tests run without them); the deployments set them.
 set -eu
 : "${REDIS_HOSTNAME:?set REDIS_HOSTNAME to this node's stable host name}"
 : "${REDIS_MAXMEMORY:?}" "${REDIS_MAXMEMORY_POLICY:?}" "${REDIS_NODE_TIMEOUT_MS:?}"
@@ -29,7 +35,24 @@ if [ -s nodes.conf ]; then
   mv nodes.conf.new nodes.conf
 fi
 
-exec redis-server "${REDIS_CONF:-/conf/redis.conf}" \
+# Passwords go into a file only this user reads, never onto the command line (ps shows it).
+security=""
+if [ -n "${REDIS_ACL_FILE:-}" ]; then
+  : "${REDIS_ADMIN_PASSWORD_FILE:?set REDIS_ADMIN_PASSWORD_FILE with REDIS_ACL_FILE}"
+  (umask 077 && printf 'aclfile %s\nmasteruser %s\nmasterauth %s\n' "$REDIS_ACL_FILE" \
+    "${REDIS_ADMIN_USER:-admin}" "$(cat "$REDIS_ADMIN_PASSWORD_FILE")" > security.conf)
+  security="--include $(pwd)/security.conf"
+fi
+tls=""
+if [ -n "${REDIS_TLS_DIR:-}" ]; then
+  port="${REDIS_PORT:-$(awk '$1 == "port" { print $2 }' "${REDIS_CONF:-/conf/redis.conf}")}"
+  tls="--port 0 --tls-port ${port:-6379} --tls-cluster yes --tls-replication yes
+    --tls-cert-file $REDIS_TLS_DIR/tls.crt --tls-key-file $REDIS_TLS_DIR/tls.key
+    --tls-ca-cert-file $REDIS_TLS_DIR/ca.crt --tls-auth-clients optional"
+fi
+
+# shellcheck disable=SC2086  # one argument per word of $security and $tls
+exec redis-server "${REDIS_CONF:-/conf/redis.conf}" $security $tls \
   --cluster-announce-hostname "$REDIS_HOSTNAME" \
   --maxmemory "$REDIS_MAXMEMORY" \
   --maxmemory-policy "$REDIS_MAXMEMORY_POLICY" \
