@@ -1,6 +1,6 @@
 """The attempt rules (services/auth/domain.py) and the bounded hashing pools
 (adapters/work_pool.py), without I/O; the counters on the real PostgreSQL are in
-tests/integration/test_auth_login_limits.py."""
+tests/integration/test_login_limits_in_postgres.py."""
 
 from __future__ import annotations
 
