@@ -203,10 +203,12 @@ def grpc_ok(metrics: dict[SampleKey, float], method: str) -> float:
 
 
 def statements_per_login(phase: MixedPhase) -> float | None:
-    """The login's own statements (credentials, the new session, a rehash) per login."""
+    """The login's own statements (credentials, the new session, the attempt counters) per
+    login; BEGIN/COMMIT not counted."""
     logins = grpc_ok(phase.metrics, "Login")
     counts = statement_counts(phase)
-    login_statements = counts.total(what=("logins: credentials", "logins: new session"))
+    login_statements = counts.total(what=("logins: credentials", "logins: new session",
+                                          "logins: attempt counters"))
     return login_statements / logins if logins else None
 
 

@@ -21,6 +21,9 @@ _RULES: tuple[tuple[str, str, str], ...] = (
     ("write", "logins: new session", r"^\s*insert\s+into\s+sessions\b"),
     ("write", "session confirmations (request gate)", r"^\s*update\s+sessions\s+set\s+last_used"),
     ("write", "logouts and password changes", r"\bupdate\s+(sessions|users)\b"),
+    # Failed-login and sign-up counters (services/auth/adapters/attempt_counters.py): a login's
+    # take (upsert + update) and, on success, its give-back; their purge too.
+    ("write", "logins: attempt counters", r"\blogin_attempt_windows\b"),
     ("background", "outbox confirmations", r"^\s*update\s+outbox\s+set\s+published_at"),
     ("background", "outbox relay", r"\bfrom\s+outbox\b.*\bfor\s+update\s+skip\s+locked"),
     ("background", "outbox relay", r"^\s*select\s+count\(\*\)\s+from\s+outbox\b"),

@@ -7,7 +7,12 @@ import pytest
 
 from bench.statements import READ_PATH, StatementCounts, classify
 from services.account.adapters import account_repository, outbox_reader
-from services.auth.adapters import session_retention, session_store, user_repository
+from services.auth.adapters import (
+    attempt_counters,
+    session_retention,
+    session_store,
+    user_repository,
+)
 from services.transfer.adapters import outbox_store, retention_store, transfer_repository
 from shared import session_confirmation
 
@@ -23,6 +28,10 @@ CASES = [
     (user_repository._REGISTER, "write", "registrations"),
     (user_repository._CHANGE_PASSWORD, "write", "logouts and password changes"),
     (session_store._INSERT_SESSION, "write", "logins: new session"),
+    (attempt_counters._LOCK, "write", "logins: attempt counters"),
+    (attempt_counters._WRITE, "write", "logins: attempt counters"),
+    (attempt_counters._GIVE_BACK, "write", "logins: attempt counters"),
+    (attempt_counters._PURGE, "write", "logins: attempt counters"),
     (session_store._REVOKE_SESSIONS, "write", "logouts and password changes"),
     (session_store._LIST_ACTIVE, "read", "session lists"),
     (session_confirmation._CONFIRM, "write", "session confirmations (request gate)"),
