@@ -3,6 +3,7 @@ fault, the staleness non-writers saw, the cache's catch-up after each fault, the
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -158,6 +159,12 @@ def render(result: RunResult) -> str:
         f"Outside the fault windows: {baseline.requests} requests, availability"
         f" {_percent(baseline.availability)}, p50 {baseline.p50_s * 1000:.0f} ms, p99"
         f" {baseline.p99_s * 1000:.0f} ms.",
+        "",
+        "Answers not served as promised, by kind and HTTP status (0: no answer): "
+        + (", ".join(f"{kind} {status}: {n}" for (kind, status), n in
+                     sorted(collections.Counter((op.kind, op.status) for op in result.ops
+                                                if not op.ok).items()))
+           or "none") + ".",
         "",
         "## Staleness seen by non-writers",
         "",
