@@ -26,8 +26,8 @@ from devstack.supervisor import Restart, Supervisor
 # The services' and the edge's settings for the run. The limits are part of what is tested, but
 # a workload of a few users acting every second from one address would spend most of it in
 # 429s (the long profile's 16 users passed the edge's 3,000 a minute per address, and their
-# revoked-token probes the failed-check quota: a third of their reads were refused); password hashing at OWASP's minimum argon2id profile keeps logins
-# from eating the two cores.
+# revoked-token probes the failed-check quota: a third of their reads were refused); password
+# hashing at OWASP's minimum argon2id profile keeps logins from eating the two cores.
 SERVICE_ENV = {
     "BANK_RATE_LIMIT_PER_MINUTE": "1000000",
     "BANK_EDGE_ADDRESS_LIMIT_PER_MINUTE": "1000000",
