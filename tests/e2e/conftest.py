@@ -61,7 +61,12 @@ def account_target(upstreams: list[Upstream]) -> str:
 async def edge(base_settings: Settings, engine: AsyncEngine,
                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
     await seed.ensure_settlement_account(engine)
-    settings = dataclasses.replace(base_settings, **TEST_AUTH_SETTINGS)
+    # A Redis deadline of 1 s instead of 100 ms: these tests check what the stack does while
+    # Redis answers (exact limits across replicas, revocation); on a CPU-starved CI machine a
+    # 100 ms deadline can pass and hand a burst to the per-replica fallback limiter, which is
+    # what the Redis-fault tests (tests/integration/test_hung_redis.py, test_request_gate.py)
+    # are for.
+    settings = dataclasses.replace(base_settings, redis_timeout_ms=1000, **TEST_AUTH_SETTINGS)
     async with AsyncExitStack() as stack:
         upstreams = []
         for name, build in BUILDERS.items():

@@ -169,7 +169,10 @@ async def test_exactly_the_limit_is_admitted_across_replicas(
     try:
         user = await new_user(engine, unique)
         session = await session_store(pg_pool, pipeline).create(user)
-        async with request_gate(base_settings) as one, request_gate(base_settings) as two:
+        # A 1 s Redis deadline: a CPU-starved moment must not hand the burst to the per-replica
+        # fallback (what test_without_redis_postgres_decides_and_limits_stay_local is for).
+        patient = dataclasses.replace(base_settings, redis_timeout_ms=1000)
+        async with request_gate(patient) as one, request_gate(patient) as two:
             # Both replicas know the cluster's layout before the burst, as a serving replica does
             # (its first call waits for CLUSTER SLOTS; under CI load that can pass the deadline).
             for gate in (one, two):
