@@ -6,7 +6,6 @@ readiness checks pass), reflection, keepalive and max-connection-age, and a grac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from shared.grpc_tls import server_credentials
 from shared.machine_credentials import MachineCredentials
 from shared.pg_pool import PoolType, database_ready
 from shared.request_gate import RequestGate
+from shared.task_stopping import stop_tasks
 from shared.tracing import current_tracing
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,7 @@ class GrpcService:
     async def stop(self, grace: float) -> None:
         """Drain: NOT_SERVING first so balancers stop sending, then finish in-flight calls."""
         if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+            await stop_tasks([self._health_task])
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.health_server is not None:

@@ -24,7 +24,7 @@ _RECANCEL_EVERY_S = 1.0
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, deadline_s: float = 5.0) -> None:
     """Cancel `tasks` and wait until they have ended, re-cancelling the ones that ignored it.
-    Exceptions the tasks end with are not raised (a stopping task's failure is moot)."""
+    Exceptions the tasks end with are logged, not raised (a stopping task's failure is moot)."""
     pending: set[asyncio.Task[Any]] = set(tasks)
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + deadline_s
@@ -33,8 +33,9 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, deadline_s: float = 
             task.cancel()
         done, pending = await asyncio.wait(pending, timeout=_RECANCEL_EVERY_S)
         for task in done:
-            if not task.cancelled():
-                task.exception()  # retrieved: no "exception never retrieved" noise
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("task %s ended with %r while stopping", task.get_name(),
+                            task.exception())
         if pending and loop.time() > give_up_at:
             log.error("tasks did not stop within %.1f s: %s", deadline_s,
                       ", ".join(sorted(t.get_name() for t in pending)))

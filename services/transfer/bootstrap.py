@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
 from bank.v1 import transfer_pb2, transfer_pb2_grpc, treasury_pb2, treasury_pb2_grpc
@@ -37,6 +36,7 @@ from shared.redis_client import create_redis_breaker, create_redis_pipeline
 from shared.redis_pipeline import ClusterPipeline
 from shared.request_gate import RequestGate, build_request_gate
 from shared.retention import RETENTION_POOL_SIZE, RetentionJob
+from shared.task_stopping import stop_tasks
 
 
 @dataclass
@@ -143,9 +143,7 @@ class RelayApp:
 
     async def stop(self, grace: float = 0.0) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None
         await self.close()
 

@@ -45,7 +45,8 @@ from shared.request_gate import floors_key
 from shared.sessions import session_key
 from tests.support.account import cached_entry, eventually
 from tests.support.auth import PASSWORD, auth_settings, random_address
-from tests.support.redis_users import as_user, for_service
+from tests.support.db_roles import service_settings
+from tests.support.redis_users import as_user
 from tests.support.rpc import bearer
 from tests.support.transfer import EventListener
 
@@ -64,8 +65,8 @@ async def test_every_service_does_its_job_as_its_own_user(
     await seed.ensure_settlement_account(engine)
     admin = create_redis_cluster(base_settings)
     auth_app = build_auth_app(auth_settings(base_settings), port=0)
-    account_app = build_account_app(for_service(base_settings, "account"), port=0)
-    transfer_app = build_transfer_app(for_service(base_settings, "transfer"), port=0)
+    account_app = build_account_app(service_settings(base_settings, "account"), port=0)
+    transfer_app = build_transfer_app(service_settings(base_settings, "transfer"), port=0)
     apps = [auth_app, account_app, transfer_app]
     assert {app.settings.redis_username for app in apps} == {"auth", "account", "transfer"}
     started = []

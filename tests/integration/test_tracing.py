@@ -159,9 +159,9 @@ async def test_a_balance_read_is_one_trace_from_envoy_to_redis(
     assert any(s.attributes and s.attributes.get("db.system") == "postgresql" for s in spans)
 
 
-async def test_a_transfer_is_one_trace_with_its_statement_and_floors(
-    traced: TracedStack, engine: AsyncEngine, unique: Any
-) -> None:
+async def traced_transfer(traced: TracedStack, engine: AsyncEngine, unique: Any) -> str:
+    """A transfer between a new user's two accounts through Envoy, under a traceparent of the
+    test's; returns its trace id."""
     user = await seed.create_user(engine, unique("trace") + "@example.com", "", "T",
                                   password_hash="!")
     source, target = await seed.create_account(engine, user), await seed.create_account(engine,
@@ -176,6 +176,13 @@ async def test_a_transfer_is_one_trace_with_its_statement_and_floors(
         }, json={"fromAccountId": source, "toAccountId": target,
                  "amount": {"minorUnits": "100", "currency": "EUR"}})
     assert reply.status_code == 200, reply.text
+    return trace_id
+
+
+async def test_a_transfer_is_one_trace_with_its_statement_and_floors(
+    traced: TracedStack, engine: AsyncEngine, unique: Any
+) -> None:
+    trace_id = await traced_transfer(traced, engine, unique)
     envoy = await envoy_span(traced.collector, trace_id)
     spans = spans_of(traced.exporter, trace_id)
     server = assert_connected(spans, root_parent=envoy[1])
@@ -191,20 +198,7 @@ async def test_a_transfers_events_are_applied_in_its_trace(
 ) -> None:
     """The balance-changed events carry the transfer's trace: the account service's cache update
     for each account is a CONSUMER span of that trace, below the transfer's server span."""
-    user = await seed.create_user(engine, unique("trace") + "@example.com", "", "T",
-                                  password_hash="!")
-    source, target = await seed.create_account(engine, user), await seed.create_account(engine,
-                                                                                           user)
-    await seed.deposit(engine, source, 500)
-    token = await open_session(engine, user)
-    trace_id, parent = traceparent()
-    async with httpx.AsyncClient(base_url=traced.url, verify=traced.tls) as http:
-        reply = await http.post("/v1/transfers", headers={
-            "authorization": f"Bearer {token}", "traceparent": parent,
-            "idempotency-key": uuid.uuid4().hex,
-        }, json={"fromAccountId": source, "toAccountId": target,
-                 "amount": {"minorUnits": "100", "currency": "EUR"}})
-    assert reply.status_code == 200, reply.text
+    trace_id = await traced_transfer(traced, engine, unique)
     for _ in range(100):  # the events are published and applied after the reply
         applies = [s for s in spans_of(traced.exporter, trace_id)
                    if s.name == "apply BalanceChanged"]

@@ -26,7 +26,6 @@ from services.transfer.bootstrap import build_relay_app
 from shared.config import Settings
 from tests.support.account import metric
 from tests.support.db_roles import service_settings
-from tests.support.redis_users import for_service
 from tests.support.sessions import TEST_SESSION_SIGNING_KEY
 from tests.support.transfer import EventListener, new_customer, transfer_request
 
@@ -64,16 +63,16 @@ async def test_a_kill_between_publish_and_confirmation_delivers_each_version_onc
     alice = await new_customer(engine, unique, accounts=2, deposit=1_000_000)
     bob = await new_customer(engine, unique)
     (port,) = free_ports(1)
-    transfer_user = for_service(base_settings, "transfer")
+    transfer = service_settings(base_settings, "transfer")
     service = ManagedProcess(
         [sys.executable, "-m", "services.transfer"], log_path=tmp_path / "transfer.log",
         name="transfer-killed", cwd=ROOT,
         env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
-             "BANK_DATABASE_URL": base_settings.database_url,
+             # As the transfer service's own PostgreSQL login and Redis user.
+             "BANK_DATABASE_URL": transfer.database_url,
              "BANK_REDIS_NODES": base_settings.redis_nodes,
-             # As the transfer service's own Redis user (ACLs are on).
-             "BANK_REDIS_USERNAME": transfer_user.redis_username,
-             "BANK_REDIS_PASSWORD": transfer_user.redis_password,
+             "BANK_REDIS_USERNAME": transfer.redis_username,
+             "BANK_REDIS_PASSWORD": transfer.redis_password,
              "BANK_GRPC_PORT": str(port), "BANK_METRICS_PORT": "0", "BANK_LOG_JSON": "false",
              "BANK_SESSION_SIGNING_KEY": TEST_SESSION_SIGNING_KEY,
              # The confirmation would come after the test is over: the kill lands before it.

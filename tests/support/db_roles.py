@@ -12,7 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 from devstack.db_roles import SERVICE_LOGINS
 from devstack.postgres import LocalPostgres
 from shared.config import Settings
-from tests.support.redis_users import as_user_if_any
+from tests.support.redis_users import as_user
 
 _COMPONENTS = {login.component for login in SERVICE_LOGINS}
 # Names some tests give a component's process.
@@ -37,7 +37,7 @@ def as_service(settings: Settings, component: str | None = None) -> Settings:
     service_name), as in every deployment; unchanged when that names no component, or the URLs
     no server of the harness."""
     name = component or _ALIASES.get(settings.service_name, settings.service_name)
-    settings = as_user_if_any(settings, _REDIS_USERS.get(name, name))
+    settings = as_user(settings, _REDIS_USERS.get(name, name), missing_ok=True)
     if name not in _COMPONENTS or not settings.database_url:
         return settings
     pg = _SERVERS.get(_address(settings.database_url))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from devstack.redis_acl import ADMIN_USER, RedisUser
+from devstack.redis_acl import RedisUser
 from devstack.redis_cluster import LocalRedisCluster
 from shared.config import Settings
 
@@ -20,29 +20,11 @@ def register(cluster: LocalRedisCluster) -> None:
     _USERS[cluster.startup_nodes_csv] = cluster.users
 
 
-def as_user(settings: Settings, name: str) -> Settings:
-    """`settings` with the Redis user `name` of its cluster (unchanged for an unknown cluster:
-    a test pointing at a port where nothing listens)."""
+def as_user(settings: Settings, name: str, *, missing_ok: bool = False) -> Settings:
+    """`settings` with the Redis user `name` of its cluster; unchanged for an unknown cluster (a
+    test pointing at a port where nothing listens) and, with `missing_ok`, for a name the cluster
+    has no user for (processes without Redis, such as the retention jobs)."""
     users = _USERS.get(settings.redis_nodes)
-    if users is None:
+    if users is None or (missing_ok and name not in users):
         return settings
     return dataclasses.replace(settings, **users[name].settings())
-
-
-def as_user_if_any(settings: Settings, name: str) -> Settings:
-    """`settings` with the Redis user `name`, when its cluster has one by that name (processes
-    without Redis, such as the retention jobs, have none)."""
-    users = _USERS.get(settings.redis_nodes)
-    if users is None or name not in users:
-        return settings
-    return dataclasses.replace(settings, **users[name].settings())
-
-
-def as_admin(settings: Settings) -> Settings:
-    return as_user(settings, ADMIN_USER)
-
-
-def for_service(settings: Settings, service_name: str) -> Settings:
-    """`settings` of the service `service_name`, as its Redis user ("relay" is the outbox
-    relay's)."""
-    return as_user(dataclasses.replace(settings, service_name=service_name), service_name)

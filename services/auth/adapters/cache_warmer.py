@@ -19,6 +19,7 @@ import grpc
 from bank.v1 import account_pb2, account_pb2_grpc
 
 from shared.metrics import CACHE_WARMUP_CALLS
+from shared.task_stopping import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,5 @@ class GrpcCacheWarmer:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def aclose(self) -> None:
-        for task in list(self._in_flight):
-            task.cancel()
-        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await stop_tasks(list(self._in_flight))
         await self._channel.close()

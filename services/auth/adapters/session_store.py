@@ -22,7 +22,6 @@ A per-user "revoked before" marker in Redis was rejected: it is lost exactly lik
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -40,6 +39,7 @@ from shared.sessions import (
     recheck_interval_for,
     session_key,
 )
+from shared.task_stopping import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,5 @@ class SessionStore:
     async def aclose(self) -> None:
         """Stop retrying tombstones (re-confirmation still bounds what is left)."""
         if self._retry_task is not None:
-            self._retry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry_task
+            await stop_tasks([self._retry_task])
             self._retry_task = None

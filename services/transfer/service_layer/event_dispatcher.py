@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from services.transfer.domain import OutboxEvent
 from services.transfer.service_layer.ports import EventPublisher, OutboxStore
 from shared.metrics import EVENTS
+from shared.task_stopping import stop_tasks
 from shared.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,7 @@ class EventDispatcher:
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks = []
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.confirm_published(), timeout)
