@@ -66,6 +66,32 @@ async def test_parallel_attempts_cannot_outrun_a_counter(
     assert all(0 < r <= 60 for r in results if r is not None)
 
 
+async def test_a_take_that_waited_on_the_lock_judges_by_the_clock_after_the_wait(
+    base_settings: Settings, pg_pool: PoolType, unique: Callable[[str], str],
+) -> None:
+    """The take's transaction begins, then queues on the counter's row lock while another
+    attempt fills the window. Judged by now() (the transaction's start) the window would look
+    longer than its 60 s; judged by the clock after the wait it is at most 60 s."""
+    counters = PostgresAttemptCounters(pg_pool)
+    key = unique("queued")
+    rule = FixedWindow(limit=1, window_s=60)
+    assert await counters.take([(key, FixedWindow(limit=5, window_s=60))]) is None  # row exists
+    async with await AsyncConnection.connect(base_settings.database_url) as holder:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM login_attempt_windows WHERE counter_key = %s FOR UPDATE", (key,))
+            queued = asyncio.create_task(counters.take([(key, rule)]))
+            await asyncio.sleep(1.5)  # the take has begun and waits on the row lock
+            assert not queued.done()
+            await holder.execute(
+                "UPDATE login_attempt_windows SET attempts = 1,"
+                " window_ends_at = clock_timestamp() + interval '60 seconds'"
+                " WHERE counter_key = %s", (key,))
+        wait = await queued
+    assert wait is not None
+    assert 0 < wait <= 60
+
+
 async def test_a_refused_attempt_counts_nowhere_and_clear_forgets(
     base_settings: Settings, pg_pool: PoolType, unique: Callable[[str], str],
 ) -> None:

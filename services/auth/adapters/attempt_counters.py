@@ -34,12 +34,16 @@ _PURGE_EVERY_S = 300.0
 # update: that locks it and makes RETURNING report it, so every key comes back locked even if a
 # purge deleted its row a moment before (a SELECT ... FOR UPDATE after an INSERT ... DO NOTHING
 # would miss it).
+# The clock is clock_timestamp(), read once the row is locked, not now(): now() is the moment the
+# transaction began, and a take that queued behind others on the lock would judge their windows
+# from before they were written (a window that another take opened at its own, later start would
+# look longer than the rule allows, and an ended window could look open).
 _LOCK = """
 INSERT INTO login_attempt_windows AS w (counter_key, attempts, window_ends_at)
-SELECT k, 0, now() FROM unnest(%(keys)s::text[]) AS k ORDER BY k
+SELECT k, 0, clock_timestamp() FROM unnest(%(keys)s::text[]) AS k ORDER BY k
 ON CONFLICT (counter_key) DO UPDATE SET attempts = w.attempts
 RETURNING w.counter_key, w.attempts, extract(epoch FROM w.window_ends_at)::float8,
-          extract(epoch FROM now())::float8
+          extract(epoch FROM clock_timestamp())::float8
 """
 _WRITE = """
 UPDATE login_attempt_windows AS w SET attempts = n.attempts, window_ends_at = to_timestamp(n.ends)
@@ -49,9 +53,9 @@ WHERE w.counter_key = n.k
 _GIVE_BACK = """
 UPDATE login_attempt_windows
 SET attempts = CASE WHEN counter_key = ANY(%(clear)s::text[]) THEN 0 ELSE attempts - 1 END,
-    window_ends_at = CASE WHEN counter_key = ANY(%(clear)s::text[]) THEN now()
+    window_ends_at = CASE WHEN counter_key = ANY(%(clear)s::text[]) THEN clock_timestamp()
                           ELSE window_ends_at END
-WHERE counter_key = ANY(%(keys)s::text[]) AND attempts > 0 AND window_ends_at > now()
+WHERE counter_key = ANY(%(keys)s::text[]) AND attempts > 0 AND window_ends_at > clock_timestamp()
 """
 _PURGE = "DELETE FROM login_attempt_windows WHERE window_ends_at < now()"
 
