@@ -199,8 +199,10 @@ def test_the_migration_goes_down_and_up_again_as_the_migrator(
     config.attributes["database_url"] = private_postgres.owner_dsn
     command.downgrade(config, "0006")
     with psycopg.connect(private_postgres.owner_dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT bool_or(prosecdef) FROM pg_proc WHERE proname IN"
-                            " ('transfer_money', 'transfer_money_batch')").fetchone() == (False,)
+        attributes = conn.execute(
+            "SELECT bool_or(prosecdef), bool_or(proconfig IS NOT NULL) FROM pg_proc"
+            " WHERE proname IN ('transfer_money', 'transfer_money_batch')").fetchone()
+        assert attributes == (False, False)  # neither SECURITY DEFINER nor a search_path
         assert conn.execute("SELECT has_table_privilege('bank_account', 'accounts', 'SELECT')"
                             ).fetchone() == (False,)
     command.upgrade(config, "head")

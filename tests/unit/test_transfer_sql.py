@@ -36,13 +36,14 @@ def migrations_in_order() -> list[ModuleType]:
     return chain
 
 
-def defines_transfer_money(module: ModuleType) -> bool:
+def defines(module: ModuleType, function: str) -> bool:
+    """Whether the revision (re)creates the function; an ALTER FUNCTION keeps its text."""
     texts = [value for value in vars(module).values() if isinstance(value, str)]
-    return any(re.search(r"FUNCTION transfer_money\(", text) for text in texts)
+    return any(re.search(rf"CREATE (OR REPLACE )?FUNCTION {function}\(", text) for text in texts)
 
 
 def test_the_newest_migration_that_defines_transfer_money_carries_the_live_file() -> None:
-    changing = [m for m in migrations_in_order() if defines_transfer_money(m)]
+    changing = [m for m in migrations_in_order() if defines(m, "transfer_money")]
     newest = changing[-1]
     frozen = getattr(newest, "TRANSFER_MONEY", None)
     assert frozen is not None, (
@@ -69,8 +70,6 @@ def test_the_rejection_reasons_are_the_ones_the_sql_returns() -> None:
 def test_the_newest_migration_that_defines_transfer_money_batch_carries_the_live_file() -> None:
     from services.transfer.adapters.transfer_repository import TRANSFER_MONEY_BATCH_SQL
 
-    changing = [m for m in migrations_in_order()
-                if any(isinstance(v, str) and "FUNCTION transfer_money_batch(" in v
-                       for v in vars(m).values())]
+    changing = [m for m in migrations_in_order() if defines(m, "transfer_money_batch")]
     frozen = getattr(changing[-1], "TRANSFER_MONEY_BATCH", None)
     assert frozen is not None and frozen.strip() == TRANSFER_MONEY_BATCH_SQL.read_text().strip()

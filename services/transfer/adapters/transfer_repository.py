@@ -39,7 +39,8 @@ _T = TypeVar("_T")
 
 # The live definition of the function called below. Migrations install frozen copies of it (a
 # change to the function is a new migration carrying the new text; a test holds the newest copy
-# to this file).
+# to this file). Its owner, SECURITY DEFINER and search_path are not in the text: migration 0007
+# sets them with ALTER FUNCTION, and a replacement must set them again.
 TRANSFER_MONEY_SQL = Path(__file__).parent / "sql" / "transfer_money.sql"
 TRANSFER_MONEY_BATCH_SQL = Path(__file__).parent / "sql" / "transfer_money_batch.sql"
 

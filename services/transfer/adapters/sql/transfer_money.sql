@@ -19,12 +19,7 @@ CREATE OR REPLACE FUNCTION transfer_money(
     outbox_partitions integer[],
     outbox_payloads bytea[]
 )
-LANGUAGE plpgsql VOLATILE
--- Runs with its owner's rights (bank_transfer_definer, migration 0007): the transfer service's
--- role may call it but may not write the tables itself. A fixed search_path, pg_temp last, keeps a
--- caller from substituting its own tables or functions for the ones named here.
-SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
-AS $fn$
+LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
     v_transfer transfers%ROWTYPE;

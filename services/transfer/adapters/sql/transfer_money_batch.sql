@@ -20,12 +20,7 @@ CREATE OR REPLACE FUNCTION transfer_money_batch(
     outbox_partitions integer[],
     outbox_payloads bytea[]
 )
-LANGUAGE plpgsql VOLATILE
--- Runs with its owner's rights (bank_transfer_definer, migration 0007): the transfer service's
--- role may call it but may not write the tables itself. A fixed search_path, pg_temp last, keeps a
--- caller from substituting its own tables or functions for the ones named here.
-SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
-AS $fn$
+LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 -- Several transfers in one transaction, so that they share one commit (one WAL flush) and one
 -- round trip: each item is exactly transfer_money, in the order given, and answers exactly what
