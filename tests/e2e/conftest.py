@@ -21,16 +21,14 @@ from cachebank_client import Endpoints
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
-from devstack.ports import free_ports
 from services.account.bootstrap import build_account_app
 from services.auth.bootstrap import build_auth_app
-from services.gateway.bundle import render_local
 from services.gateway.envoy_clusters import Upstream
-from services.gateway.envoy_process import EnvoyProcess
 from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
 from tests.support.auth import TEST_AUTH_SETTINGS
 from tests.support.db_roles import as_service, service_settings
+from tests.support.gateway import envoy_in_front
 
 PASSWORD = "glacier violet umbrella 42"
 REPLICAS = 2
@@ -79,16 +77,9 @@ async def edge(base_settings: Settings, engine: AsyncEngine,
                 stack.push_async_callback(app.stop)
                 ports.append(("127.0.0.1", app.grpc.port))
             upstreams.append(Upstream(name, tuple(ports)))
-        folder = Path(tmp_path_factory.mktemp("gateway"))
-        https_port, admin_port = free_ports(2)
-        config = render_local(folder, settings, upstreams, https_port=https_port,
-                              admin_port=admin_port)
-        envoy = await stack.enter_async_context(
-            EnvoyProcess(config, admin_port, folder / "envoy.log"))
-        for upstream in upstreams:
-            await envoy.healthy(upstream.name, REPLICAS)
-        yield Edge(f"https://127.0.0.1:{https_port}",
-                   ssl.create_default_context(cafile=str(folder / "tls.crt")))
+        front = await stack.enter_async_context(
+            envoy_in_front(Path(tmp_path_factory.mktemp("gateway")), settings, upstreams))
+        yield Edge(front.url, front.tls)
 
 
 # ---- the services without the edge: what internal callers (the client package, bankctl) see ----

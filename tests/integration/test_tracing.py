@@ -24,16 +24,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import seed
-from devstack.ports import free_ports
 from services.account.bootstrap import build_account_app
 from services.auth.bootstrap import build_auth_app
-from services.gateway.bundle import render_local
 from services.gateway.envoy_clusters import Upstream
-from services.gateway.envoy_process import EnvoyProcess
 from services.transfer.bootstrap import build_transfer_app
 from shared.config import Settings
 from shared.tracing import configure_tracing
 from tests.support.db_roles import service_settings
+from tests.support.gateway import envoy_in_front
 from tests.support.sessions import open_session
 
 pytestmark = pytest.mark.integration
@@ -86,17 +84,9 @@ async def traced(base_settings: Settings, engine: AsyncEngine,
                 await app.start()
                 stack.push_async_callback(app.stop)
                 upstreams.append(Upstream(name, (("127.0.0.1", app.grpc.port),)))
-            folder = Path(tmp_path_factory.mktemp("traced-gateway"))
-            https_port, admin_port = free_ports(2)
-            config = render_local(folder, settings, upstreams, https_port=https_port,
-                                  admin_port=admin_port)
-            envoy = await stack.enter_async_context(
-                EnvoyProcess(config, admin_port, folder / "envoy.log"))
-            for upstream in upstreams:
-                await envoy.healthy(upstream.name, 1)
-            yield TracedStack(f"https://127.0.0.1:{https_port}",
-                              ssl.create_default_context(cafile=str(folder / "tls.crt")),
-                              collector, exporter)
+            front = await stack.enter_async_context(envoy_in_front(
+                Path(tmp_path_factory.mktemp("traced-gateway")), settings, upstreams))
+            yield TracedStack(front.url, front.tls, collector, exporter)
     finally:
         tracing.close()
         await server.stop(0)

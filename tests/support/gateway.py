@@ -1,10 +1,12 @@
-"""A real Envoy, rendered by the gateway's generator, in front of FakeBankServer replicas (one
-cluster per service, each with every replica), on free ports, stopped even when a test fails."""
+"""A real Envoy, rendered by the gateway's generator, on free ports, stopped even when a test
+fails: in front of any upstreams (`envoy_in_front`: the real services in the e2e and tracing
+tests), or of FakeBankServer replicas (`running_gateway`: one cluster per service, each with every
+replica)."""
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,27 @@ SERVICES = ("account", "transfer", "auth")
 def gateway_settings(**overrides: object) -> Settings:
     """Only the gateway's fields matter to the generator: no database, no Redis."""
     return Settings(database_url="", redis_nodes="", **overrides)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class EnvoyFront:
+    url: str
+    tls: ssl.SSLContext  # trusts the bundle's self-signed certificate
+    envoy: EnvoyProcess
+
+
+@asynccontextmanager
+async def envoy_in_front(folder: Path, settings: Settings,
+                         upstreams: Sequence[Upstream]) -> AsyncIterator[EnvoyFront]:
+    """Yields once Envoy sees every endpoint of every upstream healthy."""
+    https_port, admin_port = free_ports(2)
+    config = render_local(folder, settings, upstreams, https_port=https_port,
+                          admin_port=admin_port)
+    async with EnvoyProcess(config, admin_port, folder / "envoy.log") as envoy:
+        for upstream in upstreams:
+            await envoy.healthy(upstream.name, len(upstream.endpoints))
+        yield EnvoyFront(f"https://127.0.0.1:{https_port}",
+                         ssl.create_default_context(cafile=str(folder / "tls.crt")), envoy)
 
 
 @dataclass
@@ -63,15 +86,9 @@ async def running_gateway(folder: Path, *, replicas: int = 2,
             await server.start()
             stack.push_async_callback(server.stop)
             servers.append(server)
-        https_port, admin_port = free_ports(2)
         upstreams = [Upstream(name, tuple(("127.0.0.1", s.port) for s in servers))
                      for name in SERVICES]
-        config = render_local(folder, settings or gateway_settings(), upstreams,
-                              https_port=https_port, admin_port=admin_port)
-        envoy = await stack.enter_async_context(
-            EnvoyProcess(config, admin_port, folder / "envoy.log"))
-        for name in SERVICES:
-            await envoy.healthy(name, replicas)
-        yield RunningGateway(f"https://127.0.0.1:{https_port}",
-                             ssl.create_default_context(cafile=str(folder / "tls.crt")),
-                             envoy, servers, folder, behaviours, received)
+        front = await stack.enter_async_context(
+            envoy_in_front(folder, settings or gateway_settings(), upstreams))
+        yield RunningGateway(front.url, front.tls, front.envoy, servers, folder, behaviours,
+                             received)
