@@ -21,6 +21,7 @@ from services.transfer.service_layer.outbox_relay import OutboxRelay, relay_once
 from services.transfer.service_layer.transfers import TransferService, transfer_page_tokens
 from shared.auth_context import Caller
 from shared.errors import BankError
+from tests.support.account import metric
 
 ALICE, BOB = Caller("alice", "s1"), Caller("bob", "s2")
 
@@ -223,7 +224,9 @@ async def test_the_relay_sends_nothing_the_service_already_published() -> None:
 
 async def test_the_dispatcher_drops_overflow_instead_of_blocking() -> None:
     dispatcher = EventDispatcher(FakeEventPublisher(), FakeOutboxStore(), max_queue=2)
+    dropped = metric("bank_events_total", outcome="dispatch_dropped")
     dispatcher.submit([OutboxEvent(i, 0, b"x") for i in range(5)])  # not started: queue fills
+    assert metric("bank_events_total", outcome="dispatch_dropped") == dropped + 3  # for the relay
     await dispatcher.stop()
 
 
